@@ -1,0 +1,2 @@
+//! The `biglearn` binary (to be written).
+fn main() {}

@@ -1,0 +1,18 @@
+//! The pure core of Biglearn: identifiers, the event payloads of the system of record,
+//! and the rules that turn events into state.
+//!
+//! Invariants:
+//! - No I/O, no clock, no spawning: every function here is deterministic in its inputs.
+//!   "Now" is always a parameter.
+//! - Depends on none of tokio, rdkafka, sled, axum or apache-avro.
+//!
+//! Does not: encode events (that is `biglearn-events`), store or transport them.
+//!
+//! Modules, in reading order:
+//! - [`ids`]: uuid newtypes, [`ids::SequenceNumber`], UUIDv5 in the Biglearn namespace.
+//! - [`time`]: Tutor's datetime strings to microseconds.
+//! - [`events`]: payloads, event types and envelopes of course and ecosystem events.
+
+pub mod events;
+pub mod ids;
+pub mod time;

@@ -1,0 +1,1 @@
+//! The Avro envelope of Biglearn's topics (to be written).

@@ -1,0 +1,1 @@
+//! The Tutor-facing HTTP API (to be written).

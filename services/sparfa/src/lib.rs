@@ -1,0 +1,1 @@
+//! SPARFA math (to be written).

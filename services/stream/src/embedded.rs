@@ -1,0 +1,1 @@
+//! The embedded backend: checksummed, fsynced segment files on local disk (to be written).

@@ -1,0 +1,1 @@
+//! The Kafka backend through rdkafka (to be written).
