@@ -1,2 +1,140 @@
-//! The `biglearn` binary (to be written).
-fn main() {}
+//! `biglearn`: the command line of the system; see the library crate for the wiring.
+//!
+//! Invariants: parsing and dispatch only; every subcommand calls into the library.
+//!
+//! Does not: implement any rule of the domain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use biglearn::run::{self, Backend, Role, RunConfig};
+use biglearn::{admin, tokens};
+
+/// Biglearn: personalized exercises, spaced practice and CLUEs for OpenStax Tutor,
+/// event-sourced on an append-only stream store.
+#[derive(Parser, Debug)]
+#[command(name = "biglearn", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every service in one process (embedded log by default; --kafka for Kafka).
+    Up(UpArgs),
+    /// Run chosen roles, for multi-process deployments.
+    Serve(ServeArgs),
+    /// List or fill sequence gaps (calls the writer's admin endpoints).
+    #[command(subcommand)]
+    Gap(admin::GapCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreArgs {
+    /// Directory of the local state (sled projections; and the log on the embedded store).
+    #[arg(long, default_value = "./biglearn-data", env = "BIGLEARN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the HTTP listener (API, admin, /ping, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:3000", env = "BIGLEARN_LISTEN")]
+    listen: SocketAddr,
+    /// Use Kafka at HOST:PORT[,HOST:PORT…] instead of the embedded log.
+    #[arg(long, env = "BIGLEARN_KAFKA")]
+    kafka: Option<String>,
+    /// Create topics with replication factor 1 (a single development or test broker).
+    #[arg(long, requires = "kafka")]
+    single_broker: bool,
+    /// Topic prefix of this environment, e.g. `prod` or `staging`.
+    #[arg(long, default_value = "biglearn", env = "BIGLEARN_TOPIC_PREFIX")]
+    topic_prefix: String,
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Roles to run, comma-separated: writer, reader.
+    #[arg(long, value_delimiter = ',', required = true)]
+    role: Vec<Role>,
+}
+
+fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> {
+    std::fs::create_dir_all(&store.data_dir).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {error}",
+            store.data_dir.display()
+        )
+    })?;
+    let tokens = tokens::resolve(&store.data_dir)?;
+    if let Some(path) = &tokens.stored_in {
+        println!(
+            "API and admin tokens not set in the environment; using the ones stored under {} (mode 0600)",
+            path.parent().unwrap_or(path).display()
+        );
+    }
+    let backend = match &store.kafka {
+        Some(servers) => Backend::Kafka {
+            bootstrap_servers: servers.clone(),
+            single_broker: store.single_broker,
+        },
+        None => Backend::Embedded,
+    };
+    Ok(RunConfig {
+        data_dir: store.data_dir.clone(),
+        listen: store.listen,
+        backend,
+        topic_prefix: store.topic_prefix.clone(),
+        roles,
+        api_token: tokens.api,
+        admin_token: tokens.admin,
+        writer_id: format!("biglearn-{}", uuid::Uuid::new_v4().simple()),
+    })
+}
+
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => {
+            let config = run_config(&args.store, vec![Role::Writer, Role::Reader])?;
+            run::run(config, run::termination_signal()).await
+        }
+        Command::Serve(args) => {
+            let config = run_config(&args.store, args.role)?;
+            run::run(config, run::termination_signal()).await
+        }
+        Command::Gap(command) => admin::run_gap(command).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BIGLEARN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_command(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

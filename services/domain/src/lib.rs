@@ -12,7 +12,11 @@
 //! - [`ids`]: uuid newtypes, [`ids::SequenceNumber`], UUIDv5 in the Biglearn namespace.
 //! - [`time`]: Tutor's datetime strings to microseconds.
 //! - [`events`]: payloads, event types and envelopes of course and ecosystem events.
+//! - [`sequencing`]: per-aggregate order: park ahead of gaps, drop duplicates, detect conflicts.
+//! - [`fetch`]: the contiguous-prefix event-stream reads of the API.
 
 pub mod events;
+pub mod fetch;
 pub mod ids;
+pub mod sequencing;
 pub mod time;

@@ -1,1 +1,125 @@
-//! The Tutor-facing HTTP API (to be written).
+//! The Tutor-facing HTTP API, compatible with biglearn-api: validation, the single
+//! writer, and the reads Tutor and external readers make.
+//!
+//! Invariants:
+//! - Only this crate knows Tutor's JSON field names and HTTP status rules.
+//! - Nothing of a request is acted on before the whole request has validated (400), and
+//!   nothing of it is written when any slot conflicts (422).
+//! - A write is answered 200 only after every record of the request has a successful
+//!   delivery report; after an uncertain outcome the writer refuses writes until its
+//!   index has been re-read from the log.
+//! - Authentication runs before any other check; tokens compare in constant time.
+//!
+//! Does not: compute results (the scheduler does), or decide stream order (consumers do).
+//!
+//! Modules, in reading order:
+//! - [`requests`]: request validation (schemas of spec api.md, pointer errors) and
+//!   conversion of write requests to candidate events.
+//! - [`writer`]: identity and slot checks under per-aggregate locks, stamping, appending.
+//! - [`http`]: the axum router, authentication, limits and the error shape.
+//! - [`handlers`]: what each request does and Tutor's response shapes.
+//! - [`reads`]: result reads with their statuses, event-stream reads.
+
+pub mod handlers;
+pub mod http;
+pub mod reads;
+pub mod requests;
+pub mod writer;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use biglearn_projector::consumer::ConsumerProgress;
+use biglearn_projector::event_log::EventLog;
+use biglearn_telemetry::Metrics;
+use tokio::sync::watch;
+
+pub use writer::{Writer, WriterConfig};
+
+/// The secrets of the two roles; several per role allow rotation without downtime.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    /// Accepted in `Biglearn-Api-Token`.
+    pub api: Vec<String>,
+    /// Accepted in `Biglearn-Admin-Token`.
+    pub admin: Vec<String>,
+}
+
+/// Whether the process may take traffic: every consumer caught up, writer index in sync.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    consumers: Vec<(String, watch::Receiver<ConsumerProgress>)>,
+    writer: Option<Arc<Writer>>,
+}
+
+impl Readiness {
+    /// Readiness over these consumers and, if present, the writer.
+    pub fn new(
+        consumers: Vec<(String, watch::Receiver<ConsumerProgress>)>,
+        writer: Option<Arc<Writer>>,
+    ) -> Readiness {
+        Readiness { consumers, writer }
+    }
+
+    /// `(ready, detail)`: the detail names what is not ready.
+    pub fn check(&self) -> (bool, String) {
+        for (name, progress) in &self.consumers {
+            if !progress.borrow().caught_up {
+                return (false, format!("{name} is catching up with the log"));
+            }
+        }
+        if let Some(writer) = &self.writer {
+            if writer.is_resyncing() {
+                return (false, "the writer is resynchronising its index".into());
+            }
+        }
+        (true, "caught up".into())
+    }
+}
+
+/// Everything a request handler needs.
+pub struct GatewayState {
+    /// Present when this process holds the writer role.
+    pub writer: Option<Arc<Writer>>,
+    /// The event-log projection (reads, and the writer's index).
+    pub log: EventLog,
+    pub tokens: Tokens,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+/// Clears the writer's resync flag once the event-log consumers have re-read both event
+/// topics up to their current high watermarks (spec api.md §3.5 step 4).
+pub async fn resync_when_caught_up(
+    writer: Arc<Writer>,
+    store: biglearn_stream::SharedStreamStore,
+    topics: Vec<(String, watch::Receiver<ConsumerProgress>)>,
+) {
+    let flag = writer.resync_flag();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if !flag.load(Ordering::SeqCst) {
+            continue;
+        }
+        let mut all_caught_up = true;
+        for (topic, progress) in &topics {
+            let high = match store.high_watermarks(topic).await {
+                Ok(high) => high,
+                Err(error) => {
+                    tracing::warn!(%error, %topic, "Resync waits: high watermarks unavailable.");
+                    all_caught_up = false;
+                    break;
+                }
+            };
+            let positions = progress.borrow().positions.clone();
+            if positions.iter().zip(&high).any(|(position, high)| position < high) {
+                all_caught_up = false;
+                break;
+            }
+        }
+        if all_caught_up {
+            flag.store(false, Ordering::SeqCst);
+            tracing::info!("The writer's index is resynchronised with the log; writes resume.");
+        }
+    }
+}

@@ -1,1 +1,61 @@
-//! SPARFA math (to be written).
+//! SPARFA for Biglearn: fits per-ecosystem models (W, d) from first responses and answers per-learner questions (solve, CLUE, ranking) from them.
+//!
+//! Invariants:
+//! - Pure: no clock, no I/O and no randomness outside `eval` (which reads the files it
+//!   is given, times fits and seeds the `free` model's ChaCha8 generator with 0).
+//! - The same input gives a bit-identical model for any thread count: learners and
+//!   questions are independent blocks, and every sum runs sequentially in ascending order.
+//! - Observations are stored per learner and per question; no dense Q × N matrix exists.
+//! - `hash64` is the first 8 bytes of SHA-256 of the '|'-joined parts, big-endian.
+//! - Ids are the caller's: this crate works with indices into ascending id lists and
+//!   does not depend on the domain crate.
+//!
+//! Does not: read topics or sled, pick first responses per (student, group), or shuffle
+//! unknown exercises (the caller applies its `det_shuffle`).
+//!
+//! Modules, in reading order:
+//! - [`hash`]: `hash64`, the §6 holdout test and the §5 learner subsampling.
+//! - [`observations`]: the training set Ω in CSR form, both ways.
+//! - [`fit`]: the §4 objective and the §7 block proximal-gradient fit with §6 stopping.
+//! - [`select`]: hyper-parameter selection by holdout log-likelihood (§4 Decision).
+//! - [`serve`]: the §10 per-learner Newton solve, CLUE and exercise ranking.
+//! - [`eval`]: the §12 offline evaluation protocol.
+
+pub mod eval;
+pub mod fit;
+pub mod hash;
+pub mod observations;
+pub mod select;
+pub mod serve;
+
+pub use eval::{format_table, run_eval, EvalError, EvalOptions, ModelKind, ModelReport};
+pub use fit::{fit, Fit, FitProblem, FitStats, Hyperparameters};
+pub use hash::{hash64, is_holdout, keep_learner};
+pub use observations::{Observation, Observations};
+pub use select::{fit_selected, Candidate, CandidateScore, SelectedFit, SelectionInput};
+pub use serve::{Clue, LearnerSolve, Ranking, ServingModel};
+
+/// Errors of the fitting code.
+#[derive(Debug, thiserror::Error)]
+pub enum SparfaError {
+    /// An observation refers to a learner or question outside the index.
+    #[error("observation (learner {learner}, question {question}) is outside {n_learners} learners × {n_questions} questions")]
+    IndexOutOfRange {
+        /// Learner index.
+        learner: usize,
+        /// Question index.
+        question: usize,
+        /// Number of learners.
+        n_learners: usize,
+        /// Number of questions.
+        n_questions: usize,
+    },
+    /// More than 2³¹ − 1 learners or questions.
+    #[error("{n_learners} learners × {n_questions} questions exceed the 2^31 - 1 index limit")]
+    TooLarge {
+        /// Number of learners.
+        n_learners: usize,
+        /// Number of questions.
+        n_questions: usize,
+    },
+}

@@ -32,13 +32,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use partitioner::partition_for_key;
-pub use record::{ConsumedRecord, DeliveryError, Delivered, OutgoingRecord};
+pub use record::{ConsumedRecord, Delivered, DeliveryError, OutgoingRecord};
 pub use topics::{TopicSpec, Topics};
 
 /// Errors of the stream store other than per-record delivery outcomes.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("topic {topic} does not exist; create it first (biglearn creates its topics at start-up)")]
+    #[error(
+        "topic {topic} does not exist; create it first (biglearn creates its topics at start-up)"
+    )]
     UnknownTopic { topic: String },
     #[error("partition {partition} of topic {topic} does not exist (the topic has {partitions})")]
     UnknownPartition {

@@ -81,15 +81,14 @@ impl Topics {
     /// counts for small deployments and tests (1 keeps them).
     pub fn all_specs(&self, partitions_scale: i32) -> Vec<TopicSpec> {
         let scale = partitions_scale.max(1);
-        let spec = |name: String, partitions: i32, compacted, retention_ms, max_message_bytes| {
-            TopicSpec {
+        let spec =
+            |name: String, partitions: i32, compacted, retention_ms, max_message_bytes| TopicSpec {
                 name,
                 partitions: (partitions / scale).max(1),
                 compacted,
                 retention_ms,
                 max_message_bytes,
-            }
-        };
+            };
         const MIB: i64 = 1024 * 1024;
         const DAY_MS: i64 = 24 * 3600 * 1000;
         vec![

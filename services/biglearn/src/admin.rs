@@ -1,0 +1,141 @@
+//! Operator commands that call the writer's admin endpoints over HTTP.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// How to reach the writer's admin endpoints.
+#[derive(Args, Debug)]
+pub struct AdminTarget {
+    /// Base URL of the writer.
+    #[arg(long, default_value = "http://127.0.0.1:3000", env = "BIGLEARN_TARGET")]
+    target: String,
+    /// The admin token (default: $BIGLEARN_ADMIN_TOKEN, else `<data-dir>/admin-token`).
+    #[arg(long, env = "BIGLEARN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Data directory whose `admin-token` file to use when no token is given.
+    #[arg(long, default_value = "./biglearn-data", env = "BIGLEARN_DATA_DIR")]
+    data_dir: std::path::PathBuf,
+    /// Who is acting, recorded in the audit trail.
+    #[arg(long, env = "USER", default_value = "operator")]
+    actor: String,
+}
+
+/// `biglearn gap …`
+#[derive(Subcommand, Debug)]
+pub enum GapCommand {
+    /// List open sequence gaps, oldest first.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// `course` or `ecosystem`.
+        #[arg(long, default_value = "course")]
+        stream: String,
+        /// At most this many gaps.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Fill a missing sequence number with an audited no_op (idempotent).
+    Fill {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The course whose sequence has the gap.
+        #[arg(long, conflicts_with = "ecosystem", required_unless_present = "ecosystem")]
+        course: Option<String>,
+        /// The ecosystem whose sequence has the gap.
+        #[arg(long)]
+        ecosystem: Option<String>,
+        /// The missing sequence number.
+        #[arg(long)]
+        seq: i64,
+        /// Why (a ticket reference), recorded with the no_op.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+async fn call(target: &AdminTarget, path: &str, body: Value) -> anyhow::Result<Value> {
+    let token = match &target.admin_token {
+        Some(token) => token.clone(),
+        None => std::fs::read_to_string(target.data_dir.join("admin-token"))
+            .map(|text| text.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no admin token: set BIGLEARN_ADMIN_TOKEN or pass --admin-token (none found in {})",
+                    target.data_dir.display()
+                )
+            })?,
+    };
+    let url = format!("{}{path}", target.target.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("Biglearn-Admin-Token", token)
+        .header("Biglearn-Actor", &target.actor)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}; is the writer running?"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+/// Runs a `gap` subcommand.
+pub async fn run_gap(command: GapCommand) -> anyhow::Result<()> {
+    match command {
+        GapCommand::List {
+            target,
+            stream,
+            limit,
+        } => {
+            let answer = call(
+                &target,
+                "/admin/list_sequence_gaps",
+                json!({"stream": stream, "limit": limit}),
+            )
+            .await?;
+            let gaps = answer["gaps"].as_array().cloned().unwrap_or_default();
+            if gaps.is_empty() {
+                println!("no open {stream} gaps");
+            }
+            for gap in gaps {
+                println!(
+                    "{}  first missing {}  missing {}  highest {}  blocked since {}",
+                    gap["aggregate_uuid"].as_str().unwrap_or("?"),
+                    gap["first_missing"],
+                    gap["missing_count"],
+                    gap["highest_received"],
+                    gap["blocked_since"].as_str().unwrap_or("?"),
+                );
+            }
+            Ok(())
+        }
+        GapCommand::Fill {
+            target,
+            course,
+            ecosystem,
+            seq,
+            reason,
+        } => {
+            let (stream, aggregate) = match (course, ecosystem) {
+                (Some(course), _) => ("course", course),
+                (None, Some(ecosystem)) => ("ecosystem", ecosystem),
+                (None, None) => anyhow::bail!("pass --course or --ecosystem"),
+            };
+            let answer = call(
+                &target,
+                "/admin/fill_sequence_gap",
+                json!({"stream": stream, "aggregate_uuid": aggregate, "sequence_number": seq, "reason": reason}),
+            )
+            .await?;
+            println!(
+                "{stream} {aggregate} sequence_number {seq}: {}",
+                answer["status"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+    }
+}

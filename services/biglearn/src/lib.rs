@@ -1,0 +1,18 @@
+//! The wiring library of the `biglearn` binary: every role and operator tool, callable
+//! from the CLI and from end-to-end tests.
+//!
+//! Invariants:
+//! - This crate is glue: wiring of components, signals, and mapping errors to messages
+//!   that tell the operator what to do. Business rules live in the library crates.
+//! - `anyhow` is used here and nowhere else.
+//!
+//! Does not: implement any rule of the domain.
+//!
+//! Modules, in reading order:
+//! - [`run`]: `up` and `serve`: stream store, consumers, writer, HTTP, shutdown.
+//! - [`tokens`]: API and admin tokens from the environment or the data directory.
+//! - [`admin`]: operator commands that call the admin endpoints (`gap list`, `gap fill`).
+
+pub mod admin;
+pub mod run;
+pub mod tokens;

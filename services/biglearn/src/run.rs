@@ -1,0 +1,257 @@
+//! Wiring of the long-running roles: open the stream store and sled, start the
+//! consumers, the writer and the HTTP listener, and shut everything down in order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use biglearn_domain::events::StreamKind;
+use biglearn_gateway::{GatewayState, Readiness, Tokens, Writer, WriterConfig};
+use biglearn_projector::consumer::{run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig};
+use biglearn_projector::event_log::EventLog;
+use biglearn_stream::embedded::EmbeddedStore;
+use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
+use biglearn_stream::{SharedStreamStore, Topics};
+use biglearn_telemetry::Metrics;
+use tokio::sync::watch;
+
+/// A role of spec README §4.2 that this binary can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// All write and admin endpoints (exactly one per deployment).
+    Writer,
+    /// The read endpoints, from a full replica of the projections.
+    Reader,
+}
+
+/// Where the stream store lives.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded log under `<data-dir>/log`.
+    Embedded,
+    /// A Kafka cluster.
+    Kafka {
+        bootstrap_servers: String,
+        /// Use replication factor 1 (a single test broker).
+        single_broker: bool,
+    },
+}
+
+/// Everything a running process needs to know.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub backend: Backend,
+    pub topic_prefix: String,
+    pub roles: Vec<Role>,
+    pub api_token: String,
+    pub admin_token: String,
+    pub writer_id: String,
+}
+
+/// Opens the configured stream store and creates missing topics.
+pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore> {
+    let store: SharedStreamStore = match &config.backend {
+        Backend::Embedded => {
+            let dir = config.data_dir.join("log");
+            Arc::new(EmbeddedStore::open(&dir).with_context(|| {
+                format!("cannot open the embedded log at {}", dir.display())
+            })?)
+        }
+        Backend::Kafka {
+            bootstrap_servers,
+            single_broker,
+        } => {
+            let mut kafka = KafkaConfig::new(bootstrap_servers.clone(), config.writer_id.clone());
+            if *single_broker {
+                kafka = kafka.single_broker();
+            }
+            Arc::new(KafkaStore::connect(kafka).await.with_context(|| {
+                format!("cannot reach Kafka at {bootstrap_servers}; check --kafka and that the brokers are up")
+            })?)
+        }
+    };
+    let topics = Topics::new(config.topic_prefix.clone());
+    store
+        .ensure_topics(&topics.all_specs(1))
+        .await
+        .context("cannot create the topics")?;
+    Ok(store)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "SIGTERM cannot be watched; only SIGINT stops the process.");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Runs the configured roles until `shutdown` resolves, then stops in order: the HTTP
+/// listener drains, consumers finish their batch in flight, sled is flushed.
+pub async fn run(config: RunConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], telling `on_listening` the bound address (tests listen on port 0).
+pub async fn run_with(
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let store = open_store(&config).await?;
+    let topics = Topics::new(config.topic_prefix.clone());
+    let state_dir = config.data_dir.join("state");
+    let db = sled::Config::new()
+        .path(&state_dir)
+        .open()
+        .with_context(|| format!("cannot open the state directory {}; if another biglearn process uses it, stop that one first", state_dir.display()))?;
+    let log = EventLog::open(&db, "event_log")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // A consumer that fails stops the whole process (non-zero exit), so that a supervisor
+    // restarts it rather than serving from a projection that no longer advances.
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(4);
+    let mut consumer_tasks = Vec::new();
+    let mut progresses: Vec<(String, watch::Receiver<ConsumerProgress>)> = Vec::new();
+    for (stream, topic) in [
+        (StreamKind::Course, topics.course_events()),
+        (StreamKind::Ecosystem, topics.ecosystem_events()),
+    ] {
+        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
+        progresses.push((topic.clone(), progress_rx));
+        let consumer_config = EventLogConsumerConfig {
+            component: "event_log".into(),
+            stream,
+            topic: topic.clone(),
+            dlq_topic: topics.dlq(),
+            max_batch: 2000,
+            poll_timeout: Duration::from_millis(100),
+        };
+        let consumer = run_event_log_consumer(
+            log.clone(),
+            store.clone(),
+            consumer_config,
+            progress_tx,
+            stop_rx.clone(),
+        );
+        let failed_tx = failed_tx.clone();
+        let failed_topic = topic.clone();
+        let task = tokio::spawn(async move {
+            let result = consumer.await;
+            if let Err(error) = &result {
+                let _ = failed_tx.send(format!("the consumer of {failed_topic} failed: {error}")).await;
+            }
+            result
+        });
+        consumer_tasks.push((topic, task));
+    }
+
+    let writer = if config.roles.contains(&Role::Writer) {
+        let writer = Arc::new(Writer::new(
+            store.clone(),
+            log.clone(),
+            WriterConfig {
+                writer_id: config.writer_id.clone(),
+                topics: topics.clone(),
+            },
+            metrics.clone(),
+        ));
+        tokio::spawn(biglearn_gateway::resync_when_caught_up(
+            writer.clone(),
+            store.clone(),
+            progresses.clone(),
+        ));
+        Some(writer)
+    } else {
+        None
+    };
+    let state = Arc::new(GatewayState {
+        writer: writer.clone(),
+        log: log.clone(),
+        tokens: Tokens {
+            api: vec![config.api_token.clone()],
+            admin: vec![config.admin_token.clone()],
+        },
+        metrics: metrics.clone(),
+        readiness: Readiness::new(progresses.clone(), writer),
+    });
+    let app = biglearn_gateway::http::router(state);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; is another process using that port?", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(listen = %local_addr, backend = store.backend_name(), prefix = %config.topic_prefix, "Biglearn is serving.");
+    println!("biglearn listening on http://{local_addr}");
+    on_listening(local_addr);
+
+    let size_metrics = {
+        let metrics = metrics.clone();
+        let db = db.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(bytes) = db.size_on_disk() {
+                    metrics.sled_size("event_log", bytes);
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        })
+    };
+
+    let failure = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let stop_serving = {
+        let failure = failure.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                Some(reason) = failed_rx.recv() => {
+                    tracing::error!(%reason, "Stopping because a component failed.");
+                    *failure.lock() = Some(reason);
+                }
+            }
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_serving)
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("Shutting down: finishing the batches in flight.");
+    size_metrics.abort();
+    stop_tx.send_replace(true);
+    for (topic, task) in consumer_tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, %topic, "A consumer stopped with an error."),
+            Err(error) => tracing::error!(%error, %topic, "A consumer task panicked."),
+        }
+    }
+    db.flush_async().await.context("cannot flush the state")?;
+    if let Some(reason) = failure.lock().take() {
+        anyhow::bail!("{reason}; the state is a rebuildable cache: fix the cause and restart");
+    }
+    tracing::info!("Biglearn stopped cleanly.");
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! API and admin tokens: from the environment, or generated once and kept (mode 0600)
+//! in the data directory, so that `biglearn up` works with nothing configured.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// The tokens of one process and where generated ones are stored.
+pub struct ResolvedTokens {
+    pub api: String,
+    pub admin: String,
+    /// Set when at least one token was generated or read from the data directory.
+    pub stored_in: Option<PathBuf>,
+}
+
+fn read_or_generate(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    if let Ok(text) = fs::read_to_string(&path) {
+        let token = text.trim().to_owned();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write the generated token to {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    Ok(token)
+}
+
+/// `BIGLEARN_API_TOKEN` / `BIGLEARN_ADMIN_TOKEN`, else tokens kept in `data_dir`.
+pub fn resolve(data_dir: &Path) -> anyhow::Result<ResolvedTokens> {
+    let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let mut stored_in = None;
+    let api = match from_env("BIGLEARN_API_TOKEN") {
+        Some(token) => token,
+        None => {
+            stored_in = Some(data_dir.join("api-token"));
+            read_or_generate(data_dir, "api-token")?
+        }
+    };
+    let admin = match from_env("BIGLEARN_ADMIN_TOKEN") {
+        Some(token) => token,
+        None => {
+            stored_in = Some(data_dir.join("admin-token"));
+            read_or_generate(data_dir, "admin-token")?
+        }
+    };
+    Ok(ResolvedTokens {
+        api,
+        admin,
+        stored_in,
+    })
+}

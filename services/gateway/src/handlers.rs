@@ -1,0 +1,249 @@
+//! What each validated request does: writes go to the writer, reads to the projections;
+//! every answer is built in Tutor's exact JSON shape here.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use biglearn_domain::ids::EventUuid;
+use serde_json::{json, Value};
+
+use crate::http::{error_body, error_response, json_response};
+use crate::reads;
+use crate::requests::{
+    candidates, AdminRequest, Candidate, PushRequest, Request, WriteRequest,
+};
+use crate::writer::{SlotConflict, WriteError};
+use crate::GatewayState;
+
+/// Why a validated request was not answered with 200.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// 422: slots taken by other events.
+    Conflicts(Vec<SlotConflict>),
+    /// 400 after validation, for rules that need state (e.g. settings types).
+    BadRequest { path: String, message: String },
+    /// 503: retry with the same body.
+    Unavailable { message: String },
+    /// 500.
+    Internal { detail: String },
+}
+
+impl HandlerError {
+    /// The error response; internal errors are logged with the request id.
+    pub fn into_response_with(self, request_id: &str) -> Response {
+        match self {
+            HandlerError::Conflicts(conflicts) => {
+                let errors: Vec<(String, String)> = conflicts
+                    .iter()
+                    .map(|conflict| {
+                        let by = match &conflict.taken_by_type {
+                            Some(event_type) => format!("event {} ({event_type})", conflict.taken_by),
+                            None => format!("event {} of the same request", conflict.taken_by),
+                        };
+                        (
+                            conflict.path.clone(),
+                            format!(
+                                "{} {}: sequence_number {} is already taken by {by}",
+                                conflict.stream.as_str(),
+                                conflict.aggregate,
+                                conflict.sequence_number
+                            ),
+                        )
+                    })
+                    .collect();
+                json_response(StatusCode::UNPROCESSABLE_ENTITY, &error_body(&errors))
+            }
+            HandlerError::BadRequest { path, message } => {
+                error_response(StatusCode::BAD_REQUEST, &path, message)
+            }
+            HandlerError::Unavailable { message } => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "", message)
+            }
+            HandlerError::Internal { detail } => {
+                tracing::error!(request_id, %detail, "A request failed with an internal error.");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "",
+                    format!("internal error {request_id}"),
+                )
+            }
+        }
+    }
+}
+
+impl From<WriteError> for HandlerError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Conflicts(conflicts) => HandlerError::Conflicts(conflicts),
+            WriteError::Unavailable { detail } => HandlerError::Unavailable {
+                message: format!("event log unavailable; retry with the same body ({detail})"),
+            },
+            WriteError::Internal { detail } => HandlerError::Internal { detail },
+        }
+    }
+}
+
+impl From<biglearn_projector::ProjectionError> for HandlerError {
+    fn from(error: biglearn_projector::ProjectionError) -> Self {
+        HandlerError::Internal {
+            detail: error.to_string(),
+        }
+    }
+}
+
+fn not_the_writer() -> HandlerError {
+    HandlerError::Unavailable {
+        message: "not the writer".into(),
+    }
+}
+
+/// Answers one validated request.
+pub async fn handle(
+    state: &Arc<GatewayState>,
+    request: Request,
+    actor: Option<&str>,
+) -> Result<Value, HandlerError> {
+    match request {
+        Request::Write(write) => handle_write(state, write).await,
+        Request::Read(read) => reads::answer_read(state, read),
+        Request::EventStream(read) => reads::answer_event_stream(state, read),
+        Request::Push(push) => handle_push(state, push),
+        Request::Admin(admin) => handle_admin(state, admin, actor.unwrap_or("unknown")).await,
+    }
+}
+
+async fn handle_write(
+    state: &Arc<GatewayState>,
+    request: WriteRequest,
+) -> Result<Value, HandlerError> {
+    let writer = state.writer.as_ref().ok_or_else(not_the_writer)?;
+    let candidates: Vec<Candidate> = candidates(&request);
+    let receipt = writer.write(candidates).await?;
+    let body = match &request {
+        WriteRequest::CreateEcosystem(create) => {
+            json!({"created_ecosystem_uuid": create.ecosystem_uuid})
+        }
+        WriteRequest::CreateCourse(create) => json!({"created_course_uuid": create.course_uuid}),
+        WriteRequest::UpdateCourseActiveDates(update) => {
+            json!({"updated_course_uuid": update.course_uuid})
+        }
+        WriteRequest::UpdateRosters(update) => json!({
+            "updated_rosters": update.rosters.iter().map(|roster| json!({
+                "request_uuid": roster.request_uuid,
+                "updated_course_uuid": roster.course_uuid,
+            })).collect::<Vec<_>>()
+        }),
+        WriteRequest::PrepareCourseEcosystem(_) => json!({"status": "accepted"}),
+        WriteRequest::UpdateCourseEcosystems(update) => json!({
+            "update_responses": update.update_requests.iter().map(|item| {
+                let status = receipt
+                    .update_statuses
+                    .get(&EventUuid(item.request_uuid.0))
+                    .map(|status| status.as_str())
+                    .unwrap_or("updated_but_unready");
+                json!({"request_uuid": item.request_uuid, "update_status": status})
+            }).collect::<Vec<_>>()
+        }),
+        WriteRequest::UpdateGloballyExcludedExercises(_)
+        | WriteRequest::UpdateCourseExcludedExercises(_) => json!({"status": "success"}),
+        WriteRequest::CreateUpdateAssignments(update) => json!({
+            "updated_assignments": update.assignments.iter().map(|assignment| json!({
+                "request_uuid": assignment.request_uuid,
+                "updated_assignment_uuid": assignment.assignment_uuid,
+            })).collect::<Vec<_>>()
+        }),
+        WriteRequest::RecordResponses(record) => {
+            let mut seen = BTreeSet::new();
+            let uuids: Vec<Value> = record
+                .responses
+                .iter()
+                .filter(|response| seen.insert(response.response_uuid))
+                .map(|response| json!(response.response_uuid))
+                .collect();
+            json!({"recorded_response_uuids": uuids})
+        }
+    };
+    Ok(body)
+}
+
+fn handle_push(state: &Arc<GatewayState>, request: PushRequest) -> Result<Value, HandlerError> {
+    let received_at = now_micros();
+    let (array_name, items) = reads::push_items(&request);
+    for item in &items {
+        let stored = state.log.store_result(
+            &item.key,
+            biglearn_projector::event_log::ResultVersion {
+                input_seq: 0,
+                model_seq: 0,
+                computed_at_micros: received_at,
+            },
+            &item.content.to_string(),
+        )?;
+        if !stored {
+            state.metrics.stale_result_dropped(item.kind);
+        }
+    }
+    Ok(json!({
+        array_name: items.iter().map(|item| json!({
+            "request_uuid": item.request_uuid,
+            "update_status": "accepted",
+        })).collect::<Vec<_>>()
+    }))
+}
+
+async fn handle_admin(
+    state: &Arc<GatewayState>,
+    request: AdminRequest,
+    actor: &str,
+) -> Result<Value, HandlerError> {
+    match request {
+        AdminRequest::FillSequenceGap(fill) => {
+            let writer = state.writer.as_ref().ok_or_else(not_the_writer)?;
+            let written = writer
+                .fill_sequence_gap(
+                    fill.stream,
+                    fill.aggregate_uuid,
+                    fill.sequence_number,
+                    actor,
+                    &fill.reason,
+                )
+                .await?;
+            tracing::info!(
+                stream = fill.stream.as_str(),
+                aggregate = %fill.aggregate_uuid,
+                sequence_number = fill.sequence_number.0,
+                actor,
+                reason = %fill.reason,
+                written,
+                "An operator filled a sequence gap."
+            );
+            Ok(json!({"status": if written { "filled" } else { "already_filled" }}))
+        }
+        AdminRequest::ListSequenceGaps(list) => {
+            let now = now_micros();
+            let gaps = state.log.gaps(list.stream, list.limit as usize)?;
+            Ok(json!({
+                "gaps": gaps.iter().map(|gap| json!({
+                    "aggregate_uuid": gap.aggregate,
+                    "first_missing": gap.first_missing,
+                    "missing_count": gap.missing_count,
+                    "highest_received": gap.highest_received,
+                    "blocked_since": biglearn_domain::time::format_datetime_micros(gap.blocked_since_micros),
+                    "age_seconds": ((now - gap.blocked_since_micros).max(0) as f64) / 1e6,
+                })).collect::<Vec<_>>()
+            }))
+        }
+        _ => Err(HandlerError::Unavailable {
+            message: "settings are not available in this build yet (feature toggles are tracked as their own issue)".into(),
+        }),
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0)
+}

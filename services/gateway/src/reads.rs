@@ -1,0 +1,559 @@
+//! Read endpoints: results with their statuses and defaults (spec api.md §4), and the
+//! event-stream reads (§6) over the event-log projection.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use biglearn_domain::events::StreamKind;
+use biglearn_domain::fetch::{fetch_events, EventLogView, LogRow, SubRequest, MAX_EVENT_DATA_BYTES};
+use biglearn_domain::ids::{CourseUuid, EcosystemUuid, SequenceNumber};
+use biglearn_projector::event_log::{EventLog, EventRow, KnownKind};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::handlers::HandlerError;
+use crate::requests::{
+    AlgorithmName, AssignmentExercisesRequest, EventStreamRequest, PushRequest, ReadRequest,
+};
+use crate::GatewayState;
+
+/// The result key of spec scheduler.md §12: `<kind>|<uuid>[|<uuid>]|<algorithm>`.
+pub fn result_key(kind: &str, ids: &[Uuid], algorithm: &AlgorithmName) -> String {
+    let mut key = String::from(kind);
+    for id in ids {
+        key.push('|');
+        key.push_str(&id.to_string());
+    }
+    key.push('|');
+    key.push_str(&algorithm.storage_key());
+    key
+}
+
+fn stored(log: &EventLog, key: &str) -> Result<Option<Value>, HandlerError> {
+    match log.result(key)? {
+        Some((_, content)) => serde_json::from_str(&content)
+            .map(Some)
+            .map_err(|error| HandlerError::Internal {
+                detail: format!("stored result {key} is not JSON: {error}"),
+            }),
+        None => Ok(None),
+    }
+}
+
+fn exercise_list(content: &Value, max: Option<u32>) -> Value {
+    let mut seen = BTreeSet::new();
+    let mut uuids: Vec<Value> = content["exercise_uuids"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|uuid| seen.insert(uuid.as_str().unwrap_or_default().to_owned()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(max) = max {
+        uuids.truncate(max as usize);
+    }
+    Value::Array(uuids)
+}
+
+fn assignment_exercises(
+    state: &Arc<GatewayState>,
+    endpoint: &str,
+    kind: &str,
+    items: &[AssignmentExercisesRequest],
+) -> Result<Vec<Value>, HandlerError> {
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let key = result_key(kind, &[item.assignment_uuid.0], &item.algorithm_name);
+        let answer = match stored(&state.log, &key)? {
+            Some(content) => json!({
+                "request_uuid": item.request_uuid,
+                "assignment_uuid": item.assignment_uuid,
+                "calculation_uuid": content["calculation_uuid"],
+                "ecosystem_matrix_uuid": content["ecosystem_matrix_uuid"],
+                "exercise_uuids": exercise_list(&content, item.max_num_exercises),
+                "assignment_status": "assignment_ready",
+                "spy_info": content.get("spy_info").cloned().unwrap_or_else(|| json!({})),
+            }),
+            None => {
+                let status = if state.log.is_known(KnownKind::Assignment, item.assignment_uuid.0)? {
+                    "assignment_unready"
+                } else {
+                    "assignment_unknown"
+                };
+                json!({
+                    "request_uuid": item.request_uuid,
+                    "assignment_uuid": item.assignment_uuid,
+                    "calculation_uuid": null,
+                    "ecosystem_matrix_uuid": null,
+                    "exercise_uuids": [],
+                    "assignment_status": status,
+                    "spy_info": {},
+                })
+            }
+        };
+        state
+            .metrics
+            .read_result(endpoint, answer["assignment_status"].as_str().unwrap_or_default());
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+fn default_clue(ecosystem: Option<EcosystemUuid>) -> Value {
+    let mut clue = json!({"minimum": 0, "most_likely": 0.5, "maximum": 1, "is_real": false});
+    if let Some(ecosystem) = ecosystem {
+        clue["ecosystem_uuid"] = json!(ecosystem);
+    }
+    clue
+}
+
+/// Answers a result read (spec api.md §4).
+pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Value, HandlerError> {
+    let log = &state.log;
+    match request {
+        ReadRequest::FetchAssignmentPes(request) => Ok(json!({
+            "pe_responses": assignment_exercises(state, "/fetch_assignment_pes", "assignment_pes", &request.pe_requests)?
+        })),
+        ReadRequest::FetchAssignmentSpes(request) => Ok(json!({
+            "spe_responses": assignment_exercises(state, "/fetch_assignment_spes", "assignment_spes", &request.spe_requests)?
+        })),
+        ReadRequest::FetchPracticeWorstAreasExercises(request) => {
+            let mut answers = Vec::new();
+            for item in &request.worst_areas_requests {
+                let key = result_key("practice_worst_areas", &[item.student_uuid.0], &item.algorithm_name);
+                let answer = match stored(log, &key)? {
+                    Some(content) => json!({
+                        "request_uuid": item.request_uuid,
+                        "student_uuid": item.student_uuid,
+                        "calculation_uuid": content["calculation_uuid"],
+                        "ecosystem_matrix_uuid": content["ecosystem_matrix_uuid"],
+                        "exercise_uuids": exercise_list(&content, item.max_num_exercises),
+                        "student_status": "student_ready",
+                        "spy_info": content.get("spy_info").cloned().unwrap_or_else(|| json!({})),
+                    }),
+                    None => json!({
+                        "request_uuid": item.request_uuid,
+                        "student_uuid": item.student_uuid,
+                        "calculation_uuid": null,
+                        "ecosystem_matrix_uuid": null,
+                        "exercise_uuids": [],
+                        "student_status": if log.is_known(KnownKind::Student, item.student_uuid.0)? { "student_unready" } else { "student_unknown" },
+                        "spy_info": {},
+                    }),
+                };
+                state.metrics.read_result(
+                    "/fetch_practice_worst_areas_exercises",
+                    answer["student_status"].as_str().unwrap_or_default(),
+                );
+                answers.push(answer);
+            }
+            Ok(json!({"worst_areas_responses": answers}))
+        }
+        ReadRequest::FetchStudentClues(request) => {
+            let mut answers = Vec::new();
+            for item in &request.student_clue_requests {
+                let key = result_key(
+                    "student_clue",
+                    &[item.student_uuid.0, item.book_container_uuid.0],
+                    &item.algorithm_name,
+                );
+                let student_known = |log: &EventLog| log.is_known(KnownKind::Student, item.student_uuid.0);
+                let answer = clue_answer(log, &key, item.request_uuid, item.book_container_uuid, student_known, "student_unknown")?;
+                state.metrics.read_result("/fetch_student_clues", answer["clue_status"].as_str().unwrap_or_default());
+                answers.push(answer);
+            }
+            Ok(json!({"student_clue_responses": answers}))
+        }
+        ReadRequest::FetchTeacherClues(request) => {
+            let mut answers = Vec::new();
+            for item in &request.teacher_clue_requests {
+                let key = result_key(
+                    "teacher_clue",
+                    &[item.course_container_uuid.0, item.book_container_uuid.0],
+                    &item.algorithm_name,
+                );
+                let container_known =
+                    |log: &EventLog| log.is_known(KnownKind::CourseContainer, item.course_container_uuid.0);
+                let answer = clue_answer(log, &key, item.request_uuid, item.book_container_uuid, container_known, "course_container_unknown")?;
+                state.metrics.read_result("/fetch_teacher_clues", answer["clue_status"].as_str().unwrap_or_default());
+                answers.push(answer);
+            }
+            Ok(json!({"teacher_clue_responses": answers}))
+        }
+        ReadRequest::FetchCourseEcosystemStatuses(request) => {
+            let mut statuses = Vec::new();
+            for course in &request.course_uuids {
+                statuses.push(course_status(log, *course)?);
+            }
+            Ok(json!({"course_statuses": statuses}))
+        }
+    }
+}
+
+fn clue_answer(
+    log: &EventLog,
+    key: &str,
+    request_uuid: biglearn_domain::ids::RequestUuid,
+    book_container: biglearn_domain::ids::BookContainerUuid,
+    owner_known: impl Fn(&EventLog) -> Result<bool, biglearn_projector::ProjectionError>,
+    owner_unknown_status: &str,
+) -> Result<Value, HandlerError> {
+    if let Some(content) = stored(log, key)? {
+        return Ok(json!({
+            "request_uuid": request_uuid,
+            "calculation_uuid": content["calculation_uuid"],
+            "clue_data": content["clue_data"],
+            "clue_status": "clue_ready",
+        }));
+    }
+    let ecosystem = log.book_container_ecosystem(book_container)?;
+    let status = match ecosystem {
+        None => "book_container_unknown",
+        Some(_) if !owner_known(log)? => owner_unknown_status,
+        Some(_) => "clue_unready",
+    };
+    Ok(json!({
+        "request_uuid": request_uuid,
+        "calculation_uuid": null,
+        "clue_data": default_clue(ecosystem),
+        "clue_status": status,
+    }))
+}
+
+fn ecosystem_status(log: &EventLog, ecosystem: Option<EcosystemUuid>, is_prepared: bool) -> Result<Value, HandlerError> {
+    Ok(match ecosystem {
+        None => json!({
+            "ecosystem_uuid": null,
+            "ecosystem_is_known": false,
+            "ecosystem_is_prepared": false,
+            "precompute_is_complete": false,
+        }),
+        Some(ecosystem) => json!({
+            "ecosystem_uuid": ecosystem,
+            "ecosystem_is_known": log.is_known(KnownKind::Ecosystem, ecosystem.0)?,
+            "ecosystem_is_prepared": is_prepared,
+            "precompute_is_complete": log.is_known(KnownKind::EcosystemWithModel, ecosystem.0)?,
+        }),
+    })
+}
+
+/// `fetch_course_ecosystem_statuses`, with the fixed rules of D10.
+fn course_status(log: &EventLog, course: CourseUuid) -> Result<Value, HandlerError> {
+    let is_known = log.is_known(KnownKind::Course, course.0)?;
+    let last_update = log.last_ecosystem_update(course)?;
+    let preparations = log.preparations(course)?;
+    let current_preparation = last_update.map(|(_, preparation)| preparation);
+    let current_ecosystem = match current_preparation {
+        Some(preparation) => preparations
+            .iter()
+            .find(|(uuid, _, _)| *uuid == preparation)
+            .map(|(_, _, ecosystem)| *ecosystem),
+        None if is_known => initial_ecosystem(log, course)?,
+        None => None,
+    };
+    let after = last_update.map(|(seq, _)| seq).unwrap_or(SequenceNumber::ZERO);
+    let next = preparations
+        .iter()
+        .filter(|(_, seq, _)| *seq > after)
+        .max_by_key(|(_, seq, _)| *seq);
+    Ok(json!({
+        "course_uuid": course,
+        "course_is_known": is_known,
+        "current_ecosystem_preparation_uuid": current_preparation,
+        "current_ecosystem_status": ecosystem_status(log, current_ecosystem, current_preparation.is_some())?,
+        "next_ecosystem_status": ecosystem_status(log, next.map(|(_, _, ecosystem)| *ecosystem), next.is_some())?,
+    }))
+}
+
+fn initial_ecosystem(log: &EventLog, course: CourseUuid) -> Result<Option<EcosystemUuid>, HandlerError> {
+    let Some(row) = log.event(StreamKind::Course, course.0, SequenceNumber::ZERO)? else {
+        return Ok(None);
+    };
+    let data: Value = row
+        .event_data
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or(Value::Null);
+    Ok(data["ecosystem_uuid"]
+        .as_str()
+        .and_then(|text| text.parse().ok()))
+}
+
+/// A read-only view of one stream kind of the event-log projection.
+struct StreamView<'l> {
+    log: &'l EventLog,
+    stream: StreamKind,
+}
+
+impl StreamView<'_> {
+    fn report(&self, error: biglearn_projector::ProjectionError) {
+        tracing::error!(%error, "The event-log projection could not be read.");
+    }
+}
+
+impl EventLogView for StreamView<'_> {
+    type Event = EventRow;
+
+    fn max_sequence(&self, aggregate: Uuid) -> Option<SequenceNumber> {
+        match self.log.aggregate(self.stream, aggregate) {
+            Ok(row) => row
+                .filter(|row| row.max_seq >= 0)
+                .map(|row| SequenceNumber(row.max_seq)),
+            Err(error) => {
+                self.report(error);
+                None
+            }
+        }
+    }
+
+    fn first_missing_from(&self, aggregate: Uuid, from: SequenceNumber) -> SequenceNumber {
+        let next_seq = match self.log.aggregate(self.stream, aggregate) {
+            Ok(row) => row.map(|row| row.next_seq).unwrap_or(0),
+            Err(error) => {
+                self.report(error);
+                0
+            }
+        };
+        if from.0 <= next_seq {
+            return SequenceNumber(next_seq);
+        }
+        let mut seq = from;
+        while matches!(self.log.event(self.stream, aggregate, seq), Ok(Some(_))) {
+            seq = seq.next();
+        }
+        seq
+    }
+
+    fn events_from(
+        &self,
+        aggregate: Uuid,
+        offset: SequenceNumber,
+        event_types: &[String],
+        limit: usize,
+    ) -> Vec<LogRow<EventRow>> {
+        let mut rows = Vec::new();
+        let mut from = offset;
+        // Rows of unrequested types are skipped; read in chunks so a long run of them
+        // does not materialise at once.
+        loop {
+            let chunk = match self.log.events_from(self.stream, aggregate, from, 256) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    self.report(error);
+                    return rows;
+                }
+            };
+            let n_read = chunk.len();
+            for (seq, row) in chunk {
+                from = seq.next();
+                if event_types.iter().any(|event_type| *event_type == row.event_type) {
+                    rows.push(LogRow {
+                        sequence_number: seq,
+                        data_len: row.event_data.as_ref().map_or(0, String::len),
+                        event: row,
+                    });
+                    if rows.len() >= limit {
+                        return rows;
+                    }
+                }
+            }
+            if n_read < 256 {
+                return rows;
+            }
+        }
+    }
+
+    fn any_after(&self, aggregate: Uuid, after: SequenceNumber, event_types: &[String]) -> bool {
+        !self
+            .events_from(aggregate, after.next(), event_types, 1)
+            .is_empty()
+    }
+}
+
+fn event_json(seq: SequenceNumber, row: &EventRow) -> Value {
+    let data: Value = row
+        .event_data
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "sequence_number": seq,
+        "event_uuid": row.event_uuid,
+        "event_type": row.event_type,
+        "event_data": data,
+    })
+}
+
+/// Answers an event-stream read (spec api.md §6).
+pub fn answer_event_stream(
+    state: &Arc<GatewayState>,
+    request: EventStreamRequest,
+) -> Result<Value, HandlerError> {
+    let log = &state.log;
+    let caught_up = state.readiness.check().0;
+    match request {
+        EventStreamRequest::FetchCourseMetadatas(request) => {
+            let rows = log.metadata_from(
+                StreamKind::Course,
+                request.metadata_sequence_number_offset,
+                request.max_num_metadatas as usize,
+                caught_up,
+            )?;
+            Ok(json!({"course_responses": rows.iter().map(|row| json!({
+                "uuid": row.aggregate,
+                "initial_ecosystem_uuid": row.initial_ecosystem,
+                "metadata_sequence_number": row.metadata_sequence_number,
+            })).collect::<Vec<_>>()}))
+        }
+        EventStreamRequest::FetchEcosystemMetadatas(request) => {
+            let rows = log.metadata_from(
+                StreamKind::Ecosystem,
+                request.metadata_sequence_number_offset,
+                request.max_num_metadatas as usize,
+                caught_up,
+            )?;
+            Ok(json!({"ecosystem_responses": rows.iter().map(|row| json!({
+                "uuid": row.aggregate,
+                "metadata_sequence_number": row.metadata_sequence_number,
+            })).collect::<Vec<_>>()}))
+        }
+        EventStreamRequest::FetchCourseEvents(request) => {
+            let subs: Vec<SubRequest> = request
+                .course_event_requests
+                .iter()
+                .map(|sub| SubRequest {
+                    request_uuid: sub.request_uuid,
+                    aggregate: sub.course_uuid.0,
+                    sequence_number_offset: sub.sequence_number_offset,
+                    event_types: sub.event_types.iter().map(|t| t.as_str().to_owned()).collect(),
+                })
+                .collect();
+            let view = StreamView { log, stream: StreamKind::Course };
+            let answers = fetch_events(&view, &subs, request.max_num_events as usize, MAX_EVENT_DATA_BYTES);
+            Ok(json!({"course_event_responses": answers.iter().map(|answer| json!({
+                "request_uuid": answer.request_uuid,
+                "course_uuid": answer.aggregate,
+                "events": answer.events.iter().map(|(seq, row)| event_json(*seq, row)).collect::<Vec<_>>(),
+                "is_gap": answer.is_gap,
+                "is_end": answer.is_end,
+            })).collect::<Vec<_>>()}))
+        }
+        EventStreamRequest::FetchEcosystemEvents(request) => {
+            let subs: Vec<SubRequest> = request
+                .ecosystem_event_requests
+                .iter()
+                .map(|sub| SubRequest {
+                    request_uuid: sub.request_uuid,
+                    aggregate: sub.ecosystem_uuid.0,
+                    sequence_number_offset: sub.sequence_number_offset,
+                    event_types: sub.event_types.iter().map(|t| t.as_str().to_owned()).collect(),
+                })
+                .collect();
+            let view = StreamView { log, stream: StreamKind::Ecosystem };
+            let answers = fetch_events(&view, &subs, request.max_num_events as usize, MAX_EVENT_DATA_BYTES);
+            Ok(json!({"ecosystem_event_responses": answers.iter().map(|answer| json!({
+                "request_uuid": answer.request_uuid,
+                "ecosystem_uuid": answer.aggregate,
+                "events": answer.events.iter().map(|(seq, row)| event_json(*seq, row)).collect::<Vec<_>>(),
+                "is_gap": answer.is_gap,
+                "is_end": answer.is_end,
+            })).collect::<Vec<_>>()}))
+        }
+    }
+}
+
+/// One item of a push request, ready to store.
+pub struct PushItem {
+    pub kind: &'static str,
+    pub key: String,
+    pub request_uuid: biglearn_domain::ids::RequestUuid,
+    pub content: Value,
+}
+
+/// The response array name and the items of a push request, in request order.
+pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
+    match request {
+        PushRequest::UpdateAssignmentPes(request) => (
+            "pe_update_responses",
+            request.pe_updates.iter().map(|item| PushItem {
+                kind: "assignment_pes",
+                key: result_key("assignment_pes", &[item.assignment_uuid.0], &item.algorithm_name),
+                request_uuid: item.request_uuid,
+                content: json!({
+                    "calculation_uuid": item.calculation_uuid,
+                    "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
+                    "exercise_uuids": item.exercise_uuids,
+                    "spy_info": item.spy_info,
+                }),
+            }).collect(),
+        ),
+        PushRequest::UpdateAssignmentSpes(request) => (
+            "spe_update_responses",
+            request.spe_updates.iter().map(|item| PushItem {
+                kind: "assignment_spes",
+                key: result_key("assignment_spes", &[item.assignment_uuid.0], &item.algorithm_name),
+                request_uuid: item.request_uuid,
+                content: json!({
+                    "calculation_uuid": item.calculation_uuid,
+                    "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
+                    "exercise_uuids": item.exercise_uuids,
+                    "spy_info": item.spy_info,
+                }),
+            }).collect(),
+        ),
+        PushRequest::UpdatePracticeWorstAreasExercises(request) => (
+            "practice_worst_areas_update_responses",
+            request.practice_worst_areas_updates.iter().map(|item| PushItem {
+                kind: "practice_worst_areas",
+                key: result_key("practice_worst_areas", &[item.student_uuid.0], &item.algorithm_name),
+                request_uuid: item.request_uuid,
+                content: json!({
+                    "calculation_uuid": item.calculation_uuid,
+                    "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
+                    "exercise_uuids": item.exercise_uuids,
+                    "spy_info": item.spy_info,
+                }),
+            }).collect(),
+        ),
+        PushRequest::UpdateStudentClues(request) => (
+            "student_clue_update_responses",
+            request.student_clue_updates.iter().map(|item| PushItem {
+                kind: "student_clue",
+                key: result_key("student_clue", &[item.student_uuid.0, item.book_container_uuid.0], &item.algorithm_name),
+                request_uuid: item.request_uuid,
+                content: json!({
+                    "calculation_uuid": item.calculation_uuid,
+                    "clue_data": clue_json(&item.clue_data),
+                }),
+            }).collect(),
+        ),
+        PushRequest::UpdateTeacherClues(request) => (
+            "teacher_clue_update_responses",
+            request.teacher_clue_updates.iter().map(|item| PushItem {
+                kind: "teacher_clue",
+                key: result_key("teacher_clue", &[item.course_container_uuid.0, item.book_container_uuid.0], &item.algorithm_name),
+                request_uuid: item.request_uuid,
+                content: json!({
+                    "calculation_uuid": item.calculation_uuid,
+                    "clue_data": clue_json(&item.clue_data),
+                }),
+            }).collect(),
+        ),
+    }
+}
+
+fn clue_json(clue: &crate::requests::ClueData) -> Value {
+    let mut value = json!({
+        "minimum": clue.minimum,
+        "most_likely": clue.most_likely,
+        "maximum": clue.maximum,
+        "is_real": clue.is_real,
+    });
+    if let Some(ecosystem) = clue.ecosystem_uuid {
+        value["ecosystem_uuid"] = json!(ecosystem);
+    }
+    value
+}

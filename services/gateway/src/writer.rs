@@ -1,0 +1,547 @@
+//! The single writer (spec api.md §3): checks identities and slots under per-aggregate
+//! locks, stamps and appends new events, and answers only after every record of a
+//! request is durably delivered.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use biglearn_domain::events::{
+    CourseEvent, CoursePayload, EcosystemEvent, EnvelopeMeta, NoOpReason, StreamKind,
+};
+use biglearn_domain::ids::{CourseUuid, EcosystemUuid, EventUuid, PreparationUuid, SequenceNumber};
+use biglearn_events::{course_event_record, ecosystem_event_record};
+use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind, OfferedEvent};
+use biglearn_stream::{DeliveryError, OutgoingRecord, SharedStreamStore, Topics};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+use biglearn_telemetry::Metrics;
+use crate::requests::{Candidate, CandidatePayload};
+
+/// Number of lock stripes: aggregates hash onto them, so memory stays bounded however
+/// many courses exist, and sorted acquisition keeps multi-course requests deadlock-free.
+const LOCK_STRIPES: usize = 4096;
+
+/// What happened to one candidate of an accepted request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CandidateOutcome {
+    /// Newly appended and delivered.
+    Written,
+    /// The identity was already recorded: a 200 no-op (first write wins).
+    Existing(IdentityRow),
+}
+
+/// An `update_course_ecosystems` item's status (spec api.md §2.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateStatus {
+    PreparationUnknown,
+    UpdatedAndReady,
+    UpdatedButUnready,
+}
+
+impl UpdateStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateStatus::PreparationUnknown => "preparation_unknown",
+            UpdateStatus::UpdatedAndReady => "updated_and_ready",
+            UpdateStatus::UpdatedButUnready => "updated_but_unready",
+        }
+    }
+}
+
+/// One slot conflict of a rejected request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotConflict {
+    /// JSON pointer of the offending `sequence_number`.
+    pub path: String,
+    pub stream: StreamKind,
+    pub aggregate: Uuid,
+    pub sequence_number: SequenceNumber,
+    pub taken_by: EventUuid,
+    /// The type of the event holding the slot, when it is already recorded.
+    pub taken_by_type: Option<String>,
+}
+
+/// Why a write was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{} slot conflict(s)", .0.len())]
+    Conflicts(Vec<SlotConflict>),
+    #[error("event log unavailable; retry with the same body ({detail})")]
+    Unavailable { detail: String },
+    #[error("internal error: {detail}")]
+    Internal { detail: String },
+}
+
+/// The result of an accepted write: one outcome per deduplicated candidate, and for
+/// `update_course_ecosystems` a status per identity.
+#[derive(Clone, Debug, Default)]
+pub struct WriteReceipt {
+    pub outcomes: Vec<(EventUuid, CandidateOutcome)>,
+    pub update_statuses: HashMap<EventUuid, UpdateStatus>,
+}
+
+/// Writer configuration.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Recorded in every envelope, for diagnostics.
+    pub writer_id: String,
+    pub topics: Topics,
+}
+
+/// The single writer.
+pub struct Writer {
+    store: SharedStreamStore,
+    log: EventLog,
+    config: WriterConfig,
+    stripes: Vec<Arc<Mutex<()>>>,
+    course_metadata_lock: Mutex<()>,
+    ecosystem_metadata_lock: Mutex<()>,
+    settings_version: AtomicI64,
+    /// Set after an uncertain delivery outcome until the index is resynchronised.
+    resyncing: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {
+    let bytes = aggregate.as_bytes();
+    let hash = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]))
+        ^ u64::from_le_bytes(bytes[0..8].try_into().unwrap_or([0; 8]))
+        ^ (stream as u64);
+    (hash % LOCK_STRIPES as u64) as usize
+}
+
+impl Writer {
+    /// A writer appending to `store` and indexing in `log`.
+    pub fn new(store: SharedStreamStore, log: EventLog, config: WriterConfig, metrics: Metrics) -> Writer {
+        Writer {
+            store,
+            log,
+            config,
+            stripes: (0..LOCK_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
+            course_metadata_lock: Mutex::new(()),
+            ecosystem_metadata_lock: Mutex::new(()),
+            settings_version: AtomicI64::new(0),
+            resyncing: Arc::new(AtomicBool::new(false)),
+            metrics,
+        }
+    }
+
+    /// The projection the writer indexes into.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Whether writes are refused until the index is resynchronised.
+    pub fn is_resyncing(&self) -> bool {
+        self.resyncing.load(Ordering::SeqCst)
+    }
+
+    /// The flag a resync task clears once the log has been re-read.
+    pub fn resync_flag(&self) -> Arc<AtomicBool> {
+        self.resyncing.clone()
+    }
+
+    /// Records the latest settings version known to the writer.
+    pub fn set_settings_version(&self, version: i64) {
+        self.settings_version.fetch_max(version, Ordering::SeqCst);
+    }
+
+    async fn lock_aggregates(&self, candidates: &[Candidate]) -> Vec<OwnedMutexGuard<()>> {
+        let stripes: BTreeSet<usize> = candidates
+            .iter()
+            .map(|candidate| stripe_of(candidate.stream, candidate.aggregate))
+            .collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.stripes[stripe].clone().lock_owned().await);
+        }
+        guards
+    }
+
+    fn internal(error: impl std::fmt::Display) -> WriteError {
+        WriteError::Internal {
+            detail: error.to_string(),
+        }
+    }
+
+    fn is_ready_ecosystem(&self, ecosystem: EcosystemUuid) -> Result<bool, WriteError> {
+        self.log
+            .is_known(KnownKind::EcosystemWithModel, ecosystem.0)
+            .map_err(Self::internal)
+    }
+
+    fn update_status_of_existing(
+        &self,
+        course: Uuid,
+        row: &IdentityRow,
+        candidate: &Candidate,
+    ) -> Result<UpdateStatus, WriteError> {
+        if row.no_op_reason == Some(NoOpReason::PreparationUnknown) {
+            return Ok(UpdateStatus::PreparationUnknown);
+        }
+        let preparation = match &candidate.payload {
+            CandidatePayload::Course(CoursePayload::UpdateCourseEcosystem(update)) => {
+                update.preparation_uuid
+            }
+            _ => return Ok(UpdateStatus::UpdatedButUnready),
+        };
+        self.update_status_for(CourseUuid(course), preparation)
+    }
+
+    fn update_status_for(
+        &self,
+        course: CourseUuid,
+        preparation: PreparationUuid,
+    ) -> Result<UpdateStatus, WriteError> {
+        match self.log.preparation(course, preparation).map_err(Self::internal)? {
+            None => Ok(UpdateStatus::PreparationUnknown),
+            Some((_, next_ecosystem)) => Ok(if self.is_ready_ecosystem(next_ecosystem)? {
+                UpdateStatus::UpdatedAndReady
+            } else {
+                UpdateStatus::UpdatedButUnready
+            }),
+        }
+    }
+
+    /// Checks, stamps, appends and indexes the candidates of one request (spec api.md §3.3).
+    pub async fn write(&self, candidates: Vec<Candidate>) -> Result<WriteReceipt, WriteError> {
+        if self.is_resyncing() {
+            return Err(WriteError::Unavailable {
+                detail: "the writer is resynchronising its index with the log".into(),
+            });
+        }
+        // Duplicates inside one request collapse to their first occurrence.
+        let mut seen = BTreeSet::new();
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|candidate| seen.insert((candidate.stream, candidate.event_uuid)))
+            .collect();
+        let mut receipt = WriteReceipt::default();
+        if candidates.is_empty() {
+            return Ok(receipt);
+        }
+        let _guards = self.lock_aggregates(&candidates).await;
+
+        let mut conflicts = Vec::new();
+        let mut new_candidates = Vec::new();
+        let mut claimed: BTreeMap<(StreamKind, Uuid, SequenceNumber), EventUuid> = BTreeMap::new();
+        for candidate in candidates {
+            let existing = self
+                .log
+                .identity(candidate.stream, candidate.event_uuid)
+                .map_err(Self::internal)?;
+            if let Some(row) = existing {
+                if let CandidatePayload::Course(CoursePayload::UpdateCourseEcosystem(_)) =
+                    &candidate.payload
+                {
+                    let status = self.update_status_of_existing(candidate.aggregate, &row, &candidate)?;
+                    receipt.update_statuses.insert(candidate.event_uuid, status);
+                }
+                receipt
+                    .outcomes
+                    .push((candidate.event_uuid, CandidateOutcome::Existing(row)));
+                continue;
+            }
+            let slot = (candidate.stream, candidate.aggregate, candidate.sequence_number);
+            let taken = self
+                .log
+                .event(candidate.stream, candidate.aggregate, candidate.sequence_number)
+                .map_err(Self::internal)?;
+            if let Some(row) = taken {
+                conflicts.push(SlotConflict {
+                    path: format!("{}/sequence_number", candidate.item_path),
+                    stream: candidate.stream,
+                    aggregate: candidate.aggregate,
+                    sequence_number: candidate.sequence_number,
+                    taken_by: row.event_uuid,
+                    taken_by_type: Some(row.event_type),
+                });
+                continue;
+            }
+            if let Some(first) = claimed.get(&slot) {
+                conflicts.push(SlotConflict {
+                    path: format!("{}/sequence_number", candidate.item_path),
+                    stream: candidate.stream,
+                    aggregate: candidate.aggregate,
+                    sequence_number: candidate.sequence_number,
+                    taken_by: *first,
+                    taken_by_type: None,
+                });
+                continue;
+            }
+            claimed.insert(slot, candidate.event_uuid);
+            new_candidates.push(candidate);
+        }
+        if !conflicts.is_empty() {
+            for conflict in &conflicts {
+                self.metrics.write_conflict(conflict.stream.as_str());
+            }
+            return Err(WriteError::Conflicts(conflicts));
+        }
+
+        // update_course_ecosystems: an unknown preparation becomes a no_op at its slot (D7).
+        let mut prepared = Vec::with_capacity(new_candidates.len());
+        for candidate in new_candidates {
+            let candidate = match &candidate.payload {
+                CandidatePayload::Course(CoursePayload::UpdateCourseEcosystem(update)) => {
+                    let status = self.update_status_for(update.course_uuid, update.preparation_uuid)?;
+                    receipt.update_statuses.insert(candidate.event_uuid, status);
+                    if status == UpdateStatus::PreparationUnknown {
+                        candidate.into_preparation_unknown_no_op()
+                    } else {
+                        candidate
+                    }
+                }
+                _ => candidate,
+            };
+            prepared.push(candidate);
+        }
+
+        // Creates take their stream's metadata lock until delivery is final (spec api.md §3.4).
+        let needs_course_number = prepared.iter().any(|candidate| {
+            matches!(candidate.payload, CandidatePayload::Course(CoursePayload::CreateCourse(_)))
+        });
+        let needs_ecosystem_number = prepared.iter().any(|candidate| {
+            matches!(
+                candidate.payload,
+                CandidatePayload::Ecosystem(biglearn_domain::events::EcosystemPayload::CreateEcosystem(_))
+            )
+        });
+        let _course_metadata = if needs_course_number {
+            Some(self.course_metadata_lock.lock().await)
+        } else {
+            None
+        };
+        let _ecosystem_metadata = if needs_ecosystem_number {
+            Some(self.ecosystem_metadata_lock.lock().await)
+        } else {
+            None
+        };
+        let mut next_course_number = if needs_course_number {
+            self.log
+                .next_metadata_sequence_number(StreamKind::Course)
+                .map_err(Self::internal)?
+        } else {
+            0
+        };
+        let mut next_ecosystem_number = if needs_ecosystem_number {
+            self.log
+                .next_metadata_sequence_number(StreamKind::Ecosystem)
+                .map_err(Self::internal)?
+        } else {
+            0
+        };
+
+        let accepted_at_micros = now_micros();
+        let settings_version = self.settings_version.load(Ordering::SeqCst);
+        let mut course_events = Vec::new();
+        let mut ecosystem_events = Vec::new();
+        for candidate in prepared {
+            let mut meta = EnvelopeMeta {
+                event_uuid: candidate.event_uuid,
+                sequence_number: candidate.sequence_number,
+                accepted_at_micros,
+                writer_id: self.config.writer_id.clone(),
+                settings_version,
+                metadata_sequence_number: None,
+            };
+            match candidate.payload {
+                CandidatePayload::Course(payload) => {
+                    if matches!(payload, CoursePayload::CreateCourse(_)) {
+                        meta.metadata_sequence_number = Some(next_course_number);
+                        next_course_number += 1;
+                    }
+                    course_events.push(CourseEvent {
+                        meta,
+                        course_uuid: CourseUuid(candidate.aggregate),
+                        payload,
+                    });
+                }
+                CandidatePayload::Ecosystem(payload) => {
+                    if matches!(
+                        payload,
+                        biglearn_domain::events::EcosystemPayload::CreateEcosystem(_)
+                    ) {
+                        meta.metadata_sequence_number = Some(next_ecosystem_number);
+                        next_ecosystem_number += 1;
+                    }
+                    ecosystem_events.push(EcosystemEvent {
+                        meta,
+                        ecosystem_uuid: EcosystemUuid(candidate.aggregate),
+                        payload,
+                    });
+                }
+            }
+        }
+
+        let course_records: Vec<OutgoingRecord> = course_events
+            .iter()
+            .map(|event| {
+                let encoded = course_event_record(event);
+                OutgoingRecord {
+                    key: encoded.key,
+                    value: encoded.value,
+                    headers: encoded.headers,
+                }
+            })
+            .collect();
+        let ecosystem_records: Vec<OutgoingRecord> = ecosystem_events
+            .iter()
+            .map(|event| {
+                let encoded = ecosystem_event_record(event);
+                OutgoingRecord {
+                    key: encoded.key,
+                    value: encoded.value,
+                    headers: encoded.headers,
+                }
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let course_topic = self.config.topics.course_events();
+        let ecosystem_topic = self.config.topics.ecosystem_events();
+        let (course_outcomes, ecosystem_outcomes) = tokio::join!(
+            self.append_all(&course_topic, course_records),
+            self.append_all(&ecosystem_topic, ecosystem_records),
+        );
+        let course_outcomes = course_outcomes?;
+        let ecosystem_outcomes = ecosystem_outcomes?;
+        self.metrics
+            .produce_delivered(&course_topic, started.elapsed());
+
+        // Index what was delivered (only that), then judge the request.
+        let mut delivered: Vec<OfferedEvent<'_>> = Vec::new();
+        let mut failure: Option<DeliveryError> = None;
+        for (event, outcome) in course_events.iter().zip(&course_outcomes) {
+            match outcome {
+                Ok(_) => delivered.push(OfferedEvent::Course(event)),
+                Err(error) => failure = Some(worse(failure.take(), error.clone())),
+            }
+        }
+        for (event, outcome) in ecosystem_events.iter().zip(&ecosystem_outcomes) {
+            match outcome {
+                Ok(_) => delivered.push(OfferedEvent::Ecosystem(event)),
+                Err(error) => failure = Some(worse(failure.take(), error.clone())),
+            }
+        }
+        self.log
+            .apply(&delivered, &[], accepted_at_micros)
+            .map_err(Self::internal)?;
+        for event in &course_events {
+            self.metrics
+                .event_written(StreamKind::Course.as_str(), event.event_type().as_str());
+            if let CoursePayload::NoOp(no_op) = &event.payload {
+                self.metrics
+                    .no_op_written(StreamKind::Course.as_str(), no_op.reason.as_str());
+            }
+        }
+        for event in &ecosystem_events {
+            self.metrics
+                .event_written(StreamKind::Ecosystem.as_str(), event.event_type().as_str());
+        }
+        if let Some(error) = failure {
+            self.metrics.producer_error(error.outcome_label());
+            if !matches!(error, DeliveryError::Definite(_)) {
+                // The log may hold records we were not told about: stop writing until the
+                // index has been re-read from the log (spec api.md §3.5).
+                self.resyncing.store(true, Ordering::SeqCst);
+                self.metrics.writer_resync();
+            }
+            return Err(WriteError::Unavailable {
+                detail: error.to_string(),
+            });
+        }
+        for event in &course_events {
+            receipt
+                .outcomes
+                .push((event.meta.event_uuid, CandidateOutcome::Written));
+        }
+        for event in &ecosystem_events {
+            receipt
+                .outcomes
+                .push((event.meta.event_uuid, CandidateOutcome::Written));
+        }
+        Ok(receipt)
+    }
+
+    async fn append_all(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<Vec<Result<biglearn_stream::Delivered, DeliveryError>>, WriteError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store
+            .append(topic, records)
+            .await
+            .map_err(|error| WriteError::Unavailable {
+                detail: error.to_string(),
+            })
+    }
+
+    /// Appends a gap-filling `no_op` (spec api.md §7): `Ok(true)` if written, `Ok(false)`
+    /// if the same fill is already recorded.
+    pub async fn fill_sequence_gap(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        sequence_number: SequenceNumber,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, WriteError> {
+        let event_uuid = EventUuid(biglearn_domain::ids::uuid_v5(&format!(
+            "no_op/{}/{}/{}",
+            stream.as_str(),
+            aggregate,
+            sequence_number
+        )));
+        let no_op = biglearn_domain::events::NoOp {
+            reason: NoOpReason::AdminFill,
+            actor: Some(actor.to_owned()),
+            detail_json: Some(serde_json::json!({ "reason": reason }).to_string()),
+        };
+        let payload = match stream {
+            StreamKind::Course => CandidatePayload::Course(CoursePayload::NoOp(no_op)),
+            StreamKind::Ecosystem => CandidatePayload::Ecosystem(
+                biglearn_domain::events::EcosystemPayload::NoOp(no_op),
+            ),
+        };
+        let receipt = self
+            .write(vec![Candidate {
+                stream,
+                aggregate,
+                sequence_number,
+                event_uuid,
+                payload,
+                item_path: String::new(),
+            }])
+            .await?;
+        Ok(matches!(
+            receipt.outcomes.first(),
+            Some((_, CandidateOutcome::Written))
+        ))
+    }
+}
+
+/// The more alarming of two delivery errors: fatal > uncertain > definite.
+fn worse(current: Option<DeliveryError>, next: DeliveryError) -> DeliveryError {
+    let rank = |error: &DeliveryError| match error {
+        DeliveryError::Definite(_) => 0,
+        DeliveryError::Uncertain(_) => 1,
+        DeliveryError::Fatal(_) => 2,
+    };
+    match current {
+        Some(current) if rank(&current) >= rank(&next) => current,
+        _ => next,
+    }
+}

@@ -1,0 +1,915 @@
+//! The event-log projection: every course and ecosystem event by slot, identities,
+//! metadata numbers, gaps and the "known" sets the read API answers from.
+//!
+//! It is both the reader role's projection and the writer's index (spec api.md §3.2):
+//! the writer applies each delivered event directly (so that checks and reads in the
+//! same process see it at once) and the consumer applies the same records again from
+//! the log, which is harmless because application is keyed by slot and identity.
+//!
+//! Unlike the business projections, this one does not wait for gaps: it stores every
+//! event it receives at its slot, first in log order wins, and derives the contiguous
+//! prefix and the open gaps from what is present.
+
+use std::sync::Arc;
+
+use biglearn_domain::events::{
+    CourseEvent, CoursePayload, EcosystemEvent, EcosystemPayload, NoOpReason, StreamKind,
+};
+use biglearn_domain::ids::{
+    BookContainerUuid, CourseUuid, EcosystemUuid, EventUuid, PreparationUuid, SequenceNumber,
+};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::overlay::Overlay;
+use crate::ProjectionError;
+
+const TAG_POSITION: u8 = b'P';
+const TAG_EVENT: u8 = b'E';
+const TAG_IDENTITY: u8 = b'I';
+const TAG_AGGREGATE: u8 = b'A';
+const TAG_METADATA: u8 = b'M';
+const TAG_KNOWN: u8 = b'K';
+const TAG_BOOK_CONTAINER: u8 = b'B';
+const TAG_PREPARATION: u8 = b'R';
+const TAG_ECOSYSTEM_UPDATE: u8 = b'U';
+
+/// Things whose existence the read API reports (`*_unknown` statuses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KnownKind {
+    /// Appeared in any `create_update_assignment`.
+    Assignment = 1,
+    /// Appeared in any roster of any course.
+    Student = 2,
+    /// Appeared in any roster.
+    CourseContainer = 3,
+    /// Has a `create_ecosystem`.
+    Ecosystem = 4,
+    /// Has a `create_course`.
+    Course = 5,
+    /// Has a materialized SPARFA model.
+    EcosystemWithModel = 6,
+}
+
+fn stream_byte(stream: StreamKind) -> u8 {
+    match stream {
+        StreamKind::Course => b'c',
+        StreamKind::Ecosystem => b'e',
+    }
+}
+
+/// One stored event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRow {
+    pub event_uuid: EventUuid,
+    /// The event type name; for an opaque (undecodable) record, the header's name.
+    pub event_type: String,
+    /// The payload as `event_data` JSON text; `None` for an opaque record.
+    pub event_data: Option<String>,
+    /// Set for `no_op` events.
+    pub no_op_reason: Option<NoOpReason>,
+}
+
+/// Where an identity lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityRow {
+    pub aggregate: Uuid,
+    pub sequence_number: SequenceNumber,
+    pub event_type: String,
+    pub no_op_reason: Option<NoOpReason>,
+}
+
+/// Per-aggregate bookkeeping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AggregateRow {
+    /// All sequence numbers below this one are present.
+    pub next_seq: i64,
+    /// The highest sequence number present, or -1.
+    pub max_seq: i64,
+    /// How many slots are present.
+    pub n_present: i64,
+    /// When the current gap was first observed (micros), 0 if there is none.
+    pub blocked_since_micros: i64,
+    /// The aggregate's metadata sequence number, -1 until its create event is present.
+    pub metadata_sequence_number: i64,
+}
+
+impl AggregateRow {
+    const LEN: usize = 40;
+
+    fn new() -> AggregateRow {
+        AggregateRow {
+            next_seq: 0,
+            max_seq: -1,
+            n_present: 0,
+            blocked_since_micros: 0,
+            metadata_sequence_number: -1,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(Self::LEN);
+        for field in [
+            self.next_seq,
+            self.max_seq,
+            self.n_present,
+            self.blocked_since_micros,
+            self.metadata_sequence_number,
+        ] {
+            bytes.extend_from_slice(&field.to_be_bytes());
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<AggregateRow> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        let field = |idx: usize| -> Option<i64> {
+            Some(i64::from_be_bytes(bytes[idx * 8..idx * 8 + 8].try_into().ok()?))
+        };
+        Some(AggregateRow {
+            next_seq: field(0)?,
+            max_seq: field(1)?,
+            n_present: field(2)?,
+            blocked_since_micros: field(3)?,
+            metadata_sequence_number: field(4)?,
+        })
+    }
+
+    /// Whether a gap holds this aggregate back.
+    pub fn has_gap(&self) -> bool {
+        self.max_seq >= self.next_seq
+    }
+}
+
+/// One open gap, for `/admin/list_sequence_gaps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapRow {
+    pub aggregate: Uuid,
+    pub first_missing: i64,
+    pub missing_count: i64,
+    pub highest_received: i64,
+    pub blocked_since_micros: i64,
+}
+
+/// One entry of a metadata list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataRow {
+    pub metadata_sequence_number: i64,
+    pub aggregate: Uuid,
+    /// For courses: `create_course.ecosystem_uuid`.
+    pub initial_ecosystem: Option<EcosystemUuid>,
+}
+
+/// What happened to one event offered to the projection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// Stored at its slot.
+    Stored,
+    /// The same identity was already stored: a re-delivery.
+    Duplicate,
+    /// A different identity holds the slot (split-brain); the first in log order wins.
+    SlotConflict { taken_by: EventUuid },
+}
+
+/// An event as the projection sees it.
+pub enum OfferedEvent<'e> {
+    Course(&'e CourseEvent),
+    Ecosystem(&'e EcosystemEvent),
+    /// Undecodable, but its routing headers are readable: it occupies its slot.
+    Opaque {
+        stream: StreamKind,
+        aggregate: Uuid,
+        sequence_number: SequenceNumber,
+        event_uuid: EventUuid,
+        event_type: String,
+    },
+}
+
+impl OfferedEvent<'_> {
+    /// The slot this event claims and its identity.
+    pub fn slot(&self) -> (Uuid, SequenceNumber, EventUuid) {
+        match self {
+            OfferedEvent::Course(event) => (
+                event.course_uuid.0,
+                event.meta.sequence_number,
+                event.meta.event_uuid,
+            ),
+            OfferedEvent::Ecosystem(event) => (
+                event.ecosystem_uuid.0,
+                event.meta.sequence_number,
+                event.meta.event_uuid,
+            ),
+            OfferedEvent::Opaque {
+                aggregate,
+                sequence_number,
+                event_uuid,
+                ..
+            } => (*aggregate, *sequence_number, *event_uuid),
+        }
+    }
+}
+
+/// The event-log projection over one sled tree.
+#[derive(Clone)]
+pub struct EventLog {
+    tree: sled::Tree,
+    /// Serialises read-modify-write of aggregate rows between the consumer and the writer.
+    apply_lock: Arc<Mutex<()>>,
+}
+
+fn slot_key(stream: StreamKind, aggregate: Uuid, seq: SequenceNumber) -> Vec<u8> {
+    let mut key = Vec::with_capacity(26);
+    key.push(TAG_EVENT);
+    key.push(stream_byte(stream));
+    key.extend_from_slice(aggregate.as_bytes());
+    key.extend_from_slice(&seq.0.to_be_bytes());
+    key
+}
+
+fn identity_key(stream: StreamKind, event_uuid: EventUuid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(18);
+    key.push(TAG_IDENTITY);
+    key.push(stream_byte(stream));
+    key.extend_from_slice(event_uuid.0.as_bytes());
+    key
+}
+
+fn aggregate_key(stream: StreamKind, aggregate: Uuid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(18);
+    key.push(TAG_AGGREGATE);
+    key.push(stream_byte(stream));
+    key.extend_from_slice(aggregate.as_bytes());
+    key
+}
+
+fn metadata_key(stream: StreamKind, number: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10);
+    key.push(TAG_METADATA);
+    key.push(stream_byte(stream));
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn known_key(kind: KnownKind, uuid: Uuid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(18);
+    key.push(TAG_KNOWN);
+    key.push(kind as u8);
+    key.extend_from_slice(uuid.as_bytes());
+    key
+}
+
+fn position_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 6);
+    key.push(TAG_POSITION);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn course_key(tag: u8, course: CourseUuid, suffix: Option<Uuid>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(33);
+    key.push(tag);
+    key.extend_from_slice(course.0.as_bytes());
+    if let Some(suffix) = suffix {
+        key.extend_from_slice(suffix.as_bytes());
+    }
+    key
+}
+
+fn encode_event_row(row: &EventRow) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32 + row.event_data.as_ref().map_or(0, String::len));
+    bytes.extend_from_slice(row.event_uuid.0.as_bytes());
+    bytes.push(match row.no_op_reason {
+        None => 0,
+        Some(NoOpReason::PreparationUnknown) => 1,
+        Some(NoOpReason::AdminFill) => 2,
+        Some(NoOpReason::Imported) => 3,
+    });
+    bytes.push(row.event_type.len() as u8);
+    bytes.extend_from_slice(row.event_type.as_bytes());
+    match &row.event_data {
+        Some(data) => {
+            bytes.push(1);
+            bytes.extend_from_slice(data.as_bytes());
+        }
+        None => bytes.push(0),
+    }
+    bytes
+}
+
+fn decode_no_op_reason(byte: u8) -> Option<NoOpReason> {
+    match byte {
+        1 => Some(NoOpReason::PreparationUnknown),
+        2 => Some(NoOpReason::AdminFill),
+        3 => Some(NoOpReason::Imported),
+        _ => None,
+    }
+}
+
+fn decode_event_row(bytes: &[u8]) -> Option<EventRow> {
+    let event_uuid = EventUuid(Uuid::from_slice(bytes.get(0..16)?).ok()?);
+    let no_op_reason = decode_no_op_reason(*bytes.get(16)?);
+    let type_len = usize::from(*bytes.get(17)?);
+    let event_type = std::str::from_utf8(bytes.get(18..18 + type_len)?).ok()?.to_owned();
+    let has_data = *bytes.get(18 + type_len)?;
+    let event_data = if has_data == 1 {
+        Some(std::str::from_utf8(bytes.get(19 + type_len..)?).ok()?.to_owned())
+    } else {
+        None
+    };
+    Some(EventRow {
+        event_uuid,
+        event_type,
+        event_data,
+        no_op_reason,
+    })
+}
+
+fn encode_identity_row(row: &IdentityRow) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(26 + row.event_type.len());
+    bytes.extend_from_slice(row.aggregate.as_bytes());
+    bytes.extend_from_slice(&row.sequence_number.0.to_be_bytes());
+    bytes.push(match row.no_op_reason {
+        None => 0,
+        Some(NoOpReason::PreparationUnknown) => 1,
+        Some(NoOpReason::AdminFill) => 2,
+        Some(NoOpReason::Imported) => 3,
+    });
+    bytes.extend_from_slice(row.event_type.as_bytes());
+    bytes
+}
+
+fn decode_identity_row(bytes: &[u8]) -> Option<IdentityRow> {
+    Some(IdentityRow {
+        aggregate: Uuid::from_slice(bytes.get(0..16)?).ok()?,
+        sequence_number: SequenceNumber(i64::from_be_bytes(bytes.get(16..24)?.try_into().ok()?)),
+        no_op_reason: decode_no_op_reason(*bytes.get(24)?),
+        event_type: std::str::from_utf8(bytes.get(25..)?).ok()?.to_owned(),
+    })
+}
+
+fn corrupt(what: &str) -> ProjectionError {
+    ProjectionError::Corrupt {
+        detail: format!("undecodable {what} row in the event-log projection"),
+    }
+}
+
+impl EventLog {
+    /// Opens (or creates) the projection in tree `name` of `db`.
+    pub fn open(db: &sled::Db, name: &str) -> Result<EventLog, ProjectionError> {
+        Ok(EventLog {
+            tree: db.open_tree(name)?,
+            apply_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The underlying tree (for state hashing and size metrics).
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Applies events and stream positions as one atomic batch.
+    ///
+    /// `positions` are `(topic, partition, next_offset)` to store with the state; the
+    /// writer's direct application passes none.
+    pub fn apply(
+        &self,
+        events: &[OfferedEvent<'_>],
+        positions: &[(&str, i32, i64)],
+        now_micros: i64,
+    ) -> Result<Vec<Offered>, ProjectionError> {
+        let _guard = self.apply_lock.lock();
+        let mut overlay = Overlay::new(&self.tree);
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(self.offer(&mut overlay, event, now_micros)?);
+        }
+        for (topic, partition, next_offset) in positions {
+            overlay.insert(
+                position_key(topic, *partition),
+                next_offset.to_be_bytes().to_vec(),
+            );
+        }
+        overlay.commit()?;
+        Ok(outcomes)
+    }
+
+    fn offer(
+        &self,
+        overlay: &mut Overlay<'_>,
+        event: &OfferedEvent<'_>,
+        now_micros: i64,
+    ) -> Result<Offered, ProjectionError> {
+        let (stream, aggregate, meta_seq, event_uuid, row) = match event {
+            OfferedEvent::Course(event) => (
+                StreamKind::Course,
+                event.course_uuid.0,
+                event.meta.sequence_number,
+                event.meta.event_uuid,
+                EventRow {
+                    event_uuid: event.meta.event_uuid,
+                    event_type: event.event_type().as_str().to_owned(),
+                    event_data: Some(event.payload.to_event_data().to_string()),
+                    no_op_reason: match &event.payload {
+                        CoursePayload::NoOp(no_op) => Some(no_op.reason),
+                        _ => None,
+                    },
+                },
+            ),
+            OfferedEvent::Ecosystem(event) => (
+                StreamKind::Ecosystem,
+                event.ecosystem_uuid.0,
+                event.meta.sequence_number,
+                event.meta.event_uuid,
+                EventRow {
+                    event_uuid: event.meta.event_uuid,
+                    event_type: event.event_type().as_str().to_owned(),
+                    event_data: Some(event.payload.to_event_data().to_string()),
+                    no_op_reason: match &event.payload {
+                        EcosystemPayload::NoOp(no_op) => Some(no_op.reason),
+                        _ => None,
+                    },
+                },
+            ),
+            OfferedEvent::Opaque {
+                stream,
+                aggregate,
+                sequence_number,
+                event_uuid,
+                event_type,
+            } => (
+                *stream,
+                *aggregate,
+                *sequence_number,
+                *event_uuid,
+                EventRow {
+                    event_uuid: *event_uuid,
+                    event_type: event_type.clone(),
+                    event_data: None,
+                    no_op_reason: None,
+                },
+            ),
+        };
+        let slot = slot_key(stream, aggregate, meta_seq);
+        if let Some(existing) = overlay.get(&slot)? {
+            let existing = decode_event_row(&existing).ok_or_else(|| corrupt("event"))?;
+            if existing.event_uuid == event_uuid {
+                // An opaque entry is replaced once a build that can decode it sees it again.
+                if existing.event_data.is_none() && row.event_data.is_some() {
+                    overlay.insert(slot, encode_event_row(&row));
+                    self.index_effects(overlay, event)?;
+                }
+                return Ok(Offered::Duplicate);
+            }
+            return Ok(Offered::SlotConflict {
+                taken_by: existing.event_uuid,
+            });
+        }
+        let identity = identity_key(stream, event_uuid);
+        if overlay.contains(&identity)? {
+            // The identity is already stored at another slot: first write wins.
+            return Ok(Offered::Duplicate);
+        }
+        overlay.insert(
+            identity,
+            encode_identity_row(&IdentityRow {
+                aggregate,
+                sequence_number: meta_seq,
+                event_type: row.event_type.clone(),
+                no_op_reason: row.no_op_reason,
+            }),
+        );
+        overlay.insert(slot, encode_event_row(&row));
+
+        let aggregate_key = aggregate_key(stream, aggregate);
+        let mut state = match overlay.get(&aggregate_key)? {
+            Some(bytes) => AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
+            None => AggregateRow::new(),
+        };
+        state.n_present += 1;
+        state.max_seq = state.max_seq.max(meta_seq.0);
+        while overlay.contains(&slot_key(stream, aggregate, SequenceNumber(state.next_seq)))? {
+            state.next_seq += 1;
+        }
+        if state.has_gap() {
+            if state.blocked_since_micros == 0 {
+                state.blocked_since_micros = now_micros.max(1);
+            }
+        } else {
+            state.blocked_since_micros = 0;
+        }
+        let metadata = match event {
+            OfferedEvent::Course(event) => event.meta.metadata_sequence_number,
+            OfferedEvent::Ecosystem(event) => event.meta.metadata_sequence_number,
+            OfferedEvent::Opaque { .. } => None,
+        };
+        if let Some(number) = metadata {
+            if state.metadata_sequence_number < 0 {
+                state.metadata_sequence_number = number;
+                let mut value = aggregate.as_bytes().to_vec();
+                if let OfferedEvent::Course(CourseEvent {
+                    payload: CoursePayload::CreateCourse(create),
+                    ..
+                }) = event
+                {
+                    value.extend_from_slice(create.ecosystem_uuid.0.as_bytes());
+                }
+                overlay.insert(metadata_key(stream, number), value);
+            }
+        }
+        overlay.insert(aggregate_key, state.encode());
+        self.index_effects(overlay, event)?;
+        Ok(Offered::Stored)
+    }
+
+    /// Updates the known sets and course bookkeeping an event implies.
+    fn index_effects(
+        &self,
+        overlay: &mut Overlay<'_>,
+        event: &OfferedEvent<'_>,
+    ) -> Result<(), ProjectionError> {
+        match event {
+            OfferedEvent::Course(event) => match &event.payload {
+                CoursePayload::CreateCourse(create) => {
+                    overlay.insert(known_key(KnownKind::Course, create.course_uuid.0), Vec::new());
+                }
+                CoursePayload::UpdateRoster(roster) => {
+                    for container in &roster.course_containers {
+                        overlay.insert(
+                            known_key(KnownKind::CourseContainer, container.container_uuid.0),
+                            Vec::new(),
+                        );
+                    }
+                    for student in &roster.students {
+                        overlay.insert(
+                            known_key(KnownKind::Student, student.student_uuid.0),
+                            Vec::new(),
+                        );
+                    }
+                }
+                CoursePayload::CreateUpdateAssignment(assignment) => {
+                    overlay.insert(
+                        known_key(KnownKind::Assignment, assignment.assignment_uuid.0),
+                        Vec::new(),
+                    );
+                }
+                CoursePayload::PrepareCourseEcosystem(preparation) => {
+                    let mut value = preparation.sequence_number.0.to_be_bytes().to_vec();
+                    value.extend_from_slice(preparation.ecosystem_uuid.0.as_bytes());
+                    overlay.insert(
+                        course_key(
+                            TAG_PREPARATION,
+                            preparation.course_uuid,
+                            Some(preparation.preparation_uuid.0),
+                        ),
+                        value,
+                    );
+                }
+                CoursePayload::UpdateCourseEcosystem(update) => {
+                    let key = course_key(TAG_ECOSYSTEM_UPDATE, update.course_uuid, None);
+                    let newer = match overlay.get(&key)? {
+                        Some(bytes) => {
+                            let stored = i64::from_be_bytes(
+                                bytes.get(0..8).ok_or_else(|| corrupt("update"))?.try_into().map_err(|_| corrupt("update"))?,
+                            );
+                            update.sequence_number.0 > stored
+                        }
+                        None => true,
+                    };
+                    if newer {
+                        let mut value = update.sequence_number.0.to_be_bytes().to_vec();
+                        value.extend_from_slice(update.preparation_uuid.0.as_bytes());
+                        overlay.insert(key, value);
+                    }
+                }
+                _ => {}
+            },
+            OfferedEvent::Ecosystem(event) => {
+                if let EcosystemPayload::CreateEcosystem(create) = &event.payload {
+                    overlay.insert(
+                        known_key(KnownKind::Ecosystem, create.ecosystem_uuid.0),
+                        Vec::new(),
+                    );
+                    let number = event.meta.metadata_sequence_number.unwrap_or(i64::MAX);
+                    for container in &create.book.contents {
+                        let key = {
+                            let mut key = vec![TAG_BOOK_CONTAINER];
+                            key.extend_from_slice(container.container_uuid.0.as_bytes());
+                            key
+                        };
+                        // The ecosystem of a container is the one with the lowest metadata number.
+                        let replace = match overlay.get(&key)? {
+                            Some(bytes) => {
+                                let stored = i64::from_be_bytes(
+                                    bytes.get(16..24).ok_or_else(|| corrupt("book container"))?.try_into().map_err(|_| corrupt("book container"))?,
+                                );
+                                number < stored
+                            }
+                            None => true,
+                        };
+                        if replace {
+                            let mut value = create.ecosystem_uuid.0.as_bytes().to_vec();
+                            value.extend_from_slice(&number.to_be_bytes());
+                            overlay.insert(key, value);
+                        }
+                    }
+                }
+            }
+            OfferedEvent::Opaque { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Marks an ecosystem as having a materialized model (from `<prefix>.models`).
+    pub fn mark_model_materialized(&self, ecosystem: EcosystemUuid) -> Result<(), ProjectionError> {
+        self.tree
+            .insert(known_key(KnownKind::EcosystemWithModel, ecosystem.0), Vec::<u8>::new())?;
+        Ok(())
+    }
+
+    /// The stored next offset of a partition, if any.
+    pub fn position(&self, topic: &str, partition: i32) -> Result<Option<i64>, ProjectionError> {
+        Ok(self
+            .tree
+            .get(position_key(topic, partition))?
+            .and_then(|bytes| bytes.as_ref().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    /// Where an identity is stored.
+    pub fn identity(
+        &self,
+        stream: StreamKind,
+        event_uuid: EventUuid,
+    ) -> Result<Option<IdentityRow>, ProjectionError> {
+        match self.tree.get(identity_key(stream, event_uuid))? {
+            Some(bytes) => Ok(Some(decode_identity_row(&bytes).ok_or_else(|| corrupt("identity"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The event stored at a slot.
+    pub fn event(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        seq: SequenceNumber,
+    ) -> Result<Option<EventRow>, ProjectionError> {
+        match self.tree.get(slot_key(stream, aggregate, seq))? {
+            Some(bytes) => Ok(Some(decode_event_row(&bytes).ok_or_else(|| corrupt("event"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Events of an aggregate from `from` upward, in sequence order, at most `limit`.
+    pub fn events_from(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        from: SequenceNumber,
+        limit: usize,
+    ) -> Result<Vec<(SequenceNumber, EventRow)>, ProjectionError> {
+        let start = slot_key(stream, aggregate, SequenceNumber(from.0.max(0)));
+        let end = slot_key(stream, aggregate, SequenceNumber(i64::MAX));
+        let mut rows = Vec::new();
+        for entry in self.tree.range(start..=end) {
+            if rows.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let seq = i64::from_be_bytes(key[18..26].try_into().map_err(|_| corrupt("slot key"))?);
+            rows.push((
+                SequenceNumber(seq),
+                decode_event_row(&value).ok_or_else(|| corrupt("event"))?,
+            ));
+        }
+        Ok(rows)
+    }
+
+    /// Per-aggregate bookkeeping.
+    pub fn aggregate(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+    ) -> Result<Option<AggregateRow>, ProjectionError> {
+        match self.tree.get(aggregate_key(stream, aggregate))? {
+            Some(bytes) => Ok(Some(AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Metadata entries with number ≥ `offset`, ascending, at most `max`; stops before
+    /// the first number not present (the contiguous prefix of spec api.md §6.1) unless
+    /// `skip_missing`.
+    pub fn metadata_from(
+        &self,
+        stream: StreamKind,
+        offset: i64,
+        max: usize,
+        skip_missing: bool,
+    ) -> Result<Vec<MetadataRow>, ProjectionError> {
+        let start = metadata_key(stream, offset.max(0));
+        let end = metadata_key(stream, i64::MAX);
+        let mut rows = Vec::new();
+        let mut expected = offset.max(0);
+        for entry in self.tree.range(start..=end) {
+            if rows.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            let number = i64::from_be_bytes(key[2..10].try_into().map_err(|_| corrupt("metadata key"))?);
+            if number != expected && !skip_missing {
+                break;
+            }
+            expected = number + 1;
+            let aggregate = Uuid::from_slice(value.get(0..16).ok_or_else(|| corrupt("metadata"))?)
+                .map_err(|_| corrupt("metadata"))?;
+            let initial_ecosystem = value
+                .get(16..32)
+                .and_then(|bytes| Uuid::from_slice(bytes).ok())
+                .map(EcosystemUuid);
+            rows.push(MetadataRow {
+                metadata_sequence_number: number,
+                aggregate,
+                initial_ecosystem,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The next metadata number of a stream kind: one more than the highest stored.
+    pub fn next_metadata_sequence_number(&self, stream: StreamKind) -> Result<i64, ProjectionError> {
+        let start = metadata_key(stream, 0);
+        let end = metadata_key(stream, i64::MAX);
+        match self.tree.range(start..=end).next_back() {
+            Some(entry) => {
+                let (key, _) = entry?;
+                Ok(i64::from_be_bytes(key[2..10].try_into().map_err(|_| corrupt("metadata key"))?) + 1)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Whether something has been seen (see [`KnownKind`]).
+    pub fn is_known(&self, kind: KnownKind, uuid: Uuid) -> Result<bool, ProjectionError> {
+        Ok(self.tree.contains_key(known_key(kind, uuid))?)
+    }
+
+    /// The ecosystem of a book container: the one with the lowest metadata number.
+    pub fn book_container_ecosystem(
+        &self,
+        book_container: BookContainerUuid,
+    ) -> Result<Option<EcosystemUuid>, ProjectionError> {
+        let mut key = vec![TAG_BOOK_CONTAINER];
+        key.extend_from_slice(book_container.0.as_bytes());
+        Ok(self
+            .tree
+            .get(key)?
+            .and_then(|bytes| Uuid::from_slice(&bytes[..16.min(bytes.len())]).ok())
+            .map(EcosystemUuid))
+    }
+
+    /// The next ecosystem and sequence number of a preparation of this course.
+    pub fn preparation(
+        &self,
+        course: CourseUuid,
+        preparation: PreparationUuid,
+    ) -> Result<Option<(SequenceNumber, EcosystemUuid)>, ProjectionError> {
+        match self.tree.get(course_key(TAG_PREPARATION, course, Some(preparation.0)))? {
+            Some(bytes) => {
+                let seq = i64::from_be_bytes(bytes.get(0..8).ok_or_else(|| corrupt("preparation"))?.try_into().map_err(|_| corrupt("preparation"))?);
+                let ecosystem = Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
+                    .map_err(|_| corrupt("preparation"))?;
+                Ok(Some((SequenceNumber(seq), EcosystemUuid(ecosystem))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every preparation of a course: `(preparation, sequence_number, next ecosystem)`.
+    pub fn preparations(
+        &self,
+        course: CourseUuid,
+    ) -> Result<Vec<(PreparationUuid, SequenceNumber, EcosystemUuid)>, ProjectionError> {
+        let prefix = course_key(TAG_PREPARATION, course, None);
+        let mut rows = Vec::new();
+        for entry in self.tree.scan_prefix(prefix) {
+            let (key, bytes) = entry?;
+            let preparation = Uuid::from_slice(key.get(17..33).ok_or_else(|| corrupt("preparation"))?)
+                .map_err(|_| corrupt("preparation"))?;
+            let seq = i64::from_be_bytes(bytes.get(0..8).ok_or_else(|| corrupt("preparation"))?.try_into().map_err(|_| corrupt("preparation"))?);
+            let ecosystem = Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
+                .map_err(|_| corrupt("preparation"))?;
+            rows.push((PreparationUuid(preparation), SequenceNumber(seq), EcosystemUuid(ecosystem)));
+        }
+        Ok(rows)
+    }
+
+    /// The highest-sequence `update_course_ecosystem` of a course: `(seq, preparation)`.
+    pub fn last_ecosystem_update(
+        &self,
+        course: CourseUuid,
+    ) -> Result<Option<(SequenceNumber, PreparationUuid)>, ProjectionError> {
+        match self.tree.get(course_key(TAG_ECOSYSTEM_UPDATE, course, None))? {
+            Some(bytes) => {
+                let seq = i64::from_be_bytes(bytes.get(0..8).ok_or_else(|| corrupt("update"))?.try_into().map_err(|_| corrupt("update"))?);
+                let preparation = Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("update"))?)
+                    .map_err(|_| corrupt("update"))?;
+                Ok(Some((SequenceNumber(seq), PreparationUuid(preparation))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Open gaps of a stream kind, oldest first, at most `limit`.
+    pub fn gaps(&self, stream: StreamKind, limit: usize) -> Result<Vec<GapRow>, ProjectionError> {
+        let prefix = [TAG_AGGREGATE, stream_byte(stream)];
+        let mut gaps = Vec::new();
+        for entry in self.tree.scan_prefix(prefix) {
+            let (key, value) = entry?;
+            let row = AggregateRow::decode(&value).ok_or_else(|| corrupt("aggregate"))?;
+            if !row.has_gap() {
+                continue;
+            }
+            let aggregate = Uuid::from_slice(&key[2..18]).map_err(|_| corrupt("aggregate key"))?;
+            gaps.push(GapRow {
+                aggregate,
+                first_missing: row.next_seq,
+                missing_count: row.max_seq + 1 - row.n_present,
+                highest_received: row.max_seq,
+                blocked_since_micros: row.blocked_since_micros,
+            });
+        }
+        gaps.sort_by_key(|gap| (gap.blocked_since_micros, gap.aggregate));
+        gaps.truncate(limit);
+        Ok(gaps)
+    }
+}
+
+const TAG_RESULT: u8 = b'S';
+
+/// A result's version (spec scheduler.md §12); versions compare lexicographically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResultVersion {
+    pub input_seq: i64,
+    pub model_seq: i64,
+    pub computed_at_micros: i64,
+}
+
+fn result_key(key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(key.len() + 1);
+    bytes.push(TAG_RESULT);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+impl EventLog {
+    /// Stores a result unless a higher version is stored (D11). Returns whether it was
+    /// stored; `false` means it was stale and dropped.
+    pub fn store_result(
+        &self,
+        key: &str,
+        version: ResultVersion,
+        content_json: &str,
+    ) -> Result<bool, ProjectionError> {
+        let _guard = self.apply_lock.lock();
+        let slot = result_key(key);
+        if let Some(stored) = self.tree.get(&slot)? {
+            let (stored_version, _) = decode_result(&stored).ok_or_else(|| corrupt("result"))?;
+            if version < stored_version {
+                return Ok(false);
+            }
+        }
+        let mut value = Vec::with_capacity(24 + content_json.len());
+        value.extend_from_slice(&version.input_seq.to_be_bytes());
+        value.extend_from_slice(&version.model_seq.to_be_bytes());
+        value.extend_from_slice(&version.computed_at_micros.to_be_bytes());
+        value.extend_from_slice(content_json.as_bytes());
+        self.tree.insert(slot, value)?;
+        Ok(true)
+    }
+
+    /// The stored result under `key`: its version and content JSON.
+    pub fn result(&self, key: &str) -> Result<Option<(ResultVersion, String)>, ProjectionError> {
+        match self.tree.get(result_key(key))? {
+            Some(bytes) => Ok(Some(decode_result(&bytes).ok_or_else(|| corrupt("result"))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn decode_result(bytes: &[u8]) -> Option<(ResultVersion, String)> {
+    let field = |idx: usize| -> Option<i64> {
+        Some(i64::from_be_bytes(bytes.get(idx * 8..idx * 8 + 8)?.try_into().ok()?))
+    };
+    Some((
+        ResultVersion {
+            input_seq: field(0)?,
+            model_seq: field(1)?,
+            computed_at_micros: field(2)?,
+        },
+        std::str::from_utf8(bytes.get(24..)?).ok()?.to_owned(),
+    ))
+}

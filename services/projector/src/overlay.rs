@@ -1,0 +1,90 @@
+//! A write overlay over one sled tree: reads see the batch's own writes, and the whole
+//! batch (state and stream positions) commits as one atomic `sled::Batch`.
+
+use std::collections::BTreeMap;
+
+use sled::IVec;
+
+/// Pending writes to one tree, readable before they commit.
+pub struct Overlay<'t> {
+    tree: &'t sled::Tree,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'t> Overlay<'t> {
+    /// An empty overlay over `tree`.
+    pub fn new(tree: &'t sled::Tree) -> Overlay<'t> {
+        Overlay {
+            tree,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// The value of `key` as the batch would leave it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+        match self.writes.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.tree.get(key)?.map(|value: IVec| value.to_vec())),
+        }
+    }
+
+    /// Whether `key` exists as the batch would leave it.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, sled::Error> {
+        match self.writes.get(key) {
+            Some(pending) => Ok(pending.is_some()),
+            None => self.tree.contains_key(key),
+        }
+    }
+
+    /// Sets `key`.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Commits every write atomically.
+    pub fn commit(self) -> Result<(), sled::Error> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_see_pending_writes_and_commit_is_atomic() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        tree.insert(b"a", b"1".to_vec()).unwrap();
+        let mut overlay = Overlay::new(&tree);
+        assert_eq!(overlay.get(b"a").unwrap(), Some(b"1".to_vec()));
+        overlay.insert(b"b".to_vec(), b"2".to_vec());
+        overlay.remove(b"a".to_vec());
+        assert_eq!(overlay.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert!(!overlay.contains(b"a").unwrap());
+        assert!(tree.contains_key(b"a").unwrap(), "nothing is visible before commit");
+        overlay.commit().unwrap();
+        assert!(!tree.contains_key(b"a").unwrap());
+        assert_eq!(tree.get(b"b").unwrap().unwrap().to_vec(), b"2".to_vec());
+    }
+}

@@ -1,0 +1,548 @@
+//! The §4 objective and the §7 block proximal-gradient fit with the §6 holdout stopping rule.
+
+use ndarray::{Array1, Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use crate::observations::{unpack, Observation, Observations};
+
+/// Inner proximal-gradient steps per block (§7).
+pub const INNER_STEPS: usize = 5;
+/// Outer iterations without improvement before stopping (§6).
+pub const PATIENCE: usize = 20;
+/// Upper bound on outer iterations (§6).
+pub const MAX_OUTER_ITERATIONS: usize = 500;
+/// Outer iterations when the holdout or training set is too small to stop early (§6).
+pub const ITERATIONS_WITHOUT_EARLY_STOPPING: usize = 20;
+/// Below this many holdout or training observations there is no early stopping (§6).
+pub const MIN_OBSERVATIONS_FOR_EARLY_STOPPING: usize = 50;
+/// A holdout log-likelihood improvement must exceed this (§6).
+pub const MIN_IMPROVEMENT: f64 = 1e-6;
+/// Probabilities are clipped to [ε, 1 − ε] in log-likelihoods (§6).
+pub const PROBABILITY_CLIP: f64 = 1e-15;
+
+/// The penalties and stopping constants of one fit, recorded with the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    /// λ_H: ℓ2 on hinted loadings.
+    pub lambda_h_l2: f64,
+    /// λ_1: ℓ1 on non-hinted loadings.
+    pub lambda_nh_l1: f64,
+    /// ℓ2 on non-hinted loadings (0 in §4; 0.05 in the `free` model of §12).
+    pub lambda_nh_l2: f64,
+    /// λ_d: ℓ2 on easiness.
+    pub lambda_d_l2: f64,
+    /// γ_U: ridge on learner knowledge.
+    pub gamma_u: f64,
+    /// Concepts beyond the pages (rows after the page concepts), hinted on every question.
+    pub extra_concepts: usize,
+    /// ℓ2 on the loadings of the extra concepts (they are hinted everywhere, so no ℓ1).
+    pub lambda_extra_l2: f64,
+    /// False for a Rasch fit: W stays at its initial value and only d is learned.
+    pub learn_loadings: bool,
+    /// Holdout modulus of §6 (10).
+    pub holdout_modulus: u64,
+    /// Patience of §6 (20).
+    pub patience: usize,
+    /// Maximum outer iterations (500).
+    pub max_outer_iterations: usize,
+    /// Inner steps per block (5).
+    pub inner_steps: usize,
+}
+
+impl Hyperparameters {
+    /// The §4 constants: λ_H = 0.05, λ_1 = 10, λ_d = 0.05, γ_U = 1, no extra concepts.
+    pub fn spec() -> Self {
+        Self {
+            lambda_h_l2: 0.05,
+            lambda_nh_l1: 10.0,
+            lambda_nh_l2: 0.0,
+            lambda_d_l2: 0.05,
+            gamma_u: 1.0,
+            extra_concepts: 0,
+            lambda_extra_l2: 0.05,
+            learn_loadings: true,
+            holdout_modulus: 10,
+            patience: PATIENCE,
+            max_outer_iterations: MAX_OUTER_ITERATIONS,
+            inner_steps: INNER_STEPS,
+        }
+    }
+}
+
+/// What one fit sees: hints, an optional initial W, the training set and the holdout.
+#[derive(Clone, Debug)]
+pub struct FitProblem<'a> {
+    /// H, K × Q: whether concept c is a hint of question q.
+    pub hints: ArrayView2<'a, bool>,
+    /// W⁰, K × Q; `None` means H as 0/1 values (§7).
+    pub initial_loadings: Option<ArrayView2<'a, f64>>,
+    /// Ω_train.
+    pub train: &'a Observations,
+    /// The holdout (validation) observations, indexed like `train`.
+    pub holdout: &'a [Observation],
+}
+
+/// Holdout statistics and iteration counts of a fit (§6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitStats {
+    /// |Ω_train|.
+    pub training_observations: usize,
+    /// Holdout size.
+    pub holdout_observations: usize,
+    /// Learners with at least one training observation.
+    pub learners: usize,
+    /// Outer iterations run.
+    pub outer_iterations: usize,
+    /// The iteration whose (W, d) was kept (1-based; 0 when none ran).
+    pub best_iteration: usize,
+    /// Mean holdout log-likelihood of the kept iterate; `None` without early stopping.
+    pub holdout_log_likelihood: Option<f64>,
+    /// Holdout accuracy at threshold 0.5; `None` without early stopping.
+    pub holdout_accuracy: Option<f64>,
+    /// Holdout log-loss (= −log-likelihood); `None` without early stopping.
+    pub holdout_log_loss: Option<f64>,
+}
+
+/// A fitted (W, d) with the learner knowledge U of the kept iterate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fit {
+    /// W, K × Q, non-negative.
+    pub loadings: Array2<f64>,
+    /// d, length Q (larger is easier).
+    pub easiness: Array1<f64>,
+    /// U of the kept iterate, N × K (row j is u_j); zero rows for learners without data.
+    pub knowledge: Array2<f64>,
+    /// Holdout statistics.
+    pub stats: FitStats,
+}
+
+impl Fit {
+    /// P(correct) of learner j on question q under the kept iterate.
+    pub fn predict(&self, learner: usize, question: usize) -> f64 {
+        let z = self.easiness[question]
+            + self
+                .loadings
+                .column(question)
+                .iter()
+                .zip(self.knowledge.row(learner))
+                .map(|(w, u)| w * u)
+                .sum::<f64>();
+        sigmoid(z)
+    }
+}
+
+/// The logistic function.
+#[inline]
+pub fn sigmoid(z: f64) -> f64 {
+    // Branch-free: exp(−z) overflows to +∞ for very negative z, giving exactly 0.
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// log(1 + e^z), computed without overflow.
+#[inline]
+pub fn softplus(z: f64) -> f64 {
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+/// The log-likelihood of one response with p clipped to [1e−15, 1 − 1e−15].
+#[inline]
+pub fn clipped_log_likelihood(p: f64, correct: bool) -> f64 {
+    let p = p.clamp(PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP);
+    if correct {
+        p.ln()
+    } else {
+        (1.0 - p).ln()
+    }
+}
+
+/// Per-entry penalty weights, stored question-major (row q, K entries).
+struct Penalties {
+    k: usize,
+    l2: Vec<f64>,
+    l1: Vec<f64>,
+    max_l2: f64,
+}
+
+impl Penalties {
+    fn new(hints: ArrayView2<'_, bool>, hp: &Hyperparameters) -> Self {
+        let (k, q) = hints.dim();
+        let first_extra = k.saturating_sub(hp.extra_concepts);
+        let mut l2 = vec![0.0; k * q];
+        let mut l1 = vec![0.0; k * q];
+        for qi in 0..q {
+            for c in 0..k {
+                let hinted = hints[(c, qi)];
+                l2[qi * k + c] = match (c >= first_extra, hinted) {
+                    (true, _) => hp.lambda_extra_l2,
+                    (false, true) => hp.lambda_h_l2,
+                    (false, false) => hp.lambda_nh_l2,
+                };
+                l1[qi * k + c] = if hinted { 0.0 } else { hp.lambda_nh_l1 };
+            }
+        }
+        let max_l2 = l2.iter().copied().fold(0.0, f64::max);
+        Self { k, l2, l1, max_l2 }
+    }
+}
+
+/// The §4 objective J(W, d, U), with W as K × Q and U as N × K; sums in ascending order.
+pub fn objective(
+    problem: &FitProblem<'_>,
+    hp: &Hyperparameters,
+    loadings: ArrayView2<'_, f64>,
+    easiness: &Array1<f64>,
+    knowledge: ArrayView2<'_, f64>,
+) -> f64 {
+    let mut nll = 0.0;
+    for o in problem.train.iter() {
+        let z = easiness[o.question] + loadings.column(o.question).dot(&knowledge.row(o.learner));
+        nll += softplus(z) - if o.correct { z } else { 0.0 };
+    }
+    let penalties = Penalties::new(problem.hints, hp);
+    let (k, q) = loadings.dim();
+    let mut penalty = 0.0;
+    for qi in 0..q {
+        for c in 0..k {
+            let w = loadings[(c, qi)];
+            penalty += penalties.l2[qi * k + c] * w * w + penalties.l1[qi * k + c] * w.abs();
+        }
+    }
+    let d_penalty: f64 = easiness.iter().map(|d| hp.lambda_d_l2 * d * d).sum();
+    let u_penalty: f64 = knowledge.iter().map(|u| u * u).sum::<f64>() * hp.gamma_u / 2.0;
+    nll + penalty + d_penalty + u_penalty
+}
+
+/// The §7 initial easiness: logit(clip((s_q + 0.5) / (n_q + 1), 0.02, 0.98)).
+pub fn initial_easiness(train: &Observations) -> Array1<f64> {
+    Array1::from_iter((0..train.n_questions()).map(|q| {
+        let (mut s, mut n) = (0.0, 0.0);
+        for (_, correct) in train.question(q) {
+            n += 1.0;
+            s += f64::from(u8::from(correct));
+        }
+        let p = ((s + 0.5) / (n + 1.0)).clamp(0.02, 0.98);
+        (p / (1.0 - p)).ln()
+    }))
+}
+
+/// Mutable fitting state; W is stored question-major (Q × K) so that w_q is contiguous.
+struct State {
+    k: usize,
+    w: Vec<f64>,
+    d: Vec<f64>,
+    u: Vec<f64>,
+}
+
+/// Fits the model: the zero-data model if Ω is empty, else outer iterations until the
+/// §6 stopping rule, keeping the best holdout iterate.
+///
+/// `threads` (≥ 1) splits learners and questions into contiguous blocks; every block
+/// is computed sequentially in ascending order, so the result does not depend on it.
+pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fit {
+    let (k, n_questions) = problem.hints.dim();
+    let train = problem.train;
+    let n_learners = train.n_learners();
+    let learners = (0..n_learners)
+        .filter(|&j| !train.learner_entries(j).is_empty())
+        .count();
+    let mut stats = FitStats {
+        training_observations: train.len(),
+        holdout_observations: problem.holdout.len(),
+        learners,
+        outer_iterations: 0,
+        best_iteration: 0,
+        holdout_log_likelihood: None,
+        holdout_accuracy: None,
+        holdout_log_loss: None,
+    };
+    if train.is_empty() {
+        return Fit {
+            loadings: problem.hints.mapv(|h| if h { 1.0 } else { 0.0 }),
+            easiness: Array1::zeros(n_questions),
+            knowledge: Array2::zeros((n_learners, k)),
+            stats,
+        };
+    }
+    let initial = match problem.initial_loadings {
+        Some(w0) => w0.to_owned(),
+        None => problem.hints.mapv(|h| if h { 1.0 } else { 0.0 }),
+    };
+    let mut state = State {
+        k,
+        w: initial.t().iter().copied().collect(),
+        d: initial_easiness(train).to_vec(),
+        u: vec![0.0; n_learners * k],
+    };
+    let penalties = Penalties::new(problem.hints, hp);
+    let mut holdout = problem.holdout.to_vec();
+    holdout.sort();
+    let early_stopping = holdout.len() >= MIN_OBSERVATIONS_FOR_EARLY_STOPPING
+        && train.len() >= MIN_OBSERVATIONS_FOR_EARLY_STOPPING;
+    let max_iterations = if early_stopping {
+        hp.max_outer_iterations
+    } else {
+        ITERATIONS_WITHOUT_EARLY_STOPPING
+    };
+    let threads = threads.max(1);
+    let mut best: Option<(f64, f64, State)> = None;
+    let mut since_best = 0;
+    for iteration in 1..=max_iterations {
+        update_knowledge(&mut state, train, hp, threads);
+        update_questions(&mut state, train, hp, &penalties, threads);
+        stats.outer_iterations = iteration;
+        if !early_stopping {
+            continue;
+        }
+        let (ll, accuracy) = holdout_scores(&state, &holdout);
+        if std::env::var_os("SPARFA_TRACE").is_some() { eprintln!("it {iteration} ll {ll:.6} acc {accuracy:.4}"); }
+        if best.as_ref().is_none_or(|(b, _, _)| ll > b + MIN_IMPROVEMENT) {
+            best = Some((
+                ll,
+                accuracy,
+                State {
+                    k,
+                    w: state.w.clone(),
+                    d: state.d.clone(),
+                    u: state.u.clone(),
+                },
+            ));
+            stats.best_iteration = iteration;
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= hp.patience {
+                break;
+            }
+        }
+    }
+    let kept = match best {
+        Some((ll, accuracy, kept)) => {
+            stats.holdout_log_likelihood = Some(ll);
+            stats.holdout_log_loss = Some(-ll);
+            stats.holdout_accuracy = Some(accuracy);
+            kept
+        }
+        None => {
+            stats.best_iteration = stats.outer_iterations;
+            state
+        }
+    };
+    let loadings = Array2::from_shape_vec((n_questions, k), kept.w)
+        .map(|w| w.reversed_axes().as_standard_layout().to_owned())
+        .unwrap_or_else(|_| Array2::zeros((k, n_questions)));
+    Fit {
+        loadings,
+        easiness: Array1::from(kept.d),
+        knowledge: Array2::from_shape_vec((n_learners, k), kept.u)
+            .unwrap_or_else(|_| Array2::zeros((n_learners, k))),
+        stats,
+    }
+}
+
+/// Mean clipped log-likelihood and accuracy over the holdout, summed in its sorted order.
+fn holdout_scores(state: &State, holdout: &[Observation]) -> (f64, f64) {
+    let k = state.k;
+    let (mut ll, mut hits) = (0.0, 0usize);
+    for o in holdout {
+        let w = &state.w[o.question * k..(o.question + 1) * k];
+        let u = &state.u[o.learner * k..(o.learner + 1) * k];
+        let p = sigmoid(state.d[o.question] + dot(w, u));
+        ll += clipped_log_likelihood(p, o.correct);
+        hits += usize::from((p >= 0.5) == o.correct);
+    }
+    let n = holdout.len() as f64;
+    (ll / n, hits as f64 / n)
+}
+
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
+/// Runs `f(first_row, rows)` on contiguous blocks of `rows_per_item`-sized rows, in
+/// parallel when `threads > 1`. Each row is computed by exactly one call.
+fn for_row_blocks<F>(data: &mut [f64], row_len: usize, threads: usize, f: F)
+where
+    F: Fn(usize, &mut [f64]) + Sync,
+{
+    let n_rows = if row_len == 0 { 0 } else { data.len() / row_len };
+    if threads <= 1 || n_rows < 2 * threads {
+        f(0, data);
+        return;
+    }
+    let rows_per_block = n_rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut blocks = data.chunks_mut(rows_per_block * row_len).enumerate();
+        let first = blocks.next();
+        for (b, block) in blocks {
+            let f = &f;
+            scope.spawn(move || f(b * rows_per_block, block));
+        }
+        if let Some((_, block)) = first {
+            f(0, block);
+        }
+    });
+}
+
+/// The U-step: INNER_STEPS gradient steps per learner with L_j = ¼ Σ ‖w_q‖² + γ_U.
+fn update_knowledge(state: &mut State, train: &Observations, hp: &Hyperparameters, threads: usize) {
+    let k = state.k;
+    if k == 0 {
+        return;
+    }
+    let d = &state.d;
+    // W is fixed during the U-step: keep only its non-zero entries per question, since
+    // loadings are sparse (a question loads on its pages and few others).
+    let mut offsets = Vec::with_capacity(d.len() + 1);
+    let mut nonzero: Vec<(usize, f64)> = Vec::new();
+    let mut norms = Vec::with_capacity(d.len());
+    offsets.push(0);
+    for wq in state.w.chunks(k) {
+        nonzero.extend(wq.iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(c, w)| (c, *w)));
+        offsets.push(nonzero.len());
+        norms.push(dot(wq, wq));
+    }
+    for_row_blocks(&mut state.u, k, threads, |first, block| {
+        let mut g = vec![0.0; k];
+        let mut residuals: Vec<f64> = Vec::new();
+        for (offset, u) in block.chunks_mut(k).enumerate() {
+            let entries = train.learner_entries(first + offset);
+            if entries.is_empty() {
+                continue;
+            }
+            let mut norm_sum = 0.0;
+            for &e in entries {
+                norm_sum += norms[unpack(e).0];
+            }
+            let lipschitz = hp.gamma_u + 0.25 * norm_sum;
+            for _ in 0..hp.inner_steps {
+                for (gc, uc) in g.iter_mut().zip(u.iter()) {
+                    *gc = hp.gamma_u * uc;
+                }
+                // Three passes (logits, residuals, gradient) keep the sigmoids independent
+                // of each other, which the CPU can overlap.
+                residuals.clear();
+                residuals.extend(entries.iter().map(|&e| {
+                    let (q, _) = unpack(e);
+                    let mut z = d[q];
+                    for &(c, w) in &nonzero[offsets[q]..offsets[q + 1]] {
+                        z += w * u[c];
+                    }
+                    z
+                }));
+                for (z, &e) in residuals.iter_mut().zip(entries) {
+                    *z = sigmoid(*z) - f64::from(u8::from(unpack(e).1));
+                }
+                for (r, &e) in residuals.iter().zip(entries) {
+                    let (q, _) = unpack(e);
+                    for &(c, w) in &nonzero[offsets[q]..offsets[q + 1]] {
+                        g[c] += r * w;
+                    }
+                }
+                for (uc, gc) in u.iter_mut().zip(&g) {
+                    *uc -= gc / lipschitz;
+                }
+            }
+        }
+    });
+}
+
+/// The (W, d)-step: INNER_STEPS proximal steps per question with
+/// L_q = ¼ Σ (‖u_j‖² + 1) + 2 max ℓ2 + 2 λ_d.
+fn update_questions(
+    state: &mut State,
+    train: &Observations,
+    hp: &Hyperparameters,
+    penalties: &Penalties,
+    threads: usize,
+) {
+    let k = state.k;
+    let u = &state.u;
+    let norms: Vec<f64> = if k == 0 {
+        vec![0.0; train.n_learners()]
+    } else {
+        u.chunks(k).map(|uj| dot(uj, uj)).collect()
+    };
+    // W and d are updated together; pack them as Q rows of K + 1 values (d last).
+    let mut wd: Vec<f64> = Vec::with_capacity(state.d.len() * (k + 1));
+    for (q, dq) in state.d.iter().enumerate() {
+        wd.extend_from_slice(&state.w[q * k..(q + 1) * k]);
+        wd.push(*dq);
+    }
+    debug_assert_eq!(penalties.k, k);
+    for_row_blocks(&mut wd, k + 1, threads, |first, block| {
+        let mut g = vec![0.0; k];
+        let mut residuals: Vec<f64> = Vec::new();
+        let mut nonzero: Vec<(usize, f64)> = Vec::with_capacity(k);
+        for (offset, row) in block.chunks_mut(k + 1).enumerate() {
+            let q = first + offset;
+            let entries = train.question_entries(q);
+            if entries.is_empty() {
+                continue;
+            }
+            let mut lipschitz = 0.0;
+            for &e in entries {
+                let (j, _) = unpack(e);
+                lipschitz += if hp.learn_loadings { norms[j] + 1.0 } else { 1.0 };
+            }
+            lipschitz = 0.25 * lipschitz
+                + 2.0 * hp.lambda_d_l2
+                + if hp.learn_loadings { 2.0 * penalties.max_l2 } else { 0.0 };
+            let l2 = &penalties.l2[q * k..(q + 1) * k];
+            let l1 = &penalties.l1[q * k..(q + 1) * k];
+            for _ in 0..hp.inner_steps {
+                let (wq, dq) = row.split_at_mut(k);
+                g.iter_mut().for_each(|gc| *gc = 0.0);
+                let mut g_d = 0.0;
+                // w_q is sparse: the logits only need its non-zero entries.
+                nonzero.clear();
+                nonzero.extend(wq.iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(c, w)| (c, *w)));
+                residuals.clear();
+                residuals.extend(entries.iter().map(|&e| {
+                    let (j, _) = unpack(e);
+                    let uj = &u[j * k..(j + 1) * k];
+                    let mut z = dq[0];
+                    for &(c, w) in &nonzero {
+                        z += w * uj[c];
+                    }
+                    z
+                }));
+                for (z, &e) in residuals.iter_mut().zip(entries) {
+                    *z = sigmoid(*z) - f64::from(u8::from(unpack(e).1));
+                }
+                for (r, &e) in residuals.iter().zip(entries) {
+                    if hp.learn_loadings {
+                        let (j, _) = unpack(e);
+                        for (gc, uc) in g.iter_mut().zip(&u[j * k..(j + 1) * k]) {
+                            *gc += r * uc;
+                        }
+                    }
+                    g_d += r;
+                }
+                if hp.learn_loadings {
+                    for c in 0..k {
+                        let gc = g[c] + 2.0 * l2[c] * wq[c];
+                        wq[c] = (wq[c] - gc / lipschitz - l1[c] / lipschitz).max(0.0);
+                    }
+                }
+                g_d += 2.0 * hp.lambda_d_l2 * dq[0];
+                dq[0] -= g_d / lipschitz;
+            }
+        }
+    });
+    for (q, row) in wd.chunks(k + 1).enumerate() {
+        state.w[q * k..(q + 1) * k].copy_from_slice(&row[..k]);
+        state.d[q] = row[k];
+    }
+}
+
+#[cfg(test)]
+mod tests;

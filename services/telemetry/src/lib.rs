@@ -1,0 +1,593 @@
+//! Biglearn's Prometheus metrics: the single list of metric names, types and labels
+//! (spec operations.md §7.1), registered in one explicit registry per process.
+//!
+//! Invariants:
+//! - Every metric name of the system is declared here, once, in [`Metrics::new`].
+//! - Label values come from small fixed sets (`endpoint`, `stream`, `topic`,
+//!   `component`, `reason`, `outcome`, …). No course, student, assignment or ecosystem
+//!   uuid, and no error message, is ever a label value.
+//! - Components update metrics only through the named-event methods of [`Metrics`]
+//!   (one per happening), never by reaching into the families.
+//!
+//! Does not: serve HTTP (the gateway renders [`Metrics::render`] at `/metrics`).
+//!
+//! Modules: this file only.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets of `biglearn_http_request_duration_seconds` (0.2 s is the slow-request line).
+pub const HTTP_DURATION_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every metric family of the process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests_total: IntCounterVec,
+    http_request_duration_seconds: HistogramVec,
+    events_written_total: IntCounterVec,
+    write_conflicts_total: IntCounterVec,
+    identity_payload_mismatch_total: IntCounterVec,
+    noop_events_total: IntCounterVec,
+    produce_delivery_seconds: HistogramVec,
+    producer_errors_total: IntCounterVec,
+    writer_resyncs_total: IntCounter,
+    sequence_gap_open: IntGaugeVec,
+    sequence_gap_oldest_age_seconds: GaugeVec,
+    pending_events: IntGaugeVec,
+    consumer_lag_records: IntGaugeVec,
+    consumer_lag_max_records: IntGaugeVec,
+    consumer_lag_seconds: GaugeVec,
+    event_age_seconds: HistogramVec,
+    dlq_records_total: IntCounterVec,
+    projection_rebuilding: IntGaugeVec,
+    projection_rebuild_progress_ratio: GaugeVec,
+    sled_size_bytes: IntGaugeVec,
+    recompute_seconds: HistogramVec,
+    dirty_targets: IntGaugeVec,
+    results_published_total: IntCounterVec,
+    results_stale_dropped_total: IntCounterVec,
+    read_results_total: IntCounterVec,
+    sparfa_fit_seconds: HistogramVec,
+    sparfa_fits_total: IntCounterVec,
+    sparfa_holdout_accuracy: Histogram,
+    sparfa_holdout_log_loss: Histogram,
+    sparfa_fit_queue: IntGauge,
+    sparfa_ecosystems_unready: IntGauge,
+    unknown_preparation_blocks: IntCounter,
+    settings_version: IntGaugeVec,
+    build_info: IntGaugeVec,
+    up: Gauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let metric = GaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0, 300.0,
+    ]
+}
+
+impl Metrics {
+    /// A fresh registry with every Biglearn metric registered.
+    pub fn new(version: &str) -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let metrics = Metrics {
+            http_requests_total: counter_vec(
+                r,
+                "biglearn_http_requests_total",
+                "HTTP requests by final status.",
+                &["endpoint", "status"],
+            ),
+            http_request_duration_seconds: histogram_vec(
+                r,
+                "biglearn_http_request_duration_seconds",
+                "HTTP request duration.",
+                &["endpoint"],
+                HTTP_DURATION_BUCKETS.to_vec(),
+            ),
+            events_written_total: counter_vec(
+                r,
+                "biglearn_events_written_total",
+                "Events appended by the writer.",
+                &["stream", "event_type"],
+            ),
+            write_conflicts_total: counter_vec(
+                r,
+                "biglearn_write_conflicts_total",
+                "422 slot conflicts.",
+                &["stream"],
+            ),
+            identity_payload_mismatch_total: counter_vec(
+                r,
+                "biglearn_identity_payload_mismatch_total",
+                "Re-sent identities with a different payload.",
+                &["stream"],
+            ),
+            noop_events_total: counter_vec(
+                r,
+                "biglearn_noop_events_total",
+                "no_op events written.",
+                &["stream", "reason"],
+            ),
+            produce_delivery_seconds: histogram_vec(
+                r,
+                "biglearn_produce_delivery_seconds",
+                "Produce to delivery report.",
+                &["topic"],
+                latency_buckets(),
+            ),
+            producer_errors_total: counter_vec(
+                r,
+                "biglearn_producer_errors_total",
+                "Delivery failures by outcome.",
+                &["outcome"],
+            ),
+            writer_resyncs_total: {
+                let metric = IntCounter::new(
+                    "biglearn_writer_resyncs_total",
+                    "Writer index resynchronisations.",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            sequence_gap_open: gauge_vec(
+                r,
+                "biglearn_sequence_gap_open",
+                "Aggregates currently blocked by a sequence gap.",
+                &["component", "stream"],
+            ),
+            sequence_gap_oldest_age_seconds: float_gauge_vec(
+                r,
+                "biglearn_sequence_gap_oldest_age_seconds",
+                "Age of the oldest open sequence gap.",
+                &["component", "stream"],
+            ),
+            pending_events: gauge_vec(
+                r,
+                "biglearn_pending_events",
+                "Events buffered behind gaps.",
+                &["component", "stream"],
+            ),
+            consumer_lag_records: gauge_vec(
+                r,
+                "biglearn_consumer_lag_records",
+                "Sum over partitions of high watermark minus stored position.",
+                &["component", "topic"],
+            ),
+            consumer_lag_max_records: gauge_vec(
+                r,
+                "biglearn_consumer_lag_max_records",
+                "Worst partition's lag in records.",
+                &["component", "topic"],
+            ),
+            consumer_lag_seconds: float_gauge_vec(
+                r,
+                "biglearn_consumer_lag_seconds",
+                "Age of the oldest unapplied record (0 when caught up).",
+                &["component", "topic"],
+            ),
+            event_age_seconds: histogram_vec(
+                r,
+                "biglearn_event_age_seconds",
+                "Event age at apply time.",
+                &["component"],
+                latency_buckets(),
+            ),
+            dlq_records_total: counter_vec(
+                r,
+                "biglearn_dlq_records_total",
+                "Dead letters written.",
+                &["component", "reason"],
+            ),
+            projection_rebuilding: gauge_vec(
+                r,
+                "biglearn_projection_rebuilding",
+                "1 while a projection rebuilds.",
+                &["projection"],
+            ),
+            projection_rebuild_progress_ratio: float_gauge_vec(
+                r,
+                "biglearn_projection_rebuild_progress_ratio",
+                "Applied / high watermark at rebuild start.",
+                &["projection"],
+            ),
+            sled_size_bytes: gauge_vec(
+                r,
+                "biglearn_sled_size_bytes",
+                "On-disk size of sled state.",
+                &["component"],
+            ),
+            recompute_seconds: histogram_vec(
+                r,
+                "biglearn_recompute_seconds",
+                "Result computations.",
+                &["kind"],
+                latency_buckets(),
+            ),
+            dirty_targets: gauge_vec(r, "biglearn_dirty_targets", "Recompute backlog.", &["kind"]),
+            results_published_total: counter_vec(
+                r,
+                "biglearn_results_published_total",
+                "Results published.",
+                &["kind", "algorithm"],
+            ),
+            results_stale_dropped_total: counter_vec(
+                r,
+                "biglearn_results_stale_dropped_total",
+                "Older result versions discarded.",
+                &["kind"],
+            ),
+            read_results_total: counter_vec(
+                r,
+                "biglearn_read_results_total",
+                "Read answers by status.",
+                &["endpoint", "status"],
+            ),
+            sparfa_fit_seconds: histogram_vec(
+                r,
+                "biglearn_sparfa_fit_seconds",
+                "SPARFA fit duration.",
+                &["trigger"],
+                latency_buckets(),
+            ),
+            sparfa_fits_total: counter_vec(
+                r,
+                "biglearn_sparfa_fits_total",
+                "SPARFA fits by outcome.",
+                &["outcome"],
+            ),
+            sparfa_holdout_accuracy: histogram(
+                r,
+                "biglearn_sparfa_holdout_accuracy",
+                "Holdout accuracy per fit.",
+                (0..=18).map(|i| 0.5 + 0.025 * f64::from(i)).collect(),
+            ),
+            sparfa_holdout_log_loss: histogram(
+                r,
+                "biglearn_sparfa_holdout_log_loss",
+                "Holdout log-loss per fit.",
+                vec![0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0],
+            ),
+            sparfa_fit_queue: {
+                let metric = IntGauge::new("biglearn_sparfa_fit_queue", "Queued SPARFA fits.")
+                    .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            sparfa_ecosystems_unready: {
+                let metric = IntGauge::new(
+                    "biglearn_sparfa_ecosystems_unready",
+                    "Ecosystems with no model.",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            unknown_preparation_blocks: {
+                let metric = IntCounter::new(
+                    "biglearn_unknown_preparation_blocks",
+                    "Courses blocked at an update with an unknown preparation (invariant breach).",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            settings_version: gauge_vec(
+                r,
+                "biglearn_settings_version",
+                "Settings version applied.",
+                &["component"],
+            ),
+            build_info: gauge_vec(
+                r,
+                "biglearn_build_info",
+                "Build information (value 1).",
+                &["version"],
+            ),
+            up: {
+                let metric =
+                    Gauge::new("biglearn_up", "1 while the process runs.").expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            registry,
+        };
+        metrics.build_info.with_label_values(&[version]).set(1);
+        metrics.up.set(1.0);
+        metrics
+    }
+
+    /// The Prometheus text format (0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "Metrics could not be encoded.");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// An HTTP request finished.
+    pub fn http_request_finished(&self, endpoint: &str, status: u16, elapsed: Duration) {
+        self.http_requests_total
+            .with_label_values(&[endpoint, &status.to_string()])
+            .inc();
+        self.http_request_duration_seconds
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The writer appended an event.
+    pub fn event_written(&self, stream: &str, event_type: &str) {
+        self.events_written_total
+            .with_label_values(&[stream, event_type])
+            .inc();
+    }
+
+    /// A write was refused because a slot was taken (422).
+    pub fn write_conflict(&self, stream: &str) {
+        self.write_conflicts_total
+            .with_label_values(&[stream])
+            .inc();
+    }
+
+    /// A re-sent identity carried a different payload (first write wins).
+    pub fn identity_payload_mismatch(&self, stream: &str) {
+        self.identity_payload_mismatch_total
+            .with_label_values(&[stream])
+            .inc();
+    }
+
+    /// A `no_op` was written.
+    pub fn no_op_written(&self, stream: &str, reason: &str) {
+        self.noop_events_total
+            .with_label_values(&[stream, reason])
+            .inc();
+    }
+
+    /// Records of one request were delivered after `elapsed`.
+    pub fn produce_delivered(&self, topic: &str, elapsed: Duration) {
+        self.produce_delivery_seconds
+            .with_label_values(&[topic])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A record was not delivered (`definite`, `uncertain` or `fatal`).
+    pub fn producer_error(&self, outcome: &str) {
+        self.producer_errors_total
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// The writer started resynchronising its index.
+    pub fn writer_resync(&self) {
+        self.writer_resyncs_total.inc();
+    }
+
+    /// Current gap state of a component's stream.
+    pub fn gaps_observed(
+        &self,
+        component: &str,
+        stream: &str,
+        n_open: i64,
+        oldest_age: Duration,
+        n_pending: i64,
+    ) {
+        self.sequence_gap_open
+            .with_label_values(&[component, stream])
+            .set(n_open);
+        self.sequence_gap_oldest_age_seconds
+            .with_label_values(&[component, stream])
+            .set(oldest_age.as_secs_f64());
+        self.pending_events
+            .with_label_values(&[component, stream])
+            .set(n_pending);
+    }
+
+    /// A consumer's lag after a batch.
+    pub fn consumer_lag_observed(
+        &self,
+        component: &str,
+        topic: &str,
+        total_records: i64,
+        max_records: i64,
+        seconds: f64,
+    ) {
+        self.consumer_lag_records
+            .with_label_values(&[component, topic])
+            .set(total_records);
+        self.consumer_lag_max_records
+            .with_label_values(&[component, topic])
+            .set(max_records);
+        self.consumer_lag_seconds
+            .with_label_values(&[component, topic])
+            .set(seconds);
+    }
+
+    /// An event was applied `age` after the writer accepted it.
+    pub fn event_applied(&self, component: &str, age: Duration) {
+        self.event_age_seconds
+            .with_label_values(&[component])
+            .observe(age.as_secs_f64());
+    }
+
+    /// A record went to the dead-letter topic.
+    pub fn dead_lettered(&self, component: &str, reason: &str) {
+        self.dlq_records_total
+            .with_label_values(&[component, reason])
+            .inc();
+    }
+
+    /// Rebuild progress of a projection (`None` when not rebuilding).
+    pub fn rebuild_progress(&self, projection: &str, ratio: Option<f64>) {
+        self.projection_rebuilding
+            .with_label_values(&[projection])
+            .set(i64::from(ratio.is_some()));
+        self.projection_rebuild_progress_ratio
+            .with_label_values(&[projection])
+            .set(ratio.unwrap_or(1.0));
+    }
+
+    /// On-disk size of a component's sled state.
+    pub fn sled_size(&self, component: &str, bytes: u64) {
+        self.sled_size_bytes
+            .with_label_values(&[component])
+            .set(bytes as i64);
+    }
+
+    /// A result computation of `kind` took `elapsed`.
+    pub fn recomputed(&self, kind: &str, elapsed: Duration) {
+        self.recompute_seconds
+            .with_label_values(&[kind])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Recompute backlog of `kind`.
+    pub fn dirty_targets_observed(&self, kind: &str, n_dirty: i64) {
+        self.dirty_targets.with_label_values(&[kind]).set(n_dirty);
+    }
+
+    /// A result was published.
+    pub fn result_published(&self, kind: &str, algorithm: &str) {
+        self.results_published_total
+            .with_label_values(&[kind, algorithm])
+            .inc();
+    }
+
+    /// A result older than the stored one was discarded.
+    pub fn stale_result_dropped(&self, kind: &str) {
+        self.results_stale_dropped_total
+            .with_label_values(&[kind])
+            .inc();
+    }
+
+    /// A read endpoint answered one item with `status` (`assignment_unready`, …).
+    pub fn read_result(&self, endpoint: &str, status: &str) {
+        self.read_results_total
+            .with_label_values(&[endpoint, status])
+            .inc();
+    }
+
+    /// A SPARFA fit ended.
+    pub fn sparfa_fit_finished(
+        &self,
+        trigger: &str,
+        ok: bool,
+        elapsed: Duration,
+        holdout: Option<(f64, f64)>,
+    ) {
+        self.sparfa_fits_total
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+        self.sparfa_fit_seconds
+            .with_label_values(&[trigger])
+            .observe(elapsed.as_secs_f64());
+        if let Some((accuracy, log_loss)) = holdout {
+            self.sparfa_holdout_accuracy.observe(accuracy);
+            self.sparfa_holdout_log_loss.observe(log_loss);
+        }
+    }
+
+    /// SPARFA queue and readiness.
+    pub fn sparfa_state(&self, n_queued: i64, n_unready: i64) {
+        self.sparfa_fit_queue.set(n_queued);
+        self.sparfa_ecosystems_unready.set(n_unready);
+    }
+
+    /// A course waits at an update whose preparation is unknown.
+    pub fn unknown_preparation_block(&self) {
+        self.unknown_preparation_blocks.inc();
+    }
+
+    /// A component applied settings up to `version`.
+    pub fn settings_version_applied(&self, component: &str, version: i64) {
+        self.settings_version
+            .with_label_values(&[component])
+            .set(version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_after_use() {
+        let metrics = Metrics::new("test");
+        metrics.http_request_finished("/ping", 200, Duration::from_millis(3));
+        metrics.event_written("course", "record_response");
+        let text = metrics.render();
+        assert!(text.contains("biglearn_http_requests_total{endpoint=\"/ping\",status=\"200\"} 1"));
+        assert!(text.contains(
+            "biglearn_http_request_duration_seconds_bucket{endpoint=\"/ping\",le=\"0.2\"} 1"
+        ));
+        assert!(text.contains(
+            "biglearn_events_written_total{event_type=\"record_response\",stream=\"course\"} 1"
+        ));
+        assert!(text.contains("biglearn_build_info{version=\"test\"} 1"));
+    }
+}
