@@ -10,7 +10,7 @@ const FIELDS_ADDED_SINCE_2017: [&str; 2] = ["calculation_uuid", "ecosystem_matri
 
 /// `actual` has every member of `recorded` with an equal value; members beyond them
 /// must be among `FIELDS_ADDED_SINCE_2017` and null.
-fn assert_matches_recording(path: &str, recorded: &Value, actual: &Value) {
+pub(crate) fn assert_matches_recording(path: &str, recorded: &Value, actual: &Value) {
     match (recorded, actual) {
         (Value::Object(recorded), Value::Object(actual)) => {
             for (key, value) in recorded {
@@ -41,24 +41,37 @@ fn assert_matches_recording(path: &str, recorded: &Value, actual: &Value) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_examples_replay_with_their_recorded_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), TestBackend::Embedded).await;
+/// Replays every recorded example twice against `node`: the recorded answers, then the
+/// same answers again as no-ops (first write wins).
+pub(crate) async fn replay_examples(node: &Node) {
     let examples = recorded_examples();
-    assert_eq!(examples.len(), 15, "the replay set is files 01–16 (14 lives in legacy/)");
+    assert_eq!(
+        examples.len(),
+        15,
+        "the replay set is files 01–16 (14 lives in legacy/)"
+    );
     for (name, example) in &examples {
         let endpoint = example["endpoint"].as_str().unwrap();
         let (status, body) = node.post(endpoint, &example["request"]).await;
-        assert_eq!(status, example["status"].as_u64().unwrap() as u16, "{name}: {body}");
+        assert_eq!(
+            status,
+            example["status"].as_u64().unwrap() as u16,
+            "{name}: {body}"
+        );
         assert_matches_recording(name, &example["response"], &body);
     }
-    // Replaying the writes again is a no-op with the same answers (first write wins).
     for (name, example) in &examples {
         let endpoint = example["endpoint"].as_str().unwrap();
         let (status, body) = node.post(endpoint, &example["request"]).await;
         assert_eq!(status, 200, "{name} again: {body}");
         assert_matches_recording(name, &example["response"], &body);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_examples_replay_with_their_recorded_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), TestBackend::Embedded).await;
+    replay_examples(&node).await;
     node.stop().await.unwrap();
 }

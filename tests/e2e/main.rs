@@ -1,4 +1,12 @@
 //! End-to-end tests: whole Biglearn nodes in-process, driven over HTTP as Tutor and
 //! operators drive them. One module per area.
 
+mod atomicity;
+mod errors;
+mod event_stream;
 mod examples;
+mod gaps;
+mod kafka;
+mod races;
+mod restart;
+mod inbox;

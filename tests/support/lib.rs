@@ -5,6 +5,8 @@
 //! - Nodes listen on 127.0.0.1 only and stop when asked (or when the test ends).
 //! - A node on Kafka gets its own topic prefix, so tests sharing a broker never meet.
 //!
+//! - Request builders produce bodies that pass validation unless a test mutates them.
+//!
 //! Does not: assert anything; tests do.
 
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use biglearn::run::{Backend, Role, RunConfig};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 /// The token every test node accepts from Tutor.
@@ -126,13 +128,21 @@ impl Node {
         self.post_with(
             path,
             body,
-            &[("Biglearn-Admin-Token", ADMIN_TOKEN), ("Biglearn-Actor", "e2e-test")],
+            &[
+                ("Biglearn-Admin-Token", ADMIN_TOKEN),
+                ("Biglearn-Actor", "e2e-test"),
+            ],
         )
         .await
     }
 
     /// POSTs JSON with the given headers.
-    pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .post(format!("{}{path}", self.base()))
@@ -153,6 +163,55 @@ impl Node {
         &self.client
     }
 
+    /// Sends any method, headers and raw body; returns status, headers and body (JSON if
+    /// it parses, else the text as a JSON string).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base()))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the node answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// One `/fetch_course_events` sub-request for `course` from `offset`, alone.
+    pub async fn course_events(
+        &self,
+        course: &str,
+        offset: i64,
+        event_types: &[&str],
+        max_num_events: u32,
+    ) -> Value {
+        let (status, body) = self
+            .post(
+                "/fetch_course_events",
+                &json!({
+                    "course_event_requests": [event_request("course", course, offset, event_types)],
+                    "max_num_events": max_num_events,
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "fetch_course_events: {body}");
+        body["course_event_responses"][0].clone()
+    }
+
     /// Stops the node gracefully and returns how it ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
@@ -170,7 +229,12 @@ impl Node {
 pub fn recorded_examples() -> Vec<(String, Value)> {
     let dir = examples_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("cannot read the recorded examples in {}: {error}", dir.display()))
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot read the recorded examples in {}: {error}",
+                dir.display()
+            )
+        })
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
         .collect();
@@ -191,4 +255,175 @@ pub fn examples_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/examples/biglearn-api")
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// A header as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// A fresh random uuid, lower case.
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Every course event type of spec api.md §1.6.
+pub const ALL_COURSE_EVENT_TYPES: [&str; 10] = [
+    "no_op",
+    "create_course",
+    "prepare_course_ecosystem",
+    "update_course_ecosystem",
+    "update_roster",
+    "update_course_active_dates",
+    "update_globally_excluded_exercises",
+    "update_course_excluded_exercises",
+    "create_update_assignment",
+    "record_response",
+];
+
+/// A `/create_course` body.
+pub fn create_course(course: &str, ecosystem: &str) -> Value {
+    json!({
+        "course_uuid": course,
+        "ecosystem_uuid": ecosystem,
+        "is_real_course": true,
+        "starts_at": "2017-03-27T23:26:43.502491Z",
+        "ends_at": "2017-09-27T23:26:43.502707Z",
+        "created_at": "2017-06-27T23:26:45.704487Z",
+    })
+}
+
+/// A minimal valid `/create_ecosystem` body: one book container, one exercise.
+pub fn create_ecosystem(ecosystem: &str) -> Value {
+    let exercise = new_uuid();
+    json!({
+        "ecosystem_uuid": ecosystem,
+        "book": {
+            "contents": [{
+                "container_uuid": new_uuid(),
+                "container_parent_uuid": ecosystem,
+                "pools": [{
+                    "use_for_clue": true,
+                    "use_for_personalized_for_assignment_types": ["reading"],
+                    "exercise_uuids": [exercise],
+                }],
+            }],
+        },
+        "exercises": [{
+            "exercise_uuid": exercise,
+            "group_uuid": new_uuid(),
+            "version": 1,
+            "los": ["lo1"],
+        }],
+        "imported_at": "2017-06-27T23:26:40.000000Z",
+    })
+}
+
+/// One `record_responses` item for `course` at `sequence_number`.
+pub fn response_item(course: &str, sequence_number: i64, response_uuid: &str) -> Value {
+    json!({
+        "response_uuid": response_uuid,
+        "course_uuid": course,
+        "sequence_number": sequence_number,
+        "ecosystem_uuid": "0bb8d3d9-060f-4645-bcda-f2558236bf81",
+        "trial_uuid": new_uuid(),
+        "student_uuid": "238fce26-a6e0-4aed-9421-9e8b7ec43c86",
+        "exercise_uuid": "b4f2c32e-450b-4c36-b18e-d4c0f5cf2d29",
+        "is_correct": false,
+        "is_real_response": true,
+        "responded_at": "2017-06-27T23:26:48.986100Z",
+    })
+}
+
+/// A `/record_responses` body of these items.
+pub fn record_responses(items: Vec<Value>) -> Value {
+    json!({ "responses": items })
+}
+
+/// A `/update_course_active_dates` body (an event of a type other than record_response).
+pub fn update_course_active_dates(course: &str, sequence_number: i64) -> Value {
+    json!({
+        "request_uuid": new_uuid(),
+        "course_uuid": course,
+        "sequence_number": sequence_number,
+        "starts_at": "2017-03-27T23:26:43.502491Z",
+        "ends_at": "2017-10-27T23:26:43.502707Z",
+        "updated_at": "2017-06-28T23:26:45.704487Z",
+    })
+}
+
+/// A `/prepare_course_ecosystem` body with an empty mapping.
+pub fn prepare_course_ecosystem(
+    preparation: &str,
+    course: &str,
+    sequence_number: i64,
+    next_ecosystem: &str,
+) -> Value {
+    json!({
+        "preparation_uuid": preparation,
+        "course_uuid": course,
+        "sequence_number": sequence_number,
+        "next_ecosystem_uuid": next_ecosystem,
+        "ecosystem_map": {
+            "from_ecosystem_uuid": "0bb8d3d9-060f-4645-bcda-f2558236bf81",
+            "to_ecosystem_uuid": next_ecosystem,
+            "book_container_mappings": [],
+            "exercise_mappings": [],
+        },
+        "prepared_at": "2017-06-27T23:26:50.000000Z",
+    })
+}
+
+/// One `update_course_ecosystems` item.
+pub fn update_course_ecosystem_item(
+    request: &str,
+    course: &str,
+    sequence_number: i64,
+    preparation: &str,
+) -> Value {
+    json!({
+        "request_uuid": request,
+        "course_uuid": course,
+        "sequence_number": sequence_number,
+        "preparation_uuid": preparation,
+        "updated_at": "2017-06-27T23:26:55.000000Z",
+    })
+}
+
+/// One sub-request of `/fetch_course_events` (`stream` = "course") or
+/// `/fetch_ecosystem_events` (`stream` = "ecosystem").
+pub fn event_request(stream: &str, aggregate: &str, offset: i64, event_types: &[&str]) -> Value {
+    json!({
+        "request_uuid": new_uuid(),
+        "event_types": event_types,
+        format!("{stream}_uuid"): aggregate,
+        "sequence_number_offset": offset,
+    })
+}
+
+/// The `sequence_number`s of a fetch answer's events, in order.
+pub fn sequence_numbers(answer: &Value) -> Vec<i64> {
+    answer["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|event| {
+                    event["sequence_number"]
+                        .as_i64()
+                        .expect("a sequence_number")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

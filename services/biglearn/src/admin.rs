@@ -40,7 +40,11 @@ pub enum GapCommand {
         #[command(flatten)]
         target: AdminTarget,
         /// The course whose sequence has the gap.
-        #[arg(long, conflicts_with = "ecosystem", required_unless_present = "ecosystem")]
+        #[arg(
+            long,
+            conflicts_with = "ecosystem",
+            required_unless_present = "ecosystem"
+        )]
         course: Option<String>,
         /// The ecosystem whose sequence has the gap.
         #[arg(long)]

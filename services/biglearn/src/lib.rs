@@ -12,7 +12,11 @@
 //! - [`run`]: `up` and `serve`: stream store, consumers, writer, HTTP, shutdown.
 //! - [`tokens`]: API and admin tokens from the environment or the data directory.
 //! - [`admin`]: operator commands that call the admin endpoints (`gap list`, `gap fill`).
+//! - [`publish`]: Tutor requests from a file onto the inbox topic.
+//! - [`bench`]: load generators for BENCHMARKS.md (ingest over HTTP, raw appends).
 
 pub mod admin;
+pub mod bench;
+pub mod publish;
 pub mod run;
 pub mod tokens;

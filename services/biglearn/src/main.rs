@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+// Replays and ingest allocate and free many small records; mimalloc makes that markedly
+// cheaper than glibc's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use biglearn::run::{self, Backend, Role, RunConfig};
 use biglearn::{admin, tokens};
 
@@ -31,6 +36,20 @@ enum Command {
     /// List or fill sequence gaps (calls the writer's admin endpoints).
     #[command(subcommand)]
     Gap(admin::GapCommand),
+    /// Publish Tutor requests (JSON lines) to the inbox topic for the writer to apply.
+    Publish(PublishArgs),
+    /// Benchmarks that print one JSON line each (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(biglearn::bench::BenchCommand),
+}
+
+#[derive(Args, Debug)]
+struct PublishArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// JSON lines: {"endpoint": "/record_responses", "request": {...}, "request_id": "..."}.
+    #[arg(long)]
+    file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +130,13 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             run::run(config, run::termination_signal()).await
         }
         Command::Gap(command) => admin::run_gap(command).await,
+        Command::Bench(command) => biglearn::bench::run_bench(command).await,
+        Command::Publish(args) => {
+            let config = run_config(&args.store, Vec::new())?;
+            let n_published = biglearn::publish::publish(&config, &args.file).await?;
+            println!("published {n_published} requests to the inbox");
+            Ok(())
+        }
     }
 }
 
@@ -123,7 +149,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use biglearn_domain::events::StreamKind;
 use biglearn_gateway::{GatewayState, Readiness, Tokens, Writer, WriterConfig};
-use biglearn_projector::consumer::{run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig};
+use biglearn_projector::consumer::{
+    run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig,
+};
 use biglearn_projector::event_log::EventLog;
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
@@ -57,9 +59,18 @@ pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore>
     let store: SharedStreamStore = match &config.backend {
         Backend::Embedded => {
             let dir = config.data_dir.join("log");
-            Arc::new(EmbeddedStore::open(&dir).with_context(|| {
-                format!("cannot open the embedded log at {}", dir.display())
-            })?)
+            // Opening checks every segment: blocking I/O, kept off the async workers.
+            let open_dir = dir.clone();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir))
+                .await
+                .context("the task opening the embedded log failed")?
+                .with_context(|| {
+                    format!(
+                        "cannot open the embedded log at {}; if another biglearn process uses it, stop that one first",
+                        dir.display()
+                    )
+                })?;
+            Arc::new(store)
         }
         Backend::Kafka {
             bootstrap_servers,
@@ -87,15 +98,16 @@ pub async fn termination_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "SIGTERM cannot be watched; only SIGINT stops the process.");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "SIGTERM cannot be watched; only SIGINT stops the process.");
+                let _ = interrupt.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -109,7 +121,10 @@ pub async fn termination_signal() {
 
 /// Runs the configured roles until `shutdown` resolves, then stops in order: the HTTP
 /// listener drains, consumers finish their batch in flight, sled is flushed.
-pub async fn run(config: RunConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     run_with(config, shutdown, |_| {}).await
 }
 
@@ -119,8 +134,12 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
     let store = open_store(&config).await?;
     let topics = Topics::new(config.topic_prefix.clone());
@@ -163,13 +182,16 @@ pub async fn run_with(
         let task = tokio::spawn(async move {
             let result = consumer.await;
             if let Err(error) = &result {
-                let _ = failed_tx.send(format!("the consumer of {failed_topic} failed: {error}")).await;
+                let _ = failed_tx
+                    .send(format!("the consumer of {failed_topic} failed: {error}"))
+                    .await;
             }
             result
         });
         consumer_tasks.push((topic, task));
     }
 
+    let mut resync_task = None;
     let writer = if config.roles.contains(&Role::Writer) {
         let writer = Arc::new(Writer::new(
             store.clone(),
@@ -180,11 +202,32 @@ pub async fn run_with(
             },
             metrics.clone(),
         ));
-        tokio::spawn(biglearn_gateway::resync_when_caught_up(
+        // Kept so shutdown can end it: it holds the store and sled until dropped.
+        resync_task = Some(tokio::spawn(biglearn_gateway::resync_when_caught_up(
             writer.clone(),
             store.clone(),
             progresses.clone(),
-        ));
+        )));
+        let inbox = biglearn_gateway::inbox::run_inbox_consumer(
+            writer.clone(),
+            log.clone(),
+            store.clone(),
+            topics.inbox(),
+            topics.dlq(),
+            stop_rx.clone(),
+        );
+        let failed_tx = failed_tx.clone();
+        let inbox_topic = topics.inbox();
+        let task = tokio::spawn(async move {
+            let result = inbox.await;
+            if let Err(error) = &result {
+                let _ = failed_tx
+                    .send(format!("the inbox consumer failed: {error}"))
+                    .await;
+            }
+            result
+        });
+        consumer_tasks.push((inbox_topic, task));
         Some(writer)
     } else {
         None
@@ -202,7 +245,12 @@ pub async fn run_with(
     let app = biglearn_gateway::http::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}; is another process using that port?", config.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another process using that port?",
+                config.listen
+            )
+        })?;
     let local_addr = listener.local_addr()?;
     tracing::info!(listen = %local_addr, backend = store.backend_name(), prefix = %config.topic_prefix, "Biglearn is serving.");
     println!("biglearn listening on http://{local_addr}");
@@ -240,6 +288,11 @@ pub async fn run_with(
         .context("the HTTP server failed")?;
     tracing::info!("Shutting down: finishing the batches in flight.");
     size_metrics.abort();
+    let _ = size_metrics.await;
+    if let Some(task) = resync_task {
+        task.abort();
+        let _ = task.await;
+    }
     stop_tx.send_replace(true);
     for (topic, task) in consumer_tasks {
         match task.await {

@@ -446,8 +446,10 @@ pub enum EcosystemEventType {
 
 impl EcosystemEventType {
     /// Every ecosystem event type.
-    pub const ALL: [EcosystemEventType; 2] =
-        [EcosystemEventType::NoOp, EcosystemEventType::CreateEcosystem];
+    pub const ALL: [EcosystemEventType; 2] = [
+        EcosystemEventType::NoOp,
+        EcosystemEventType::CreateEcosystem,
+    ];
 
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
@@ -557,7 +559,10 @@ mod tests {
         assert_eq!(CourseEventType::CreateCourse.code(), 0);
         assert_eq!(CourseEventType::RecordResponse.code(), 8);
         for event_type in CourseEventType::ALL {
-            assert_eq!(CourseEventType::parse(event_type.as_str()), Some(event_type));
+            assert_eq!(
+                CourseEventType::parse(event_type.as_str()),
+                Some(event_type)
+            );
             assert_eq!(
                 serde_json::to_value(event_type).unwrap(),
                 serde_json::json!(event_type.as_str())

@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 
 use crate::http::{error_body, error_response, json_response};
 use crate::reads;
-use crate::requests::{
-    candidates, AdminRequest, Candidate, PushRequest, Request, WriteRequest,
-};
+use crate::requests::{candidates, AdminRequest, Candidate, PushRequest, Request, WriteRequest};
 use crate::writer::{SlotConflict, WriteError};
 use crate::GatewayState;
 
@@ -39,7 +37,9 @@ impl HandlerError {
                     .iter()
                     .map(|conflict| {
                         let by = match &conflict.taken_by_type {
-                            Some(event_type) => format!("event {} ({event_type})", conflict.taken_by),
+                            Some(event_type) => {
+                                format!("event {} ({event_type})", conflict.taken_by)
+                            }
                             None => format!("event {} of the same request", conflict.taken_by),
                         };
                         (

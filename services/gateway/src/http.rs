@@ -55,8 +55,14 @@ fn validation_response(errors: ValidationErrors) -> Response {
 /// Builds the router of every API, admin and health path.
 pub fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
-        .route("/ping", get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }))
-        .route("/healthz", get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }))
+        .route(
+            "/ping",
+            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(dispatch)
@@ -153,8 +159,7 @@ async fn serve(
     request_id: &str,
 ) -> Response {
     if method != Method::POST {
-        let mut response =
-            error_response(StatusCode::METHOD_NOT_ALLOWED, "", "method not allowed");
+        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "", "method not allowed");
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));

@@ -19,9 +19,11 @@
 //! - [`http`]: the axum router, authentication, limits and the error shape.
 //! - [`handlers`]: what each request does and Tutor's response shapes.
 //! - [`reads`]: result reads with their statuses, event-stream reads.
+//! - [`inbox`]: Tutor's requests published to Kafka, applied with the HTTP rules.
 
 pub mod handlers;
 pub mod http;
+pub mod inbox;
 pub mod reads;
 pub mod requests;
 pub mod writer;
@@ -112,7 +114,11 @@ pub async fn resync_when_caught_up(
                 }
             };
             let positions = progress.borrow().positions.clone();
-            if positions.iter().zip(&high).any(|(position, high)| position < high) {
+            if positions
+                .iter()
+                .zip(&high)
+                .any(|(position, high)| position < high)
+            {
                 all_caught_up = false;
                 break;
             }

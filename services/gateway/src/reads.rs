@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use biglearn_domain::events::StreamKind;
-use biglearn_domain::fetch::{fetch_events, EventLogView, LogRow, SubRequest, MAX_EVENT_DATA_BYTES};
+use biglearn_domain::fetch::{
+    fetch_events, EventLogView, LogRow, SubRequest, MAX_EVENT_DATA_BYTES,
+};
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid, SequenceNumber};
 use biglearn_projector::event_log::{EventLog, EventRow, KnownKind};
 use serde_json::{json, Value};
@@ -31,11 +33,13 @@ pub fn result_key(kind: &str, ids: &[Uuid], algorithm: &AlgorithmName) -> String
 
 fn stored(log: &EventLog, key: &str) -> Result<Option<Value>, HandlerError> {
     match log.result(key)? {
-        Some((_, content)) => serde_json::from_str(&content)
-            .map(Some)
-            .map_err(|error| HandlerError::Internal {
-                detail: format!("stored result {key} is not JSON: {error}"),
-            }),
+        Some((_, content)) => {
+            serde_json::from_str(&content)
+                .map(Some)
+                .map_err(|error| HandlerError::Internal {
+                    detail: format!("stored result {key} is not JSON: {error}"),
+                })
+        }
         None => Ok(None),
     }
 }
@@ -78,7 +82,10 @@ fn assignment_exercises(
                 "spy_info": content.get("spy_info").cloned().unwrap_or_else(|| json!({})),
             }),
             None => {
-                let status = if state.log.is_known(KnownKind::Assignment, item.assignment_uuid.0)? {
+                let status = if state
+                    .log
+                    .is_known(KnownKind::Assignment, item.assignment_uuid.0)?
+                {
                     "assignment_unready"
                 } else {
                     "assignment_unknown"
@@ -94,9 +101,10 @@ fn assignment_exercises(
                 })
             }
         };
-        state
-            .metrics
-            .read_result(endpoint, answer["assignment_status"].as_str().unwrap_or_default());
+        state.metrics.read_result(
+            endpoint,
+            answer["assignment_status"].as_str().unwrap_or_default(),
+        );
         answers.push(answer);
     }
     Ok(answers)
@@ -123,7 +131,11 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
         ReadRequest::FetchPracticeWorstAreasExercises(request) => {
             let mut answers = Vec::new();
             for item in &request.worst_areas_requests {
-                let key = result_key("practice_worst_areas", &[item.student_uuid.0], &item.algorithm_name);
+                let key = result_key(
+                    "practice_worst_areas",
+                    &[item.student_uuid.0],
+                    &item.algorithm_name,
+                );
                 let answer = match stored(log, &key)? {
                     Some(content) => json!({
                         "request_uuid": item.request_uuid,
@@ -160,9 +172,20 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
                     &[item.student_uuid.0, item.book_container_uuid.0],
                     &item.algorithm_name,
                 );
-                let student_known = |log: &EventLog| log.is_known(KnownKind::Student, item.student_uuid.0);
-                let answer = clue_answer(log, &key, item.request_uuid, item.book_container_uuid, student_known, "student_unknown")?;
-                state.metrics.read_result("/fetch_student_clues", answer["clue_status"].as_str().unwrap_or_default());
+                let student_known =
+                    |log: &EventLog| log.is_known(KnownKind::Student, item.student_uuid.0);
+                let answer = clue_answer(
+                    log,
+                    &key,
+                    item.request_uuid,
+                    item.book_container_uuid,
+                    student_known,
+                    "student_unknown",
+                )?;
+                state.metrics.read_result(
+                    "/fetch_student_clues",
+                    answer["clue_status"].as_str().unwrap_or_default(),
+                );
                 answers.push(answer);
             }
             Ok(json!({"student_clue_responses": answers}))
@@ -175,10 +198,21 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
                     &[item.course_container_uuid.0, item.book_container_uuid.0],
                     &item.algorithm_name,
                 );
-                let container_known =
-                    |log: &EventLog| log.is_known(KnownKind::CourseContainer, item.course_container_uuid.0);
-                let answer = clue_answer(log, &key, item.request_uuid, item.book_container_uuid, container_known, "course_container_unknown")?;
-                state.metrics.read_result("/fetch_teacher_clues", answer["clue_status"].as_str().unwrap_or_default());
+                let container_known = |log: &EventLog| {
+                    log.is_known(KnownKind::CourseContainer, item.course_container_uuid.0)
+                };
+                let answer = clue_answer(
+                    log,
+                    &key,
+                    item.request_uuid,
+                    item.book_container_uuid,
+                    container_known,
+                    "course_container_unknown",
+                )?;
+                state.metrics.read_result(
+                    "/fetch_teacher_clues",
+                    answer["clue_status"].as_str().unwrap_or_default(),
+                );
                 answers.push(answer);
             }
             Ok(json!({"teacher_clue_responses": answers}))
@@ -223,7 +257,11 @@ fn clue_answer(
     }))
 }
 
-fn ecosystem_status(log: &EventLog, ecosystem: Option<EcosystemUuid>, is_prepared: bool) -> Result<Value, HandlerError> {
+fn ecosystem_status(
+    log: &EventLog,
+    ecosystem: Option<EcosystemUuid>,
+    is_prepared: bool,
+) -> Result<Value, HandlerError> {
     Ok(match ecosystem {
         None => json!({
             "ecosystem_uuid": null,
@@ -254,7 +292,9 @@ fn course_status(log: &EventLog, course: CourseUuid) -> Result<Value, HandlerErr
         None if is_known => initial_ecosystem(log, course)?,
         None => None,
     };
-    let after = last_update.map(|(seq, _)| seq).unwrap_or(SequenceNumber::ZERO);
+    let after = last_update
+        .map(|(seq, _)| seq)
+        .unwrap_or(SequenceNumber::ZERO);
     let next = preparations
         .iter()
         .filter(|(_, seq, _)| *seq > after)
@@ -268,7 +308,10 @@ fn course_status(log: &EventLog, course: CourseUuid) -> Result<Value, HandlerErr
     }))
 }
 
-fn initial_ecosystem(log: &EventLog, course: CourseUuid) -> Result<Option<EcosystemUuid>, HandlerError> {
+fn initial_ecosystem(
+    log: &EventLog,
+    course: CourseUuid,
+) -> Result<Option<EcosystemUuid>, HandlerError> {
     let Some(row) = log.event(StreamKind::Course, course.0, SequenceNumber::ZERO)? else {
         return Ok(None);
     };
@@ -349,7 +392,7 @@ impl EventLogView for StreamView<'_> {
             let n_read = chunk.len();
             for (seq, row) in chunk {
                 from = seq.next();
-                if event_types.iter().any(|event_type| *event_type == row.event_type) {
+                if event_types.contains(&row.event_type) {
                     rows.push(LogRow {
                         sequence_number: seq,
                         data_len: row.event_data.as_ref().map_or(0, String::len),
@@ -428,18 +471,32 @@ pub fn answer_event_stream(
                     request_uuid: sub.request_uuid,
                     aggregate: sub.course_uuid.0,
                     sequence_number_offset: sub.sequence_number_offset,
-                    event_types: sub.event_types.iter().map(|t| t.as_str().to_owned()).collect(),
+                    event_types: sub
+                        .event_types
+                        .iter()
+                        .map(|t| t.as_str().to_owned())
+                        .collect(),
                 })
                 .collect();
-            let view = StreamView { log, stream: StreamKind::Course };
-            let answers = fetch_events(&view, &subs, request.max_num_events as usize, MAX_EVENT_DATA_BYTES);
-            Ok(json!({"course_event_responses": answers.iter().map(|answer| json!({
+            let view = StreamView {
+                log,
+                stream: StreamKind::Course,
+            };
+            let answers = fetch_events(
+                &view,
+                &subs,
+                request.max_num_events as usize,
+                MAX_EVENT_DATA_BYTES,
+            );
+            Ok(
+                json!({"course_event_responses": answers.iter().map(|answer| json!({
                 "request_uuid": answer.request_uuid,
                 "course_uuid": answer.aggregate,
                 "events": answer.events.iter().map(|(seq, row)| event_json(*seq, row)).collect::<Vec<_>>(),
                 "is_gap": answer.is_gap,
                 "is_end": answer.is_end,
-            })).collect::<Vec<_>>()}))
+            })).collect::<Vec<_>>()}),
+            )
         }
         EventStreamRequest::FetchEcosystemEvents(request) => {
             let subs: Vec<SubRequest> = request
@@ -449,18 +506,32 @@ pub fn answer_event_stream(
                     request_uuid: sub.request_uuid,
                     aggregate: sub.ecosystem_uuid.0,
                     sequence_number_offset: sub.sequence_number_offset,
-                    event_types: sub.event_types.iter().map(|t| t.as_str().to_owned()).collect(),
+                    event_types: sub
+                        .event_types
+                        .iter()
+                        .map(|t| t.as_str().to_owned())
+                        .collect(),
                 })
                 .collect();
-            let view = StreamView { log, stream: StreamKind::Ecosystem };
-            let answers = fetch_events(&view, &subs, request.max_num_events as usize, MAX_EVENT_DATA_BYTES);
-            Ok(json!({"ecosystem_event_responses": answers.iter().map(|answer| json!({
+            let view = StreamView {
+                log,
+                stream: StreamKind::Ecosystem,
+            };
+            let answers = fetch_events(
+                &view,
+                &subs,
+                request.max_num_events as usize,
+                MAX_EVENT_DATA_BYTES,
+            );
+            Ok(
+                json!({"ecosystem_event_responses": answers.iter().map(|answer| json!({
                 "request_uuid": answer.request_uuid,
                 "ecosystem_uuid": answer.aggregate,
                 "events": answer.events.iter().map(|(seq, row)| event_json(*seq, row)).collect::<Vec<_>>(),
                 "is_gap": answer.is_gap,
                 "is_end": answer.is_end,
-            })).collect::<Vec<_>>()}))
+            })).collect::<Vec<_>>()}),
+            )
         }
     }
 }
@@ -478,69 +549,109 @@ pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
     match request {
         PushRequest::UpdateAssignmentPes(request) => (
             "pe_update_responses",
-            request.pe_updates.iter().map(|item| PushItem {
-                kind: "assignment_pes",
-                key: result_key("assignment_pes", &[item.assignment_uuid.0], &item.algorithm_name),
-                request_uuid: item.request_uuid,
-                content: json!({
-                    "calculation_uuid": item.calculation_uuid,
-                    "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
-                    "exercise_uuids": item.exercise_uuids,
-                    "spy_info": item.spy_info,
-                }),
-            }).collect(),
+            request
+                .pe_updates
+                .iter()
+                .map(|item| PushItem {
+                    kind: "assignment_pes",
+                    key: result_key(
+                        "assignment_pes",
+                        &[item.assignment_uuid.0],
+                        &item.algorithm_name,
+                    ),
+                    request_uuid: item.request_uuid,
+                    content: json!({
+                        "calculation_uuid": item.calculation_uuid,
+                        "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
+                        "exercise_uuids": item.exercise_uuids,
+                        "spy_info": item.spy_info,
+                    }),
+                })
+                .collect(),
         ),
         PushRequest::UpdateAssignmentSpes(request) => (
             "spe_update_responses",
-            request.spe_updates.iter().map(|item| PushItem {
-                kind: "assignment_spes",
-                key: result_key("assignment_spes", &[item.assignment_uuid.0], &item.algorithm_name),
-                request_uuid: item.request_uuid,
-                content: json!({
-                    "calculation_uuid": item.calculation_uuid,
-                    "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
-                    "exercise_uuids": item.exercise_uuids,
-                    "spy_info": item.spy_info,
-                }),
-            }).collect(),
+            request
+                .spe_updates
+                .iter()
+                .map(|item| PushItem {
+                    kind: "assignment_spes",
+                    key: result_key(
+                        "assignment_spes",
+                        &[item.assignment_uuid.0],
+                        &item.algorithm_name,
+                    ),
+                    request_uuid: item.request_uuid,
+                    content: json!({
+                        "calculation_uuid": item.calculation_uuid,
+                        "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
+                        "exercise_uuids": item.exercise_uuids,
+                        "spy_info": item.spy_info,
+                    }),
+                })
+                .collect(),
         ),
         PushRequest::UpdatePracticeWorstAreasExercises(request) => (
             "practice_worst_areas_update_responses",
-            request.practice_worst_areas_updates.iter().map(|item| PushItem {
-                kind: "practice_worst_areas",
-                key: result_key("practice_worst_areas", &[item.student_uuid.0], &item.algorithm_name),
-                request_uuid: item.request_uuid,
-                content: json!({
-                    "calculation_uuid": item.calculation_uuid,
-                    "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
-                    "exercise_uuids": item.exercise_uuids,
-                    "spy_info": item.spy_info,
-                }),
-            }).collect(),
+            request
+                .practice_worst_areas_updates
+                .iter()
+                .map(|item| PushItem {
+                    kind: "practice_worst_areas",
+                    key: result_key(
+                        "practice_worst_areas",
+                        &[item.student_uuid.0],
+                        &item.algorithm_name,
+                    ),
+                    request_uuid: item.request_uuid,
+                    content: json!({
+                        "calculation_uuid": item.calculation_uuid,
+                        "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
+                        "exercise_uuids": item.exercise_uuids,
+                        "spy_info": item.spy_info,
+                    }),
+                })
+                .collect(),
         ),
         PushRequest::UpdateStudentClues(request) => (
             "student_clue_update_responses",
-            request.student_clue_updates.iter().map(|item| PushItem {
-                kind: "student_clue",
-                key: result_key("student_clue", &[item.student_uuid.0, item.book_container_uuid.0], &item.algorithm_name),
-                request_uuid: item.request_uuid,
-                content: json!({
-                    "calculation_uuid": item.calculation_uuid,
-                    "clue_data": clue_json(&item.clue_data),
-                }),
-            }).collect(),
+            request
+                .student_clue_updates
+                .iter()
+                .map(|item| PushItem {
+                    kind: "student_clue",
+                    key: result_key(
+                        "student_clue",
+                        &[item.student_uuid.0, item.book_container_uuid.0],
+                        &item.algorithm_name,
+                    ),
+                    request_uuid: item.request_uuid,
+                    content: json!({
+                        "calculation_uuid": item.calculation_uuid,
+                        "clue_data": clue_json(&item.clue_data),
+                    }),
+                })
+                .collect(),
         ),
         PushRequest::UpdateTeacherClues(request) => (
             "teacher_clue_update_responses",
-            request.teacher_clue_updates.iter().map(|item| PushItem {
-                kind: "teacher_clue",
-                key: result_key("teacher_clue", &[item.course_container_uuid.0, item.book_container_uuid.0], &item.algorithm_name),
-                request_uuid: item.request_uuid,
-                content: json!({
-                    "calculation_uuid": item.calculation_uuid,
-                    "clue_data": clue_json(&item.clue_data),
-                }),
-            }).collect(),
+            request
+                .teacher_clue_updates
+                .iter()
+                .map(|item| PushItem {
+                    kind: "teacher_clue",
+                    key: result_key(
+                        "teacher_clue",
+                        &[item.course_container_uuid.0, item.book_container_uuid.0],
+                        &item.algorithm_name,
+                    ),
+                    request_uuid: item.request_uuid,
+                    content: json!({
+                        "calculation_uuid": item.calculation_uuid,
+                        "clue_data": clue_json(&item.clue_data),
+                    }),
+                })
+                .collect(),
         ),
     }
 }

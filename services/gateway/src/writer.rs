@@ -16,8 +16,8 @@ use biglearn_stream::{DeliveryError, OutgoingRecord, SharedStreamStore, Topics};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-use biglearn_telemetry::Metrics;
 use crate::requests::{Candidate, CandidatePayload};
+use biglearn_telemetry::Metrics;
 
 /// Number of lock stripes: aggregates hash onto them, so memory stays bounded however
 /// many courses exist, and sorted acquisition keeps multi-course requests deadlock-free.
@@ -122,12 +122,19 @@ fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {
 
 impl Writer {
     /// A writer appending to `store` and indexing in `log`.
-    pub fn new(store: SharedStreamStore, log: EventLog, config: WriterConfig, metrics: Metrics) -> Writer {
+    pub fn new(
+        store: SharedStreamStore,
+        log: EventLog,
+        config: WriterConfig,
+        metrics: Metrics,
+    ) -> Writer {
         Writer {
             store,
             log,
             config,
-            stripes: (0..LOCK_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| Arc::new(Mutex::new(())))
+                .collect(),
             course_metadata_lock: Mutex::new(()),
             ecosystem_metadata_lock: Mutex::new(()),
             settings_version: AtomicI64::new(0),
@@ -203,7 +210,11 @@ impl Writer {
         course: CourseUuid,
         preparation: PreparationUuid,
     ) -> Result<UpdateStatus, WriteError> {
-        match self.log.preparation(course, preparation).map_err(Self::internal)? {
+        match self
+            .log
+            .preparation(course, preparation)
+            .map_err(Self::internal)?
+        {
             None => Ok(UpdateStatus::PreparationUnknown),
             Some((_, next_ecosystem)) => Ok(if self.is_ready_ecosystem(next_ecosystem)? {
                 UpdateStatus::UpdatedAndReady
@@ -244,7 +255,8 @@ impl Writer {
                 if let CandidatePayload::Course(CoursePayload::UpdateCourseEcosystem(_)) =
                     &candidate.payload
                 {
-                    let status = self.update_status_of_existing(candidate.aggregate, &row, &candidate)?;
+                    let status =
+                        self.update_status_of_existing(candidate.aggregate, &row, &candidate)?;
                     receipt.update_statuses.insert(candidate.event_uuid, status);
                 }
                 receipt
@@ -252,10 +264,18 @@ impl Writer {
                     .push((candidate.event_uuid, CandidateOutcome::Existing(row)));
                 continue;
             }
-            let slot = (candidate.stream, candidate.aggregate, candidate.sequence_number);
+            let slot = (
+                candidate.stream,
+                candidate.aggregate,
+                candidate.sequence_number,
+            );
             let taken = self
                 .log
-                .event(candidate.stream, candidate.aggregate, candidate.sequence_number)
+                .event(
+                    candidate.stream,
+                    candidate.aggregate,
+                    candidate.sequence_number,
+                )
                 .map_err(Self::internal)?;
             if let Some(row) = taken {
                 conflicts.push(SlotConflict {
@@ -294,7 +314,8 @@ impl Writer {
         for candidate in new_candidates {
             let candidate = match &candidate.payload {
                 CandidatePayload::Course(CoursePayload::UpdateCourseEcosystem(update)) => {
-                    let status = self.update_status_for(update.course_uuid, update.preparation_uuid)?;
+                    let status =
+                        self.update_status_for(update.course_uuid, update.preparation_uuid)?;
                     receipt.update_statuses.insert(candidate.event_uuid, status);
                     if status == UpdateStatus::PreparationUnknown {
                         candidate.into_preparation_unknown_no_op()
@@ -309,12 +330,17 @@ impl Writer {
 
         // Creates take their stream's metadata lock until delivery is final (spec api.md §3.4).
         let needs_course_number = prepared.iter().any(|candidate| {
-            matches!(candidate.payload, CandidatePayload::Course(CoursePayload::CreateCourse(_)))
+            matches!(
+                candidate.payload,
+                CandidatePayload::Course(CoursePayload::CreateCourse(_))
+            )
         });
         let needs_ecosystem_number = prepared.iter().any(|candidate| {
             matches!(
                 candidate.payload,
-                CandidatePayload::Ecosystem(biglearn_domain::events::EcosystemPayload::CreateEcosystem(_))
+                CandidatePayload::Ecosystem(
+                    biglearn_domain::events::EcosystemPayload::CreateEcosystem(_)
+                )
             )
         });
         let _course_metadata = if needs_course_number {
@@ -512,9 +538,9 @@ impl Writer {
         };
         let payload = match stream {
             StreamKind::Course => CandidatePayload::Course(CoursePayload::NoOp(no_op)),
-            StreamKind::Ecosystem => CandidatePayload::Ecosystem(
-                biglearn_domain::events::EcosystemPayload::NoOp(no_op),
-            ),
+            StreamKind::Ecosystem => {
+                CandidatePayload::Ecosystem(biglearn_domain::events::EcosystemPayload::NoOp(no_op))
+            }
         };
         let receipt = self
             .write(vec![Candidate {

@@ -88,7 +88,8 @@ pub async fn run_event_log_consumer(
             continue;
         }
         apply_batch(&log, &store, &config, &records, &mut state).await?;
-        state.caught_up = state.caught_up || is_caught_up(&state.positions, &state.start_high_watermarks);
+        state.caught_up =
+            state.caught_up || is_caught_up(&state.positions, &state.start_high_watermarks);
         progress.send_replace(state.clone());
     }
     tracing::info!(topic = %config.topic, "Event-log consumer stopped.");
@@ -110,8 +111,8 @@ fn now_micros() -> i64 {
 }
 
 enum Decoded {
-    Course(biglearn_domain::events::CourseEvent),
-    Ecosystem(biglearn_domain::events::EcosystemEvent),
+    Course(Box<biglearn_domain::events::CourseEvent>),
+    Ecosystem(Box<biglearn_domain::events::EcosystemEvent>),
     Opaque {
         aggregate: uuid::Uuid,
         sequence_number: SequenceNumber,
@@ -133,8 +134,12 @@ async fn apply_batch(
     for record in records {
         let value = record.value.as_deref().unwrap_or_default();
         let result = match config.stream {
-            StreamKind::Course => decode_course_event(value).map(Decoded::Course),
-            StreamKind::Ecosystem => decode_ecosystem_event(value).map(Decoded::Ecosystem),
+            StreamKind::Course => {
+                decode_course_event(value).map(|event| Decoded::Course(Box::new(event)))
+            }
+            StreamKind::Ecosystem => {
+                decode_ecosystem_event(value).map(|event| Decoded::Ecosystem(Box::new(event)))
+            }
         };
         let item = match result {
             Ok(item) => item,
@@ -186,7 +191,9 @@ async fn apply_batch(
 
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     for record in records {
-        let entry = next_offsets.entry(record.partition).or_insert(record.offset + 1);
+        let entry = next_offsets
+            .entry(record.partition)
+            .or_insert(record.offset + 1);
         *entry = (*entry).max(record.offset + 1);
     }
     let positions: Vec<(&str, i32, i64)> = next_offsets
@@ -202,7 +209,9 @@ async fn apply_batch(
         let (aggregate, seq, event_uuid) = event.slot();
         let taken_by = match claimed.get(&(aggregate, seq.0)) {
             Some(first) => Some(*first),
-            None => log.event(config.stream, aggregate, seq)?.map(|row| row.event_uuid),
+            None => log
+                .event(config.stream, aggregate, seq)?
+                .map(|row| row.event_uuid),
         };
         match taken_by {
             Some(first) if first != event_uuid => dead_letters.push(dead_letter(

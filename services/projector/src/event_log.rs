@@ -126,7 +126,9 @@ impl AggregateRow {
             return None;
         }
         let field = |idx: usize| -> Option<i64> {
-            Some(i64::from_be_bytes(bytes[idx * 8..idx * 8 + 8].try_into().ok()?))
+            Some(i64::from_be_bytes(
+                bytes[idx * 8..idx * 8 + 8].try_into().ok()?,
+            ))
         };
         Some(AggregateRow {
             next_seq: field(0)?,
@@ -313,10 +315,16 @@ fn decode_event_row(bytes: &[u8]) -> Option<EventRow> {
     let event_uuid = EventUuid(Uuid::from_slice(bytes.get(0..16)?).ok()?);
     let no_op_reason = decode_no_op_reason(*bytes.get(16)?);
     let type_len = usize::from(*bytes.get(17)?);
-    let event_type = std::str::from_utf8(bytes.get(18..18 + type_len)?).ok()?.to_owned();
+    let event_type = std::str::from_utf8(bytes.get(18..18 + type_len)?)
+        .ok()?
+        .to_owned();
     let has_data = *bytes.get(18 + type_len)?;
     let event_data = if has_data == 1 {
-        Some(std::str::from_utf8(bytes.get(19 + type_len..)?).ok()?.to_owned())
+        Some(
+            std::str::from_utf8(bytes.get(19 + type_len..)?)
+                .ok()?
+                .to_owned(),
+        )
     } else {
         None
     };
@@ -534,7 +542,10 @@ impl EventLog {
         match event {
             OfferedEvent::Course(event) => match &event.payload {
                 CoursePayload::CreateCourse(create) => {
-                    overlay.insert(known_key(KnownKind::Course, create.course_uuid.0), Vec::new());
+                    overlay.insert(
+                        known_key(KnownKind::Course, create.course_uuid.0),
+                        Vec::new(),
+                    );
                 }
                 CoursePayload::UpdateRoster(roster) => {
                     for container in &roster.course_containers {
@@ -573,7 +584,11 @@ impl EventLog {
                     let newer = match overlay.get(&key)? {
                         Some(bytes) => {
                             let stored = i64::from_be_bytes(
-                                bytes.get(0..8).ok_or_else(|| corrupt("update"))?.try_into().map_err(|_| corrupt("update"))?,
+                                bytes
+                                    .get(0..8)
+                                    .ok_or_else(|| corrupt("update"))?
+                                    .try_into()
+                                    .map_err(|_| corrupt("update"))?,
                             );
                             update.sequence_number.0 > stored
                         }
@@ -604,7 +619,11 @@ impl EventLog {
                         let replace = match overlay.get(&key)? {
                             Some(bytes) => {
                                 let stored = i64::from_be_bytes(
-                                    bytes.get(16..24).ok_or_else(|| corrupt("book container"))?.try_into().map_err(|_| corrupt("book container"))?,
+                                    bytes
+                                        .get(16..24)
+                                        .ok_or_else(|| corrupt("book container"))?
+                                        .try_into()
+                                        .map_err(|_| corrupt("book container"))?,
                                 );
                                 number < stored
                             }
@@ -625,8 +644,10 @@ impl EventLog {
 
     /// Marks an ecosystem as having a materialized model (from `<prefix>.models`).
     pub fn mark_model_materialized(&self, ecosystem: EcosystemUuid) -> Result<(), ProjectionError> {
-        self.tree
-            .insert(known_key(KnownKind::EcosystemWithModel, ecosystem.0), Vec::<u8>::new())?;
+        self.tree.insert(
+            known_key(KnownKind::EcosystemWithModel, ecosystem.0),
+            Vec::<u8>::new(),
+        )?;
         Ok(())
     }
 
@@ -645,7 +666,9 @@ impl EventLog {
         event_uuid: EventUuid,
     ) -> Result<Option<IdentityRow>, ProjectionError> {
         match self.tree.get(identity_key(stream, event_uuid))? {
-            Some(bytes) => Ok(Some(decode_identity_row(&bytes).ok_or_else(|| corrupt("identity"))?)),
+            Some(bytes) => Ok(Some(
+                decode_identity_row(&bytes).ok_or_else(|| corrupt("identity"))?,
+            )),
             None => Ok(None),
         }
     }
@@ -658,7 +681,9 @@ impl EventLog {
         seq: SequenceNumber,
     ) -> Result<Option<EventRow>, ProjectionError> {
         match self.tree.get(slot_key(stream, aggregate, seq))? {
-            Some(bytes) => Ok(Some(decode_event_row(&bytes).ok_or_else(|| corrupt("event"))?)),
+            Some(bytes) => Ok(Some(
+                decode_event_row(&bytes).ok_or_else(|| corrupt("event"))?,
+            )),
             None => Ok(None),
         }
     }
@@ -695,7 +720,9 @@ impl EventLog {
         aggregate: Uuid,
     ) -> Result<Option<AggregateRow>, ProjectionError> {
         match self.tree.get(aggregate_key(stream, aggregate))? {
-            Some(bytes) => Ok(Some(AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?)),
+            Some(bytes) => Ok(Some(
+                AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
+            )),
             None => Ok(None),
         }
     }
@@ -719,7 +746,8 @@ impl EventLog {
                 break;
             }
             let (key, value) = entry?;
-            let number = i64::from_be_bytes(key[2..10].try_into().map_err(|_| corrupt("metadata key"))?);
+            let number =
+                i64::from_be_bytes(key[2..10].try_into().map_err(|_| corrupt("metadata key"))?);
             if number != expected && !skip_missing {
                 break;
             }
@@ -740,13 +768,19 @@ impl EventLog {
     }
 
     /// The next metadata number of a stream kind: one more than the highest stored.
-    pub fn next_metadata_sequence_number(&self, stream: StreamKind) -> Result<i64, ProjectionError> {
+    pub fn next_metadata_sequence_number(
+        &self,
+        stream: StreamKind,
+    ) -> Result<i64, ProjectionError> {
         let start = metadata_key(stream, 0);
         let end = metadata_key(stream, i64::MAX);
         match self.tree.range(start..=end).next_back() {
             Some(entry) => {
                 let (key, _) = entry?;
-                Ok(i64::from_be_bytes(key[2..10].try_into().map_err(|_| corrupt("metadata key"))?) + 1)
+                Ok(
+                    i64::from_be_bytes(key[2..10].try_into().map_err(|_| corrupt("metadata key"))?)
+                        + 1,
+                )
             }
             None => Ok(0),
         }
@@ -777,11 +811,21 @@ impl EventLog {
         course: CourseUuid,
         preparation: PreparationUuid,
     ) -> Result<Option<(SequenceNumber, EcosystemUuid)>, ProjectionError> {
-        match self.tree.get(course_key(TAG_PREPARATION, course, Some(preparation.0)))? {
+        match self
+            .tree
+            .get(course_key(TAG_PREPARATION, course, Some(preparation.0)))?
+        {
             Some(bytes) => {
-                let seq = i64::from_be_bytes(bytes.get(0..8).ok_or_else(|| corrupt("preparation"))?.try_into().map_err(|_| corrupt("preparation"))?);
-                let ecosystem = Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
-                    .map_err(|_| corrupt("preparation"))?;
+                let seq = i64::from_be_bytes(
+                    bytes
+                        .get(0..8)
+                        .ok_or_else(|| corrupt("preparation"))?
+                        .try_into()
+                        .map_err(|_| corrupt("preparation"))?,
+                );
+                let ecosystem =
+                    Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
+                        .map_err(|_| corrupt("preparation"))?;
                 Ok(Some((SequenceNumber(seq), EcosystemUuid(ecosystem))))
             }
             None => Ok(None),
@@ -797,12 +841,24 @@ impl EventLog {
         let mut rows = Vec::new();
         for entry in self.tree.scan_prefix(prefix) {
             let (key, bytes) = entry?;
-            let preparation = Uuid::from_slice(key.get(17..33).ok_or_else(|| corrupt("preparation"))?)
-                .map_err(|_| corrupt("preparation"))?;
-            let seq = i64::from_be_bytes(bytes.get(0..8).ok_or_else(|| corrupt("preparation"))?.try_into().map_err(|_| corrupt("preparation"))?);
-            let ecosystem = Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
-                .map_err(|_| corrupt("preparation"))?;
-            rows.push((PreparationUuid(preparation), SequenceNumber(seq), EcosystemUuid(ecosystem)));
+            let preparation =
+                Uuid::from_slice(key.get(17..33).ok_or_else(|| corrupt("preparation"))?)
+                    .map_err(|_| corrupt("preparation"))?;
+            let seq = i64::from_be_bytes(
+                bytes
+                    .get(0..8)
+                    .ok_or_else(|| corrupt("preparation"))?
+                    .try_into()
+                    .map_err(|_| corrupt("preparation"))?,
+            );
+            let ecosystem =
+                Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
+                    .map_err(|_| corrupt("preparation"))?;
+            rows.push((
+                PreparationUuid(preparation),
+                SequenceNumber(seq),
+                EcosystemUuid(ecosystem),
+            ));
         }
         Ok(rows)
     }
@@ -812,11 +868,21 @@ impl EventLog {
         &self,
         course: CourseUuid,
     ) -> Result<Option<(SequenceNumber, PreparationUuid)>, ProjectionError> {
-        match self.tree.get(course_key(TAG_ECOSYSTEM_UPDATE, course, None))? {
+        match self
+            .tree
+            .get(course_key(TAG_ECOSYSTEM_UPDATE, course, None))?
+        {
             Some(bytes) => {
-                let seq = i64::from_be_bytes(bytes.get(0..8).ok_or_else(|| corrupt("update"))?.try_into().map_err(|_| corrupt("update"))?);
-                let preparation = Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("update"))?)
-                    .map_err(|_| corrupt("update"))?;
+                let seq = i64::from_be_bytes(
+                    bytes
+                        .get(0..8)
+                        .ok_or_else(|| corrupt("update"))?
+                        .try_into()
+                        .map_err(|_| corrupt("update"))?,
+                );
+                let preparation =
+                    Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("update"))?)
+                        .map_err(|_| corrupt("update"))?;
                 Ok(Some((SequenceNumber(seq), PreparationUuid(preparation))))
             }
             None => Ok(None),
@@ -894,7 +960,9 @@ impl EventLog {
     /// The stored result under `key`: its version and content JSON.
     pub fn result(&self, key: &str) -> Result<Option<(ResultVersion, String)>, ProjectionError> {
         match self.tree.get(result_key(key))? {
-            Some(bytes) => Ok(Some(decode_result(&bytes).ok_or_else(|| corrupt("result"))?)),
+            Some(bytes) => Ok(Some(
+                decode_result(&bytes).ok_or_else(|| corrupt("result"))?,
+            )),
             None => Ok(None),
         }
     }
@@ -902,7 +970,9 @@ impl EventLog {
 
 fn decode_result(bytes: &[u8]) -> Option<(ResultVersion, String)> {
     let field = |idx: usize| -> Option<i64> {
-        Some(i64::from_be_bytes(bytes.get(idx * 8..idx * 8 + 8)?.try_into().ok()?))
+        Some(i64::from_be_bytes(
+            bytes.get(idx * 8..idx * 8 + 8)?.try_into().ok()?,
+        ))
     };
     Some((
         ResultVersion {

@@ -82,7 +82,10 @@ mod tests {
         overlay.remove(b"a".to_vec());
         assert_eq!(overlay.get(b"b").unwrap(), Some(b"2".to_vec()));
         assert!(!overlay.contains(b"a").unwrap());
-        assert!(tree.contains_key(b"a").unwrap(), "nothing is visible before commit");
+        assert!(
+            tree.contains_key(b"a").unwrap(),
+            "nothing is visible before commit"
+        );
         overlay.commit().unwrap();
         assert!(!tree.contains_key(b"a").unwrap());
         assert_eq!(tree.get(b"b").unwrap().unwrap().to_vec(), b"2".to_vec());

@@ -602,6 +602,10 @@ impl Course {
                 .map(|e| (random_uuid(&mut self.rng), e))
                 .collect();
             let student = &mut self.students[student_idx];
+            // Groups whose assignments are past due and past feedback no longer matter.
+            student
+                .open_groups
+                .retain(|(open_until, _)| *open_until > at);
             let until = due_at.max(feedback_at.unwrap_or(i64::MIN));
             for &(_, exercise) in &core {
                 student
@@ -861,6 +865,9 @@ impl Course {
         let mut answer_times = Vec::with_capacity(trials.len() + 2);
         let mut answer_p = Vec::with_capacity(trials.len() + 2);
         let mut responded_at = at;
+        let course_uuid = self.uuid.to_string();
+        let ecosystem_uuid = ecosystem.to_string();
+        let student_uuid = student.uuid.to_string();
         for &(trial, exercise) in &trials {
             let n_answers = if rng.gen_bool(0.05) { 2 } else { 1 };
             for _ in 0..n_answers {
@@ -872,18 +879,22 @@ impl Course {
                 for &(concept, w) in &content.groups[group as usize].loadings {
                     learn(student, concept as usize, w);
                 }
-                answers.push(json!({
-                    "response_uuid": random_uuid(&mut rng).to_string(),
-                    "course_uuid": self.uuid.to_string(),
-                    "sequence_number": 0,
-                    "ecosystem_uuid": ecosystem.to_string(),
-                    "trial_uuid": trial.to_string(),
-                    "student_uuid": student.uuid.to_string(),
-                    "exercise_uuid": content.exercises[exercise as usize].uuid.to_string(),
-                    "is_correct": is_correct,
-                    "is_real_response": is_real,
-                    "responded_at": format_micros(responded_at),
-                }));
+                answers.push(object([
+                    ("response_uuid", uuid_value(&random_uuid(&mut rng))),
+                    ("course_uuid", Value::String(course_uuid.clone())),
+                    // Filled in when the answers are cut into requests.
+                    ("sequence_number", Value::from(0)),
+                    ("ecosystem_uuid", Value::String(ecosystem_uuid.clone())),
+                    ("trial_uuid", uuid_value(&trial)),
+                    ("student_uuid", Value::String(student_uuid.clone())),
+                    (
+                        "exercise_uuid",
+                        uuid_value(&content.exercises[exercise as usize].uuid),
+                    ),
+                    ("is_correct", Value::Bool(is_correct)),
+                    ("is_real_response", Value::Bool(is_real)),
+                    ("responded_at", Value::String(format_micros(responded_at))),
+                ]));
                 answer_times.push(responded_at);
                 answer_p.push(p);
             }
@@ -1162,6 +1173,33 @@ impl Course {
     }
 }
 
+/// A JSON object with its fields in the given order, allocated once.
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut map = serde_json::Map::with_capacity(N);
+    for (key, value) in fields {
+        map.insert(key.to_string(), value);
+    }
+    Value::Object(map)
+}
+
+/// A uuid as a lower-case hyphenated JSON string (without the formatting machinery).
+fn uuid_value(uuid: &Uuid) -> Value {
+    Value::String(
+        uuid.hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .to_owned(),
+    )
+}
+
+fn trial_json(trial: Uuid, exercise: Value, is_spe: bool, is_pe: bool) -> Value {
+    object([
+        ("trial_uuid", uuid_value(&trial)),
+        ("exercise_uuid", exercise),
+        ("is_spe", Value::Bool(is_spe)),
+        ("is_pe", Value::Bool(is_pe)),
+    ])
+}
+
 /// The PE/SPE trials added when marking an assignment, and the calculations used.
 struct Marking<'a> {
     extra: &'a [(Uuid, ExId, bool, bool)],
@@ -1225,11 +1263,11 @@ fn assignment_json(
             Value::String(format_micros(feedback_at)),
         );
     }
-    let exercise = |e: ExId| Value::String(content.exercises[e as usize].uuid.to_string());
+    let exercise = |e: ExId| uuid_value(&content.exercises[e as usize].uuid);
     let mut assigned: Vec<Value> = assignment
         .core
         .iter()
-        .map(|&(trial, e)| json!({"trial_uuid": trial.to_string(), "exercise_uuid": exercise(e), "is_spe": false, "is_pe": false}))
+        .map(|&(trial, e)| trial_json(trial, exercise(e), false, false))
         .collect();
     let is_marking = marking.is_some();
     let mut item = serde_json::Map::new();
@@ -1259,7 +1297,7 @@ fn assignment_json(
     item.insert("exclusion_info".into(), Value::Object(exclusion_info));
     if let Some(marking) = marking {
         for &(trial, e, is_spe, is_pe) in marking.extra {
-            assigned.push(json!({"trial_uuid": trial.to_string(), "exercise_uuid": exercise(e), "is_spe": is_spe, "is_pe": is_pe}));
+            assigned.push(trial_json(trial, exercise(e), is_spe, is_pe));
         }
         if let Some(pes) = marking.pes {
             item.insert("pes".into(), pes);

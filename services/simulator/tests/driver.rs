@@ -386,13 +386,23 @@ async fn reordered_requests_swap_with_their_successor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_uploads_and_rate_limit_still_deliver_everything() {
-    let (summary, server) = simulate(Server::default(), |target| {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let truth_path = directory.path().join("truth.json");
+    let truth_out = truth_path.clone();
+    let (summary, server) = simulate(Server::default(), move |target| {
         let mut config = config(target, &["slow:0.3"], 4);
         config.workload = WorkloadConfig::new(2, 3, 1, 5, START);
         config.rate = Some(400.0);
+        config.truth_out = Some(truth_out);
         config
     })
     .await;
+    let truth: Value = serde_json::from_slice(&std::fs::read(&truth_path).expect("truth written"))
+        .expect("truth is JSON");
+    assert_eq!(truth["students"].as_array().map(Vec::len), Some(6));
+    assert!(truth["books"][0]["questions"][0]["w"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty()));
     assert!(summary.is_success(), "{}", summary.to_table());
     assert!(summary.faults.slowed > 0);
     let received = server

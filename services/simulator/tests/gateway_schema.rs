@@ -12,13 +12,31 @@ const START: i64 = 1_503_273_600_000_000;
 /// Biglearn's answer before it has results, one item per request item.
 fn unready_answer(read: &TutorRequest) -> Value {
     let (request_key, answer_key, item) = match read.endpoint {
-        "/fetch_assignment_pes" => ("pe_requests", "pe_responses", json!({"assignment_status": "assignment_unready", "exercise_uuids": []})),
-        "/fetch_assignment_spes" => ("spe_requests", "spe_responses", json!({"assignment_status": "assignment_unready", "exercise_uuids": []})),
-        "/fetch_practice_worst_areas_exercises" => {
-            ("worst_areas_requests", "worst_areas_responses", json!({"student_status": "student_unready", "exercise_uuids": []}))
-        }
-        "/fetch_student_clues" => ("student_clue_requests", "student_clue_responses", json!({"clue_status": "clue_unready"})),
-        "/fetch_teacher_clues" => ("teacher_clue_requests", "teacher_clue_responses", json!({"clue_status": "clue_unready"})),
+        "/fetch_assignment_pes" => (
+            "pe_requests",
+            "pe_responses",
+            json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
+        ),
+        "/fetch_assignment_spes" => (
+            "spe_requests",
+            "spe_responses",
+            json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
+        ),
+        "/fetch_practice_worst_areas_exercises" => (
+            "worst_areas_requests",
+            "worst_areas_responses",
+            json!({"student_status": "student_unready", "exercise_uuids": []}),
+        ),
+        "/fetch_student_clues" => (
+            "student_clue_requests",
+            "student_clue_responses",
+            json!({"clue_status": "clue_unready"}),
+        ),
+        "/fetch_teacher_clues" => (
+            "teacher_clue_requests",
+            "teacher_clue_responses",
+            json!({"clue_status": "clue_unready"}),
+        ),
         _ => return json!({}),
     };
     let n_items = read.body[request_key].as_array().map_or(0, Vec::len);
@@ -43,7 +61,9 @@ fn every_generated_request_passes_gateway_validation() {
                             failures.push(format!("{}: {errors:?}", request.endpoint));
                         }
                     }
-                    None => failures.push(format!("{} is not a gateway endpoint", request.endpoint)),
+                    None => {
+                        failures.push(format!("{} is not a gateway endpoint", request.endpoint))
+                    }
                 }
                 if !request.is_write() {
                     outstanding.push_back(request);
@@ -58,6 +78,11 @@ fn every_generated_request_passes_gateway_validation() {
             Next::Finished => break,
         }
     }
-    assert!(failures.is_empty(), "{} invalid, first: {:?}", failures.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} invalid, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
     assert_eq!(per_endpoint.len(), 15, "{per_endpoint:?}");
 }

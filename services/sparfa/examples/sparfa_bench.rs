@@ -100,7 +100,9 @@ fn large(n_learners: usize, n_questions: usize, k: usize, select: bool) {
         hints[(c, qi)] = true;
         w[(c, qi)] = 0.8 + 0.4 * rng.random::<f64>();
     }
-    let d: Vec<f64> = (0..n_questions).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    let d: Vec<f64> = (0..n_questions)
+        .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+        .collect();
     let started = Instant::now();
     let mut observations = Vec::with_capacity(n_learners * n_questions);
     let mut holdout = Vec::new();
@@ -125,7 +127,8 @@ fn large(n_learners: usize, n_questions: usize, k: usize, select: bool) {
             }
         }
     }
-    let train = Observations::new(n_learners, n_questions, &observations).expect("indices in range");
+    let train =
+        Observations::new(n_learners, n_questions, &observations).expect("indices in range");
     drop(observations);
     let build_seconds = started.elapsed().as_secs_f64();
     let candidates = if select {

@@ -16,10 +16,13 @@ use crate::fit::{clipped_log_likelihood, Hyperparameters};
 use crate::hash::sha256_joined;
 use crate::observations::{Observation, Observations};
 use crate::select::{
-    fit_selected, free_candidate, free_candidates, hinted_candidates, hinted_spec_candidate, rasch_candidate,
-    two_pl_candidate, Candidate, CandidateScore, SelectionInput,
+    fit_selected, free_candidate, free_candidates, hinted_candidates, hinted_spec_candidate,
+    rasch_candidate, two_pl_candidate, Candidate, CandidateScore, SelectionInput,
 };
 use crate::SparfaError;
+
+/// A fitted model's P(correct) for a test observation.
+type Predictor = Box<dyn Fn(&Observation) -> f64>;
 
 /// Above this many training observations, candidates are compared on a learner subsample.
 pub const SELECTION_CAP: usize = 2_000_000;
@@ -227,16 +230,27 @@ fn parse_csv(
         line,
         message,
     };
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
     let Some((_, first)) = lines.next() else {
-        return Err(csv_error(1, format!("empty file, expected header {}", header.join(","))));
+        return Err(csv_error(
+            1,
+            format!("empty file, expected header {}", header.join(",")),
+        ));
     };
-    let found = split_csv_line(first.trim_start_matches('\u{feff}')).map_err(|m| csv_error(1, m))?;
+    let found =
+        split_csv_line(first.trim_start_matches('\u{feff}')).map_err(|m| csv_error(1, m))?;
     let found: Vec<&str> = found.iter().map(|f| f.trim()).collect();
     if found != header {
         return Err(csv_error(
             1,
-            format!("bad header {:?}, expected {}", found.join(","), header.join(",")),
+            format!(
+                "bad header {:?}, expected {}",
+                found.join(","),
+                header.join(",")
+            ),
         ));
     }
     let mut rows = Vec::new();
@@ -246,10 +260,16 @@ fn parse_csv(
         }
         let fields = split_csv_line(text).map_err(|m| csv_error(line, m))?;
         if fields.len() != header.len() {
-            let missing = header.get(fields.len()).map_or(String::new(), |h| format!(" (missing {h})"));
+            let missing = header
+                .get(fields.len())
+                .map_or(String::new(), |h| format!(" (missing {h})"));
             return Err(csv_error(
                 line,
-                format!("expected {} columns, found {}{missing}", header.len(), fields.len()),
+                format!(
+                    "expected {} columns, found {}{missing}",
+                    header.len(),
+                    fields.len()
+                ),
             ));
         }
         rows.push((line, fields));
@@ -308,7 +328,10 @@ fn read(path: &Path) -> Result<String, EvalError> {
 /// Accuracy at threshold 0.5, AUC and log-loss of predictions p against outcomes y.
 pub fn score(predictions: &[(f64, bool)]) -> (f64, Option<f64>, f64) {
     let n = predictions.len().max(1) as f64;
-    let hits = predictions.iter().filter(|(p, y)| (*p >= 0.5) == *y).count();
+    let hits = predictions
+        .iter()
+        .filter(|(p, y)| (*p >= 0.5) == *y)
+        .count();
     let log_loss = -predictions
         .iter()
         .map(|(p, y)| clipped_log_likelihood(*p, *y))
@@ -355,11 +378,15 @@ pub fn split(
         .iter()
         .map(|r| (sha256_joined(&[seed, &r.student, &r.item]), r))
         .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| (&a.1.student, &a.1.item).cmp(&(&b.1.student, &b.1.item))));
+    keyed.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| (&a.1.student, &a.1.item).cmp(&(&b.1.student, &b.1.item)))
+    });
     let n = keyed.len();
     let n_test = if with_test { n / 5 } else { 0 };
     let n_validation = n / 10;
-    let take = |range: std::ops::Range<usize>| keyed[range].iter().map(|(_, r)| (*r).clone()).collect();
+    let take =
+        |range: std::ops::Range<usize>| keyed[range].iter().map(|(_, r)| (*r).clone()).collect();
     (
         take(0..n_test),
         take(n_test..n_test + n_validation),
@@ -424,7 +451,11 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
         items.insert(item.clone());
     }
     let index = Indexed {
-        students: students.into_iter().enumerate().map(|(i, s)| (s, i)).collect(),
+        students: students
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i))
+            .collect(),
         items: items.into_iter().enumerate().map(|(i, s)| (s, i)).collect(),
     };
     let (n_students, n_items) = (index.students.len(), index.items.len());
@@ -443,7 +474,8 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
 
     // Tag hints: K = distinct tags, ascending.
     let tag_names: BTreeSet<&str> = tags.iter().flatten().map(|(_, t)| t.as_str()).collect();
-    let tag_index: HashMap<&str, usize> = tag_names.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let tag_index: HashMap<&str, usize> =
+        tag_names.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let mut tag_hints = Array2::from_elem((tag_names.len(), n_items), false);
     for (item, tag) in tags.iter().flatten() {
         tag_hints[(tag_index[tag.as_str()], index.items[item])] = true;
@@ -465,9 +497,7 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
     let mut reports = Vec::with_capacity(models.len());
     for (m, kind) in models.iter().enumerate() {
         let started = Instant::now();
-        let (predict, fitted): (Box<dyn Fn(&Observation) -> f64>, Option<_>) = if *kind
-            == ModelKind::ItemMean
-        {
+        let (predict, fitted): (Predictor, Option<_>) = if *kind == ModelKind::ItemMean {
             let means: Vec<f64> = (0..n_items)
                 .map(|q| {
                     let (mut s, mut n) = (0.0, 0.0);
@@ -556,7 +586,11 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
     Ok(reports)
 }
 
-fn write_predictions(path: &Path, test: &[ResponseRow], scored: &[(f64, bool)]) -> Result<(), EvalError> {
+fn write_predictions(
+    path: &Path,
+    test: &[ResponseRow],
+    scored: &[(f64, bool)],
+) -> Result<(), EvalError> {
     let mut out = String::from("student_id,item_id,p_correct\n");
     let quote = |s: &str| {
         if s.contains([',', '"', '\n']) {

@@ -298,8 +298,10 @@ pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fi
             continue;
         }
         let (ll, accuracy) = holdout_scores(&state, &holdout);
-        if std::env::var_os("SPARFA_TRACE").is_some() { eprintln!("it {iteration} ll {ll:.6} acc {accuracy:.4}"); }
-        if best.as_ref().is_none_or(|(b, _, _)| ll > b + MIN_IMPROVEMENT) {
+        if best
+            .as_ref()
+            .is_none_or(|(b, _, _)| ll > b + MIN_IMPROVEMENT)
+        {
             best = Some((
                 ll,
                 accuracy,
@@ -373,7 +375,7 @@ fn for_row_blocks<F>(data: &mut [f64], row_len: usize, threads: usize, f: F)
 where
     F: Fn(usize, &mut [f64]) + Sync,
 {
-    let n_rows = if row_len == 0 { 0 } else { data.len() / row_len };
+    let n_rows = data.len().checked_div(row_len).unwrap_or(0);
     if threads <= 1 || n_rows < 2 * threads {
         f(0, data);
         return;
@@ -406,7 +408,12 @@ fn update_knowledge(state: &mut State, train: &Observations, hp: &Hyperparameter
     let mut norms = Vec::with_capacity(d.len());
     offsets.push(0);
     for wq in state.w.chunks(k) {
-        nonzero.extend(wq.iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(c, w)| (c, *w)));
+        nonzero.extend(
+            wq.iter()
+                .enumerate()
+                .filter(|(_, w)| **w != 0.0)
+                .map(|(c, w)| (c, *w)),
+        );
         offsets.push(nonzero.len());
         norms.push(dot(wq, wq));
     }
@@ -457,6 +464,11 @@ fn update_knowledge(state: &mut State, train: &Observations, hp: &Hyperparameter
 
 /// The (W, d)-step: INNER_STEPS proximal steps per question with
 /// L_q = ¼ Σ (‖u_j‖² + 1) + 2 max ℓ2 + 2 λ_d.
+///
+/// Each inner step is one pass over the learners in ascending order, accumulating every
+/// question's gradient: u_j is read once per step instead of once per question, and
+/// each question's sums still run over its learners in ascending order. Threads take
+/// contiguous question ranges and each passes over all learners.
 fn update_questions(
     state: &mut State,
     train: &Observations,
@@ -466,51 +478,87 @@ fn update_questions(
 ) {
     let k = state.k;
     let u = &state.u;
+    let n_questions = state.d.len();
     let norms: Vec<f64> = if k == 0 {
         vec![0.0; train.n_learners()]
     } else {
         u.chunks(k).map(|uj| dot(uj, uj)).collect()
     };
+    let lipschitz: Vec<f64> = (0..n_questions)
+        .map(|q| {
+            let mut sum = 0.0;
+            for &e in train.question_entries(q) {
+                let (j, _) = unpack(e);
+                sum += if hp.learn_loadings {
+                    norms[j] + 1.0
+                } else {
+                    1.0
+                };
+            }
+            0.25 * sum
+                + 2.0 * hp.lambda_d_l2
+                + if hp.learn_loadings {
+                    2.0 * penalties.max_l2
+                } else {
+                    0.0
+                }
+        })
+        .collect();
     // W and d are updated together; pack them as Q rows of K + 1 values (d last).
-    let mut wd: Vec<f64> = Vec::with_capacity(state.d.len() * (k + 1));
+    let mut wd: Vec<f64> = Vec::with_capacity(n_questions * (k + 1));
     for (q, dq) in state.d.iter().enumerate() {
         wd.extend_from_slice(&state.w[q * k..(q + 1) * k]);
         wd.push(*dq);
     }
-    debug_assert_eq!(penalties.k, k);
+    let n_learners = train.n_learners();
     for_row_blocks(&mut wd, k + 1, threads, |first, block| {
-        let mut g = vec![0.0; k];
+        let rows = block.len() / (k + 1);
+        let last = first + rows;
+        let mut g = vec![0.0; rows * k];
+        let mut g_d = vec![0.0; rows];
+        let mut offsets = Vec::with_capacity(rows + 1);
+        let mut nonzero: Vec<(usize, f64)> = Vec::new();
         let mut residuals: Vec<f64> = Vec::new();
-        let mut nonzero: Vec<(usize, f64)> = Vec::with_capacity(k);
-        for (offset, row) in block.chunks_mut(k + 1).enumerate() {
-            let q = first + offset;
-            let entries = train.question_entries(q);
-            if entries.is_empty() {
-                continue;
+        for _ in 0..hp.inner_steps {
+            // w_q is sparse: the logits only need its non-zero entries.
+            offsets.clear();
+            nonzero.clear();
+            offsets.push(0);
+            for row in block.chunks(k + 1) {
+                nonzero.extend(
+                    row[..k]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| **w != 0.0)
+                        .map(|(c, w)| (c, *w)),
+                );
+                offsets.push(nonzero.len());
             }
-            let mut lipschitz = 0.0;
-            for &e in entries {
-                let (j, _) = unpack(e);
-                lipschitz += if hp.learn_loadings { norms[j] + 1.0 } else { 1.0 };
-            }
-            lipschitz = 0.25 * lipschitz
-                + 2.0 * hp.lambda_d_l2
-                + if hp.learn_loadings { 2.0 * penalties.max_l2 } else { 0.0 };
-            let l2 = &penalties.l2[q * k..(q + 1) * k];
-            let l1 = &penalties.l1[q * k..(q + 1) * k];
-            for _ in 0..hp.inner_steps {
-                let (wq, dq) = row.split_at_mut(k);
-                g.iter_mut().for_each(|gc| *gc = 0.0);
-                let mut g_d = 0.0;
-                // w_q is sparse: the logits only need its non-zero entries.
-                nonzero.clear();
-                nonzero.extend(wq.iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(c, w)| (c, *w)));
+            g.iter_mut().for_each(|x| *x = 0.0);
+            g_d.iter_mut().for_each(|x| *x = 0.0);
+            for j in 0..n_learners {
+                let entries = train.learner_entries(j);
+                let start = if first == 0 {
+                    0
+                } else {
+                    entries.partition_point(|&e| unpack(e).0 < first)
+                };
+                let end = if last == n_questions {
+                    entries.len()
+                } else {
+                    entries.partition_point(|&e| unpack(e).0 < last)
+                };
+                let entries = &entries[start..end];
+                if entries.is_empty() {
+                    continue;
+                }
+                let uj = &u[j * k..(j + 1) * k];
+                // Logits, then residuals, then gradients: the sigmoids stay independent.
                 residuals.clear();
                 residuals.extend(entries.iter().map(|&e| {
-                    let (j, _) = unpack(e);
-                    let uj = &u[j * k..(j + 1) * k];
-                    let mut z = dq[0];
-                    for &(c, w) in &nonzero {
+                    let local = unpack(e).0 - first;
+                    let mut z = block[local * (k + 1) + k];
+                    for &(c, w) in &nonzero[offsets[local]..offsets[local + 1]] {
                         z += w * uj[c];
                     }
                     z
@@ -519,22 +567,32 @@ fn update_questions(
                     *z = sigmoid(*z) - f64::from(u8::from(unpack(e).1));
                 }
                 for (r, &e) in residuals.iter().zip(entries) {
+                    let local = unpack(e).0 - first;
                     if hp.learn_loadings {
-                        let (j, _) = unpack(e);
-                        for (gc, uc) in g.iter_mut().zip(&u[j * k..(j + 1) * k]) {
+                        for (gc, uc) in g[local * k..(local + 1) * k].iter_mut().zip(uj) {
                             *gc += r * uc;
                         }
                     }
-                    g_d += r;
+                    g_d[local] += r;
                 }
+            }
+            for (local, row) in block.chunks_mut(k + 1).enumerate() {
+                let q = first + local;
+                if train.question_entries(q).is_empty() {
+                    continue;
+                }
+                let lq = lipschitz[q];
+                let (wq, dq) = row.split_at_mut(k);
                 if hp.learn_loadings {
+                    let l2 = &penalties.l2[q * k..(q + 1) * k];
+                    let l1 = &penalties.l1[q * k..(q + 1) * k];
                     for c in 0..k {
-                        let gc = g[c] + 2.0 * l2[c] * wq[c];
-                        wq[c] = (wq[c] - gc / lipschitz - l1[c] / lipschitz).max(0.0);
+                        let gc = g[local * k + c] + 2.0 * l2[c] * wq[c];
+                        wq[c] = (wq[c] - gc / lq - l1[c] / lq).max(0.0);
                     }
                 }
-                g_d += 2.0 * hp.lambda_d_l2 * dq[0];
-                dq[0] -= g_d / lipschitz;
+                let gd = g_d[local] + 2.0 * hp.lambda_d_l2 * dq[0];
+                dq[0] -= gd / lq;
             }
         }
     });

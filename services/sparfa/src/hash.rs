@@ -51,7 +51,10 @@ mod tests {
         let digest = sha256_joined(parts);
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, expected_hex_prefix);
-        assert_eq!(hash64(parts), u64::from_str_radix(expected_hex_prefix, 16).unwrap());
+        assert_eq!(
+            hash64(parts),
+            u64::from_str_radix(expected_hex_prefix, 16).unwrap()
+        );
     }
 
     #[test]

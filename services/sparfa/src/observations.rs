@@ -215,7 +215,12 @@ mod tests {
     #[test]
     fn rows_are_sorted_both_ways() {
         check(
-            &[obs(1, 2, true), obs(0, 1, false), obs(1, 0, false), obs(0, 0, true)],
+            &[
+                obs(1, 2, true),
+                obs(0, 1, false),
+                obs(1, 0, false),
+                obs(0, 0, true),
+            ],
             &[&[(0, true), (1, false)], &[(0, false), (2, true)]],
         );
         check(&[], &[&[], &[]]);
@@ -224,6 +229,9 @@ mod tests {
     #[test]
     fn out_of_range_index_is_an_error() {
         let err = Observations::new(1, 1, &[obs(0, 1, true)]).unwrap_err();
-        assert!(matches!(err, SparfaError::IndexOutOfRange { question: 1, .. }));
+        assert!(matches!(
+            err,
+            SparfaError::IndexOutOfRange { question: 1, .. }
+        ));
     }
 }

@@ -69,13 +69,13 @@ pub fn two_pl_strong_candidate() -> Candidate {
 }
 
 /// The candidates for a hinted model. The first, chosen when the holdout is too small
-/// to compare, is the §4 constants plus one general concept (hinted on every question,
-/// so the model contains a 2PL). Then the same with strong shrinkage (ℓ2 8 on page
+/// to compare, is the §4 constants. Then the pages plus one general concept (hinted on
+/// every question, so the model contains a 2PL) with strong shrinkage (ℓ2 8 on page
 /// loadings, 2 on the general one, γ_U = 10), and the strong 2PL and Rasch fall-backs.
 /// ℓ1 stays 10 on non-hinted entries: loadings may leave the hints when the data demand it.
 pub fn hinted_candidates() -> Vec<Candidate> {
     vec![
-        candidate("hinted+general", PageRows::Hinted, |h| h.extra_concepts = 1),
+        hinted_spec_candidate(),
         candidate("hinted+general-strong", PageRows::Hinted, |h| {
             h.extra_concepts = 1;
             h.lambda_h_l2 = 8.0;

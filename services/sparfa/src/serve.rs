@@ -15,6 +15,9 @@ pub const CLUE_MIN_RESPONSES: usize = 3;
 /// Φ⁻¹(0.75): the half-width multiplier of a 50 % interval.
 pub const CLUE_Z: f64 = 0.674_489_750_196_081_7;
 
+/// One response in a solve: loadings on the active set (local index, value), d_q and y.
+type ResponseTerm = (Vec<(usize, f64)>, f64, bool);
+
 /// A model ready for serving: W in compressed columns (entries with W > 0 only), d and γ_U.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServingModel {
@@ -72,8 +75,11 @@ impl ServingModel {
     /// correct) and a target question set. Question indices ≥ Q are ignored.
     pub fn solve(&self, responses: &[(usize, bool)], targets: &[usize]) -> LearnerSolve {
         let q_max = self.n_questions();
-        let responses: Vec<(usize, bool)> =
-            responses.iter().copied().filter(|(q, _)| *q < q_max).collect();
+        let responses: Vec<(usize, bool)> = responses
+            .iter()
+            .copied()
+            .filter(|(q, _)| *q < q_max)
+            .collect();
         let mut active: Vec<usize> = responses
             .iter()
             .map(|(q, _)| *q)
@@ -91,7 +97,7 @@ impl ServingModel {
                 .filter_map(|(r, v)| active.binary_search(r).ok().map(|i| (i, *v)))
                 .collect()
         };
-        let rows: Vec<(Vec<(usize, f64)>, f64, bool)> = responses
+        let rows: Vec<ResponseTerm> = responses
             .iter()
             .map(|&(q, y)| (local(q), self.easiness[q], y))
             .collect();
@@ -111,14 +117,18 @@ impl ServingModel {
             }
             j + gamma / 2.0 * u.iter().map(|x| x * x).sum::<f64>()
         };
-        let fisher = |u: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        // Gradient, Fisher information (+ ridge) and J at u, in one pass.
+        let fisher = |u: &[f64]| -> (Vec<f64>, Vec<f64>, f64) {
             let mut g: Vec<f64> = u.iter().map(|x| gamma * x).collect();
             let mut info = vec![0.0; m * m];
             for i in 0..m {
                 info[i * m + i] = gamma;
             }
+            let mut j = gamma / 2.0 * u.iter().map(|x| x * x).sum::<f64>();
             for (w, d, y) in &rows {
-                let p = sigmoid(z_of(w, *d, u));
+                let z = z_of(w, *d, u);
+                j += softplus(z) - if *y { z } else { 0.0 };
+                let p = sigmoid(z);
                 let r = p - f64::from(u8::from(*y));
                 let s = p * (1.0 - p);
                 for &(a, va) in w {
@@ -128,19 +138,18 @@ impl ServingModel {
                     }
                 }
             }
-            (g, info)
+            (g, info, j)
         };
         let mut u = vec![0.0; m];
         let mut iterations = 0;
         if m > 0 && !rows.is_empty() {
             for _ in 0..SOLVE_MAX_ITERATIONS {
                 iterations += 1;
-                let (g, info) = fisher(&u);
+                let (g, info, j0) = fisher(&u);
                 let Some(chol) = cholesky(&info, m) else {
                     break;
                 };
                 let delta = cholesky_solve(&chol, m, &g);
-                let j0 = cost(&u);
                 let mut alpha = 1.0;
                 let mut trial: Vec<f64> = u.iter().zip(&delta).map(|(x, dx)| x - dx).collect();
                 let mut halvings = 0;
@@ -151,14 +160,17 @@ impl ServingModel {
                         *t = x - alpha * dx;
                     }
                 }
-                let step = delta.iter().map(|dx| (alpha * dx).abs()).fold(0.0, f64::max);
+                let step = delta
+                    .iter()
+                    .map(|dx| (alpha * dx).abs())
+                    .fold(0.0, f64::max);
                 u = trial;
                 if step < SOLVE_TOLERANCE {
                     break;
                 }
             }
         }
-        let (_, info) = fisher(&u);
+        let (_, info, _) = fisher(&u);
         // γ_U > 0 makes I positive definite; fall back to the ridge alone otherwise.
         let chol = cholesky(&info, m).unwrap_or_else(|| {
             let mut ridge = vec![0.0; m * m];
@@ -201,7 +213,12 @@ impl ServingModel {
         targets.dedup();
         let with_data: Vec<Vec<(usize, bool)>> = learners
             .iter()
-            .map(|r| r.iter().copied().filter(|(q, _)| *q < q_max).collect::<Vec<_>>())
+            .map(|r| {
+                r.iter()
+                    .copied()
+                    .filter(|(q, _)| *q < q_max)
+                    .collect::<Vec<_>>()
+            })
             .filter(|r| !r.is_empty())
             .collect();
         let n: usize = with_data.iter().map(Vec::len).sum();

@@ -36,11 +36,23 @@ fn tagged_model_meets_the_spisa_acceptance_bar() {
         }
     }
     for (m, s) in models.iter().zip(&sums) {
-        println!("{:8} auc {:.4} accuracy {:.4} fit_seconds {:.3}", m.name(), s[0], s[1], s[2]);
+        println!(
+            "{:8} auc {:.4} accuracy {:.4} fit_seconds {:.3}",
+            m.name(),
+            s[0],
+            s[1],
+            s[2]
+        );
     }
     let [rasch, two_pl, tagged] = sums;
     assert!(tagged[0] >= 0.755, "tagged AUC {:.4} < 0.755", tagged[0]);
     assert!(tagged[1] >= 0.69, "tagged accuracy {:.4} < 0.69", tagged[1]);
-    assert!(tagged[0] >= rasch[0] && tagged[0] >= two_pl[0], "tagged AUC below rasch or 2pl: {sums:?}");
-    assert!(tagged[1] >= rasch[1] && tagged[1] >= two_pl[1], "tagged accuracy below rasch or 2pl: {sums:?}");
+    assert!(
+        tagged[0] >= rasch[0] && tagged[0] >= two_pl[0],
+        "tagged AUC below rasch or 2pl: {sums:?}"
+    );
+    assert!(
+        tagged[1] >= rasch[1] && tagged[1] >= two_pl[1],
+        "tagged accuracy below rasch or 2pl: {sums:?}"
+    );
 }

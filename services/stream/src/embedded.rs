@@ -99,7 +99,7 @@ impl EmbeddedStore {
             .write(true)
             .open(&lock_path)
             .map_err(|source| io_error(&lock_path, source))?;
-        lock.try_lock().map_err(|error| {
+        fs2::FileExt::try_lock_exclusive(&lock).map_err(|error| {
             io_error(
                 &lock_path,
                 std::io::Error::new(

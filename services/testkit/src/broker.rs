@@ -71,7 +71,7 @@ impl TestBroker {
     pub fn try_start() -> Result<TestBroker, TestBrokerError> {
         if let Ok(bootstrap) = std::env::var(EXTERNAL_BROKER_ENV) {
             if !bootstrap.trim().is_empty() {
-                let broker = TestBroker {
+                let mut broker = TestBroker {
                     bootstrap: bootstrap.trim().to_owned(),
                     child: None,
                     log: None,
@@ -110,7 +110,7 @@ impl TestBroker {
             .stderr(log_err)
             .spawn()
             .map_err(spawn_error)?;
-        let broker = TestBroker {
+        let mut broker = TestBroker {
             bootstrap: format!("127.0.0.1:{port}"),
             child: Some(child),
             log: Some(log),
@@ -136,7 +136,7 @@ impl TestBroker {
         )
     }
 
-    fn wait_ready(&self) -> Result<(), TestBrokerError> {
+    fn wait_ready(&mut self) -> Result<(), TestBrokerError> {
         let client: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("client.id", "biglearn-testkit-probe")
@@ -173,14 +173,13 @@ impl TestBroker {
         })
     }
 
-    fn exited(&self) -> Option<String> {
-        // `try_wait` needs `&mut`; a cheap probe through /proc keeps `wait_ready` `&self`.
-        let child = self.child.as_ref()?;
-        let alive = Path::new(&format!("/proc/{}", child.id())).exists();
-        let zombie = std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
-            .map(|stat| stat.contains(") Z "))
-            .unwrap_or(false);
-        (!alive || zombie).then(|| "process gone".to_owned())
+    fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(error) => Some(format!("unknown state: {error}")),
+        }
     }
 }
 

@@ -20,12 +20,23 @@ fn check_error(text: &str, expected_line: usize, expected_fragment: &str) {
 fn csv_errors_name_the_line() {
     check_error("", 1, "empty file");
     check_error("student,item,correct\n", 1, "bad header");
-    check_error("student_id,item_id,correct\ns1,i1,1\ns1,i2,yes\n", 3, "bad correct value \"yes\"");
+    check_error(
+        "student_id,item_id,correct\ns1,i1,1\ns1,i2,yes\n",
+        3,
+        "bad correct value \"yes\"",
+    );
     check_error("student_id,item_id,correct\ns1,i1\n", 2, "missing correct");
-    check_error("student_id,item_id,correct\ns1,i1,1,9\n", 2, "expected 3 columns, found 4");
+    check_error(
+        "student_id,item_id,correct\ns1,i1,1,9\n",
+        2,
+        "expected 3 columns, found 4",
+    );
     check_error("student_id,item_id,correct\n\"s1,i1,1\n", 2, "unterminated");
     let err = parse_tags("item,tag\n", Path::new("tags.csv")).unwrap_err();
-    assert!(err.to_string().starts_with("tags.csv:1: bad header"), "{err}");
+    assert!(
+        err.to_string().starts_with("tags.csv:1: bad header"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -51,7 +62,10 @@ fn check_auc(input: &[(f64, bool)], expected: Option<f64>) {
 
 #[test]
 fn auc_gives_ties_their_average_rank() {
-    check_auc(&[(0.1, false), (0.4, true), (0.4, false), (0.8, true)], Some(0.875));
+    check_auc(
+        &[(0.1, false), (0.4, true), (0.4, false), (0.8, true)],
+        Some(0.875),
+    );
     check_auc(&[(0.5, false), (0.5, true), (0.5, true)], Some(0.5));
     check_auc(&[(0.9, false), (0.1, true)], Some(0.0));
     check_auc(&[(0.1, false), (0.9, true)], Some(1.0));
@@ -80,7 +94,12 @@ fn split_is_hash_ordered_sized_and_stable() {
     let (test, validation, train) = split(&all, "42", true);
     assert_eq!((test.len(), validation.len(), train.len()), (20, 10, 70));
     let key = |r: &ResponseRow| sha256_joined(&["42", &r.student, &r.item]);
-    let ordered: Vec<[u8; 32]> = test.iter().chain(&validation).chain(&train).map(key).collect();
+    let ordered: Vec<[u8; 32]> = test
+        .iter()
+        .chain(&validation)
+        .chain(&train)
+        .map(key)
+        .collect();
     assert!(ordered.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(split(&all, "42", true), (test.clone(), validation, train));
     assert_ne!(split(&all, "43", true).0, test);
@@ -105,7 +124,12 @@ fn run_eval_reports_every_model_and_writes_predictions() {
     let predictions = dir.path().join("predictions.csv");
     let mut text = String::from("student_id,item_id,correct\n");
     for r in rows(40, 12) {
-        text.push_str(&format!("{},{},{}\n", r.student, r.item, u8::from(r.correct)));
+        text.push_str(&format!(
+            "{},{},{}\n",
+            r.student,
+            r.item,
+            u8::from(r.correct)
+        ));
     }
     std::fs::write(&responses, text).unwrap();
     let tag_text: String = (0..12).map(|i| format!("i{i},t{}\n", i % 3)).collect();
@@ -129,7 +153,17 @@ fn run_eval_reports_every_model_and_writes_predictions() {
         assert_eq!((r.n_test, r.n_validation, r.n_train), (96, 48, 336));
         assert!((0.0..=1.0).contains(&r.accuracy));
         let json = serde_json::to_value(r).unwrap();
-        for field in ["model", "accuracy", "auc", "log_loss", "fit_seconds", "n_train", "n_test", "concepts", "outer_iterations"] {
+        for field in [
+            "model",
+            "accuracy",
+            "auc",
+            "log_loss",
+            "fit_seconds",
+            "n_train",
+            "n_test",
+            "concepts",
+            "outer_iterations",
+        ] {
             assert!(json.get(field).is_some(), "{field} missing in {json}");
         }
     }
@@ -142,7 +176,10 @@ fn run_eval_reports_every_model_and_writes_predictions() {
     // Without tags, tagged is an error and the default model is free.
     let mut no_tags = options.clone();
     no_tags.tags = None;
-    assert!(matches!(run_eval(&no_tags), Err(EvalError::TagsRequired("tagged"))));
+    assert!(matches!(
+        run_eval(&no_tags),
+        Err(EvalError::TagsRequired("tagged"))
+    ));
     no_tags.models.clear();
     no_tags.predictions = None;
     assert_eq!(run_eval(&no_tags).unwrap()[0].model, "free");
@@ -151,5 +188,8 @@ fn run_eval_reports_every_model_and_writes_predictions() {
     with_test.test = Some(responses);
     let r = &run_eval(&with_test).unwrap()[0];
     assert_eq!((r.n_test, r.n_validation, r.n_train), (480, 48, 432));
-    assert!(matches!("bogus".parse::<ModelKind>(), Err(EvalError::UnknownModel(_))));
+    assert!(matches!(
+        "bogus".parse::<ModelKind>(),
+        Err(EvalError::UnknownModel(_))
+    ));
 }

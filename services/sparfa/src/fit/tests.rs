@@ -16,7 +16,9 @@ fn problem_data(n: usize, q: usize, k: usize) -> (Array2<bool>, Vec<Observation>
     let hints = Array2::from_shape_fn((k, q), |(c, qi)| qi % k == c);
     let mut state: u64 = 12345;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     let ability: Vec<f64> = (0..n).map(|_| next() * 3.0 - 1.5).collect();
@@ -50,12 +52,11 @@ fn link_pieces_match_their_definitions() {
 
 #[test]
 fn initial_easiness_is_the_clipped_smoothed_logit() {
-    let obs = [(0, true), (1, true), (2, false)]
-        .map(|(j, correct)| Observation {
-            learner: j,
-            question: 0,
-            correct,
-        });
+    let obs = [(0, true), (1, true), (2, false)].map(|(j, correct)| Observation {
+        learner: j,
+        question: 0,
+        correct,
+    });
     let train = Observations::new(3, 2, &obs).unwrap();
     let d = initial_easiness(&train);
     // (2 + 0.5) / (3 + 1) = 0.625; the unanswered question gets 0.5 → 0.
@@ -78,23 +79,41 @@ fn each_block_step_lowers_the_objective() {
     let penalties = Penalties::new(hints.view(), &hp);
     let mut state = State {
         k: 3,
-        w: hints.t().iter().map(|h| if *h { 1.0 } else { 0.0 }).collect(),
+        w: hints
+            .t()
+            .iter()
+            .map(|h| if *h { 1.0 } else { 0.0 })
+            .collect(),
         d: initial_easiness(&train).to_vec(),
         u: vec![0.0; 60 * 3],
     };
     let j_of = |s: &State| {
-        let w = Array2::from_shape_vec((12, 3), s.w.clone()).unwrap().reversed_axes();
+        let w = Array2::from_shape_vec((12, 3), s.w.clone())
+            .unwrap()
+            .reversed_axes();
         let u = Array2::from_shape_vec((60, 3), s.u.clone()).unwrap();
-        objective(&problem, &hp, w.view(), &Array1::from(s.d.clone()), u.view())
+        objective(
+            &problem,
+            &hp,
+            w.view(),
+            &Array1::from(s.d.clone()),
+            u.view(),
+        )
     };
     let mut last = j_of(&state);
     for _ in 0..30 {
         update_knowledge(&mut state, &train, &hp, 1);
         let after_u = j_of(&state);
-        assert!(after_u <= last + 1e-9, "U-step raised J: {last} → {after_u}");
+        assert!(
+            after_u <= last + 1e-9,
+            "U-step raised J: {last} → {after_u}"
+        );
         update_questions(&mut state, &train, &hp, &penalties, 1);
         let after_w = j_of(&state);
-        assert!(after_w <= after_u + 1e-9, "(W,d)-step raised J: {after_u} → {after_w}");
+        assert!(
+            after_w <= after_u + 1e-9,
+            "(W,d)-step raised J: {after_u} → {after_w}"
+        );
         last = after_w;
     }
     assert!(state.w.iter().any(|w| *w > 0.0));
@@ -117,7 +136,11 @@ fn converged_fit_is_stationary_for_the_objective() {
     let penalties = Penalties::new(hints.view(), &hp);
     let mut state = State {
         k: 2,
-        w: hints.t().iter().map(|h| if *h { 1.0 } else { 0.0 }).collect(),
+        w: hints
+            .t()
+            .iter()
+            .map(|h| if *h { 1.0 } else { 0.0 })
+            .collect(),
         d: initial_easiness(&train).to_vec(),
         u: vec![0.0; 40 * 2],
     };
@@ -126,14 +149,32 @@ fn converged_fit_is_stationary_for_the_objective() {
         update_questions(&mut state, &train, &hp, &penalties, 1);
     }
     let j_at = |s: &State| {
-        let w = Array2::from_shape_vec((10, 2), s.w.clone()).unwrap().reversed_axes();
+        let w = Array2::from_shape_vec((10, 2), s.w.clone())
+            .unwrap()
+            .reversed_axes();
         let u = Array2::from_shape_vec((40, 2), s.u.clone()).unwrap();
-        objective(&problem, &hp, w.view(), &Array1::from(s.d.clone()), u.view())
+        objective(
+            &problem,
+            &hp,
+            w.view(),
+            &Array1::from(s.d.clone()),
+            u.view(),
+        )
     };
     let h = 1e-5;
     let derivative = |f: &dyn Fn(&mut State, f64)| {
-        let mut plus = State { k: 2, w: state.w.clone(), d: state.d.clone(), u: state.u.clone() };
-        let mut minus = State { k: 2, w: state.w.clone(), d: state.d.clone(), u: state.u.clone() };
+        let mut plus = State {
+            k: 2,
+            w: state.w.clone(),
+            d: state.d.clone(),
+            u: state.u.clone(),
+        };
+        let mut minus = State {
+            k: 2,
+            w: state.w.clone(),
+            d: state.d.clone(),
+            u: state.u.clone(),
+        };
         f(&mut plus, h);
         f(&mut minus, -h);
         (j_at(&plus) - j_at(&minus)) / (2.0 * h)
@@ -167,9 +208,9 @@ fn fit_bytes(f: &Fit) -> Vec<u64> {
 }
 
 fn split_holdout(observations: &[Observation]) -> (Vec<Observation>, Vec<Observation>) {
-    observations
-        .iter()
-        .partition(|o| !crate::hash::is_holdout("eco", &o.learner.to_string(), &o.question.to_string(), 10))
+    observations.iter().partition(|o| {
+        !crate::hash::is_holdout("eco", &o.learner.to_string(), &o.question.to_string(), 10)
+    })
 }
 
 #[test]
@@ -235,14 +276,18 @@ fn stopping_rule_follows_section_six() {
     };
     // Small holdout: exactly 20 iterations, null statistics.
     let small = run(&holdout[..49]);
-    assert_eq!(small.stats.outer_iterations, ITERATIONS_WITHOUT_EARLY_STOPPING);
+    assert_eq!(
+        small.stats.outer_iterations,
+        ITERATIONS_WITHOUT_EARLY_STOPPING
+    );
     assert_eq!(small.stats.holdout_log_loss, None);
     // Enough holdout: stops `patience` iterations after the best one (or at the cap).
     assert!(holdout.len() >= 50);
     let full = run(&holdout);
     let s = &full.stats;
     assert!(
-        s.outer_iterations == s.best_iteration + PATIENCE || s.outer_iterations == MAX_OUTER_ITERATIONS,
+        s.outer_iterations == s.best_iteration + PATIENCE
+            || s.outer_iterations == MAX_OUTER_ITERATIONS,
         "{s:?}"
     );
     let ll = s.holdout_log_likelihood.unwrap();

@@ -22,7 +22,9 @@ fn cholesky_solves_a_positive_definite_system() {
     let a = [4.0, 2.0, 0.4, 2.0, 5.0, 1.0, 0.4, 1.0, 3.0];
     let l = cholesky(&a, 3).unwrap();
     let x = cholesky_solve(&l, 3, &[1.0, 2.0, 3.0]);
-    let ax: Vec<f64> = (0..3).map(|i| (0..3).map(|j| a[i * 3 + j] * x[j]).sum()).collect();
+    let ax: Vec<f64> = (0..3)
+        .map(|i| (0..3).map(|j| a[i * 3 + j] * x[j]).sum())
+        .collect();
     check_close(&ax, &[1.0, 2.0, 3.0], 1e-12);
     assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
 }
@@ -70,7 +72,8 @@ fn clue_is_not_real_without_enough_data() {
     assert_eq!(m.clue(&[three], &[]), Clue::NOT_REAL);
     assert_eq!(m.clue(&[three], &[99]), Clue::NOT_REAL);
     // Responses spread over learners count together (a teacher CLUE).
-    let (a, b): (&[(usize, bool)], &[(usize, bool)]) = (&[(0, true), (1, true)], &[(2, false)]);
+    let a: &[(usize, bool)] = &[(0, true), (1, true)];
+    let b: &[(usize, bool)] = &[(2, false)];
     assert!(m.clue(&[a, b, &[]], &[2]).is_real);
 }
 

@@ -193,7 +193,7 @@ impl EmbeddedReader {
         let first_cursor = self.first_cursor;
         let topic_name = self.topic.name.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(max_records.min(4096));
             let n_cursors = cursors.len();
             let mut result = Ok(());
             for step in 0..n_cursors {

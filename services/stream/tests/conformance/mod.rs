@@ -115,7 +115,7 @@ pub async fn per_key_order_without_gaps_or_duplicates(store: Arc<dyn StreamStore
         let topic = topic.clone();
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
-            let mut seq_per_key = vec![0usize; KEYS_PER_TASK];
+            let mut seq_per_key = [0usize; KEYS_PER_TASK];
             for append_idx in 0..APPENDS_PER_TASK {
                 let records: Vec<OutgoingRecord> = (0..RECORDS_PER_APPEND)
                     .map(|record_idx| {

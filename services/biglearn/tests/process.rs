@@ -1,0 +1,131 @@
+//! The `biglearn` process as an operator sees it: help, `up` with nothing configured,
+//! health endpoints, generated tokens, and graceful exit on SIGTERM and SIGINT.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn biglearn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_biglearn"))
+}
+
+/// Starts `biglearn up` on port 0 and returns the child and its base URL.
+fn start_up(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = biglearn()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("BIGLEARN_API_TOKEN")
+        .env_remove("BIGLEARN_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("biglearn starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let base = loop {
+        assert!(
+            Instant::now() < deadline,
+            "biglearn did not report its address"
+        );
+        let line = lines
+            .next()
+            .expect("biglearn prints its address before anything else ends")
+            .expect("readable stdout");
+        if let Some(url) = line.strip_prefix("biglearn listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    (child, base)
+}
+
+fn get(url: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::get(url).await.expect("the process answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
+}
+
+fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&format!("{base}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not turn 200");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal_and_wait(child: &mut Child, signal: &str) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "biglearn did not exit after {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let output = biglearn().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for subcommand in ["up", "serve", "gap", "publish"] {
+        assert!(
+            help.contains(subcommand),
+            "--help lacks {subcommand}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn up_serves_health_and_metrics_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start_up(dir.path());
+    wait_ready(&base);
+    let (status, body) = get(&format!("{base}/ping"));
+    assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));
+    assert_eq!(get(&format!("{base}/healthz")).0, 200);
+    let (status, metrics) = get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert!(metrics.contains("biglearn_build_info"), "{metrics}");
+    for name in ["api-token", "admin-token"] {
+        let path = dir.path().join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} must be private");
+        assert!(std::fs::read_to_string(&path).unwrap().trim().len() >= 32);
+    }
+    let exit = signal_and_wait(&mut child, "-TERM");
+    assert_eq!(exit.code(), Some(0), "SIGTERM must end cleanly");
+}
+
+#[test]
+fn up_exits_zero_on_sigint_and_keeps_its_tokens_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start_up(dir.path());
+    wait_ready(&base);
+    let token = std::fs::read_to_string(dir.path().join("api-token")).unwrap();
+    assert_eq!(signal_and_wait(&mut child, "-INT").code(), Some(0));
+    let (mut child, base) = start_up(dir.path());
+    wait_ready(&base);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("api-token")).unwrap(),
+        token,
+        "a restart reuses the stored token"
+    );
+    assert_eq!(signal_and_wait(&mut child, "-TERM").code(), Some(0));
+}
