@@ -65,7 +65,6 @@ async fn fetch_course_events_serves_contiguous_prefixes() {
     let hidden_gap = course_with(&node, &[(1, 'd'), (2, 'r'), (4, 'd'), (5, 'r')]).await;
     let unknown = new_uuid();
 
-    // (name, course, offset, types, expected (events, is_gap, is_end))
     let cases: Vec<FetchCase> = vec![
         (
             "contiguous prefix, unrequested type in between",

@@ -9,4 +9,5 @@ mod gaps;
 mod kafka;
 mod races;
 mod restart;
+mod results;
 mod inbox;

@@ -192,6 +192,29 @@ pub async fn run_with(
     }
 
     let mut resync_task = None;
+    {
+        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
+        progresses.push((topics.results(), progress_rx));
+        let consumer = biglearn_projector::results::run_results_consumer(
+            log.clone(),
+            store.clone(),
+            topics.results(),
+            progress_tx,
+            stop_rx.clone(),
+        );
+        let failed_tx = failed_tx.clone();
+        let task = tokio::spawn(async move {
+            let result = consumer.await;
+            if let Err(error) = &result {
+                let _ = failed_tx
+                    .send(format!("the results consumer failed: {error}"))
+                    .await;
+            }
+            result
+        });
+        consumer_tasks.push((topics.results(), task));
+    }
+
     let writer = if config.roles.contains(&Role::Writer) {
         let writer = Arc::new(Writer::new(
             store.clone(),
@@ -241,6 +264,8 @@ pub async fn run_with(
         },
         metrics: metrics.clone(),
         readiness: Readiness::new(progresses.clone(), writer),
+        store: store.clone(),
+        topics: topics.clone(),
     });
     let app = biglearn_gateway::http::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)

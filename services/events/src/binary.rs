@@ -31,6 +31,11 @@ impl AvroWriter {
         self.buf.push(u8::from(value));
     }
 
+    /// An IEEE 754 double, 8 bytes little-endian.
+    pub(crate) fn double(&mut self, value: f64) {
+        self.buf.extend_from_slice(&value.to_le_bytes());
+    }
+
     pub(crate) fn bytes(&mut self, value: &[u8]) {
         self.long(value.len() as i64);
         self.buf.extend_from_slice(value);
@@ -188,6 +193,14 @@ impl<'a> AvroReader<'a> {
             [1] => Ok(true),
             _ => Err(self.fail("boolean byte is neither 0 nor 1")),
         }
+    }
+
+    /// An IEEE 754 double, 8 bytes little-endian.
+    pub(crate) fn double(&mut self) -> Result<f64, DecodeError> {
+        let bytes = self.take(8)?;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(bytes);
+        Ok(f64::from_le_bytes(array))
     }
 
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {

@@ -29,6 +29,7 @@ mod dead_letter;
 mod ecosystem;
 mod error;
 mod record;
+mod result_record;
 pub mod schemas;
 mod wire;
 
@@ -49,6 +50,10 @@ pub use record::{
     ecosystem_event_record_as, routing_headers, EncodedRecord, RoutingHeaders, ENCODING_CONFLUENT,
     ENCODING_SINGLE_OBJECT, HEADER_AGGREGATE_UUID, HEADER_ENCODING, HEADER_EVENT_TYPE,
     HEADER_EVENT_UUID, HEADER_SEQUENCE_NUMBER,
+};
+pub use result_record::{
+    decode_result_record, encode_result_record, result_record, ResultClueData, ResultKind,
+    ResultRecord,
 };
 pub use schemas::{EmbeddedSchema, SchemaFamily};
 pub use wire::{

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::Response;
 use biglearn_domain::ids::EventUuid;
+use biglearn_stream::OutgoingRecord;
 use serde_json::{json, Value};
 
 use crate::http::{error_body, error_response, json_response};
@@ -109,7 +110,7 @@ pub async fn handle(
         Request::Write(write) => handle_write(state, write).await,
         Request::Read(read) => reads::answer_read(state, read),
         Request::EventStream(read) => reads::answer_event_stream(state, read),
-        Request::Push(push) => handle_push(state, push),
+        Request::Push(push) => handle_push(state, push).await,
         Request::Admin(admin) => handle_admin(state, admin, actor.unwrap_or("unknown")).await,
     }
 }
@@ -168,26 +169,61 @@ async fn handle_write(
     Ok(body)
 }
 
-fn handle_push(state: &Arc<GatewayState>, request: PushRequest) -> Result<Value, HandlerError> {
-    let received_at = now_micros();
-    let (array_name, items) = reads::push_items(&request);
-    for item in &items {
-        let stored = state.log.store_result(
-            &item.key,
-            biglearn_projector::event_log::ResultVersion {
-                input_seq: 0,
-                model_seq: 0,
-                computed_at_micros: received_at,
-            },
-            &item.content.to_string(),
-        )?;
-        if !stored {
-            state.metrics.stale_result_dropped(item.kind);
+async fn handle_push(
+    state: &Arc<GatewayState>,
+    request: PushRequest,
+) -> Result<Value, HandlerError> {
+    let (array_name, items) = reads::push_results(&request, now_micros());
+    let records: Vec<OutgoingRecord> = items
+        .iter()
+        .map(|(_, result)| {
+            let encoded = biglearn_events::result_record(result);
+            OutgoingRecord {
+                key: encoded.key,
+                value: encoded.value,
+                headers: encoded.headers,
+            }
+        })
+        .collect();
+    if !records.is_empty() {
+        let outcomes = state
+            .store
+            .append(&state.topics.results(), records)
+            .await
+            .map_err(|error| HandlerError::Unavailable {
+                message: format!("event log unavailable; retry with the same body ({error})"),
+            })?;
+        if let Some(Err(error)) = outcomes.iter().find(|outcome| outcome.is_err()) {
+            return Err(HandlerError::Unavailable {
+                message: format!("event log unavailable; retry with the same body ({error})"),
+            });
+        }
+        // Applied here too, so that a read in this process sees the push at once; the
+        // results consumer applies the same records again, which changes nothing.
+        let results: Vec<_> = items
+            .iter()
+            .map(|(_, result)| {
+                (
+                    result.key(),
+                    biglearn_projector::results::version_of(result),
+                    biglearn_projector::results::stored_content(result).to_string(),
+                )
+            })
+            .collect();
+        let stored = state.log.apply_results(&results, &[])?;
+        for ((_, result), stored) in items.iter().zip(stored) {
+            if stored {
+                state
+                    .metrics
+                    .result_published(result.kind.as_str(), "external");
+            } else {
+                state.metrics.stale_result_dropped(result.kind.as_str());
+            }
         }
     }
     Ok(json!({
-        array_name: items.iter().map(|item| json!({
-            "request_uuid": item.request_uuid,
+        array_name: items.iter().map(|(request_uuid, _)| json!({
+            "request_uuid": request_uuid,
             "update_status": "accepted",
         })).collect::<Vec<_>>()
     }))

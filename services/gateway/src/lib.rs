@@ -88,6 +88,10 @@ pub struct GatewayState {
     pub tokens: Tokens,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// The stream store, for result pushes.
+    pub store: biglearn_stream::SharedStreamStore,
+    /// Topic names of this environment.
+    pub topics: biglearn_stream::Topics,
 }
 
 /// Clears the writer's resync flag once the event-log consumers have re-read both event

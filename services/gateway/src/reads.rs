@@ -15,9 +15,12 @@ use uuid::Uuid;
 
 use crate::handlers::HandlerError;
 use crate::requests::{
-    AlgorithmName, AssignmentExercisesRequest, EventStreamRequest, PushRequest, ReadRequest,
+    AlgorithmName, AssignmentExercisesRequest, AssignmentExercisesUpdate, ClueData,
+    EventStreamRequest, PushRequest, ReadRequest,
 };
 use crate::GatewayState;
+use biglearn_domain::ids::RequestUuid;
+use biglearn_events::{ResultClueData, ResultKind, ResultRecord};
 
 /// The result key of spec scheduler.md §12: `<kind>|<uuid>[|<uuid>]|<algorithm>`.
 pub fn result_key(kind: &str, ids: &[Uuid], algorithm: &AlgorithmName) -> String {
@@ -536,36 +539,55 @@ pub fn answer_event_stream(
     }
 }
 
-/// One item of a push request, ready to store.
-pub struct PushItem {
-    pub kind: &'static str,
-    pub key: String,
-    pub request_uuid: biglearn_domain::ids::RequestUuid,
-    pub content: Value,
-}
-
-/// The response array name and the items of a push request, in request order.
-pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
+/// The response array name and the items of a push request as results, in request
+/// order, each with its `request_uuid` (spec api.md §5.3: version `(0, 0, received_at)`).
+pub fn push_results(
+    request: &PushRequest,
+    received_at_micros: i64,
+) -> (&'static str, Vec<(RequestUuid, ResultRecord)>) {
+    let base = |kind: ResultKind, algorithm: &AlgorithmName, calculation: Uuid| ResultRecord {
+        kind,
+        student_uuid: None,
+        course_container_uuid: None,
+        book_container_uuid: None,
+        assignment_uuid: None,
+        algorithm_name: algorithm.storage_key(),
+        calculation_uuid: calculation,
+        ecosystem_matrix_uuid: None,
+        exercise_uuids: None,
+        clue_data: None,
+        spy_info_json: "{}".into(),
+        input_seq: 0,
+        model_seq: 0,
+        computed_at_micros: received_at_micros,
+        course_uuid: None,
+        producer: "http".into(),
+    };
+    let exercises = |kind: ResultKind, item: &AssignmentExercisesUpdate| ResultRecord {
+        assignment_uuid: Some(item.assignment_uuid.0),
+        ecosystem_matrix_uuid: Some(item.ecosystem_matrix_uuid.0),
+        exercise_uuids: Some(item.exercise_uuids.iter().map(|uuid| uuid.0).collect()),
+        spy_info_json: Value::Object(item.spy_info.clone()).to_string(),
+        ..base(kind, &item.algorithm_name, item.calculation_uuid.0)
+    };
+    let clue = |clue: &ClueData| ResultClueData {
+        minimum: clue.minimum,
+        most_likely: clue.most_likely,
+        maximum: clue.maximum,
+        is_real: clue.is_real,
+        ecosystem_uuid: clue.ecosystem_uuid.map(|uuid| uuid.0),
+    };
     match request {
         PushRequest::UpdateAssignmentPes(request) => (
             "pe_update_responses",
             request
                 .pe_updates
                 .iter()
-                .map(|item| PushItem {
-                    kind: "assignment_pes",
-                    key: result_key(
-                        "assignment_pes",
-                        &[item.assignment_uuid.0],
-                        &item.algorithm_name,
-                    ),
-                    request_uuid: item.request_uuid,
-                    content: json!({
-                        "calculation_uuid": item.calculation_uuid,
-                        "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
-                        "exercise_uuids": item.exercise_uuids,
-                        "spy_info": item.spy_info,
-                    }),
+                .map(|item| {
+                    (
+                        item.request_uuid,
+                        exercises(ResultKind::AssignmentPes, item),
+                    )
                 })
                 .collect(),
         ),
@@ -574,20 +596,11 @@ pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
             request
                 .spe_updates
                 .iter()
-                .map(|item| PushItem {
-                    kind: "assignment_spes",
-                    key: result_key(
-                        "assignment_spes",
-                        &[item.assignment_uuid.0],
-                        &item.algorithm_name,
-                    ),
-                    request_uuid: item.request_uuid,
-                    content: json!({
-                        "calculation_uuid": item.calculation_uuid,
-                        "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
-                        "exercise_uuids": item.exercise_uuids,
-                        "spy_info": item.spy_info,
-                    }),
+                .map(|item| {
+                    (
+                        item.request_uuid,
+                        exercises(ResultKind::AssignmentSpes, item),
+                    )
                 })
                 .collect(),
         ),
@@ -596,20 +609,23 @@ pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
             request
                 .practice_worst_areas_updates
                 .iter()
-                .map(|item| PushItem {
-                    kind: "practice_worst_areas",
-                    key: result_key(
-                        "practice_worst_areas",
-                        &[item.student_uuid.0],
-                        &item.algorithm_name,
-                    ),
-                    request_uuid: item.request_uuid,
-                    content: json!({
-                        "calculation_uuid": item.calculation_uuid,
-                        "ecosystem_matrix_uuid": item.ecosystem_matrix_uuid,
-                        "exercise_uuids": item.exercise_uuids,
-                        "spy_info": item.spy_info,
-                    }),
+                .map(|item| {
+                    (
+                        item.request_uuid,
+                        ResultRecord {
+                            student_uuid: Some(item.student_uuid.0),
+                            ecosystem_matrix_uuid: Some(item.ecosystem_matrix_uuid.0),
+                            exercise_uuids: Some(
+                                item.exercise_uuids.iter().map(|uuid| uuid.0).collect(),
+                            ),
+                            spy_info_json: Value::Object(item.spy_info.clone()).to_string(),
+                            ..base(
+                                ResultKind::PracticeWorstAreas,
+                                &item.algorithm_name,
+                                item.calculation_uuid.0,
+                            )
+                        },
+                    )
                 })
                 .collect(),
         ),
@@ -618,18 +634,20 @@ pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
             request
                 .student_clue_updates
                 .iter()
-                .map(|item| PushItem {
-                    kind: "student_clue",
-                    key: result_key(
-                        "student_clue",
-                        &[item.student_uuid.0, item.book_container_uuid.0],
-                        &item.algorithm_name,
-                    ),
-                    request_uuid: item.request_uuid,
-                    content: json!({
-                        "calculation_uuid": item.calculation_uuid,
-                        "clue_data": clue_json(&item.clue_data),
-                    }),
+                .map(|item| {
+                    (
+                        item.request_uuid,
+                        ResultRecord {
+                            student_uuid: Some(item.student_uuid.0),
+                            book_container_uuid: Some(item.book_container_uuid.0),
+                            clue_data: Some(clue(&item.clue_data)),
+                            ..base(
+                                ResultKind::StudentClue,
+                                &item.algorithm_name,
+                                item.calculation_uuid.0,
+                            )
+                        },
+                    )
                 })
                 .collect(),
         ),
@@ -638,33 +656,22 @@ pub fn push_items(request: &PushRequest) -> (&'static str, Vec<PushItem>) {
             request
                 .teacher_clue_updates
                 .iter()
-                .map(|item| PushItem {
-                    kind: "teacher_clue",
-                    key: result_key(
-                        "teacher_clue",
-                        &[item.course_container_uuid.0, item.book_container_uuid.0],
-                        &item.algorithm_name,
-                    ),
-                    request_uuid: item.request_uuid,
-                    content: json!({
-                        "calculation_uuid": item.calculation_uuid,
-                        "clue_data": clue_json(&item.clue_data),
-                    }),
+                .map(|item| {
+                    (
+                        item.request_uuid,
+                        ResultRecord {
+                            course_container_uuid: Some(item.course_container_uuid.0),
+                            book_container_uuid: Some(item.book_container_uuid.0),
+                            clue_data: Some(clue(&item.clue_data)),
+                            ..base(
+                                ResultKind::TeacherClue,
+                                &item.algorithm_name,
+                                item.calculation_uuid.0,
+                            )
+                        },
+                    )
                 })
                 .collect(),
         ),
     }
-}
-
-fn clue_json(clue: &crate::requests::ClueData) -> Value {
-    let mut value = json!({
-        "minimum": clue.minimum,
-        "most_likely": clue.most_likely,
-        "maximum": clue.maximum,
-        "is_real": clue.is_real,
-    });
-    if let Some(ecosystem) = clue.ecosystem_uuid {
-        value["ecosystem_uuid"] = json!(ecosystem);
-    }
-    value
 }

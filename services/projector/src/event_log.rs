@@ -932,29 +932,43 @@ fn result_key(key: &str) -> Vec<u8> {
 }
 
 impl EventLog {
-    /// Stores a result unless a higher version is stored (D11). Returns whether it was
-    /// stored; `false` means it was stale and dropped.
-    pub fn store_result(
+    /// Stores results, each unless a higher version is stored (D11), together with
+    /// stream positions, in one batch. Returns, per result, whether it was stored;
+    /// `false` means it was stale and dropped.
+    pub fn apply_results(
         &self,
-        key: &str,
-        version: ResultVersion,
-        content_json: &str,
-    ) -> Result<bool, ProjectionError> {
+        results: &[(String, ResultVersion, String)],
+        positions: &[(&str, i32, i64)],
+    ) -> Result<Vec<bool>, ProjectionError> {
         let _guard = self.apply_lock.lock();
-        let slot = result_key(key);
-        if let Some(stored) = self.tree.get(&slot)? {
-            let (stored_version, _) = decode_result(&stored).ok_or_else(|| corrupt("result"))?;
-            if version < stored_version {
-                return Ok(false);
+        let mut overlay = Overlay::new(&self.tree);
+        let mut stored = Vec::with_capacity(results.len());
+        for (key, version, content_json) in results {
+            let slot = result_key(key);
+            if let Some(existing) = overlay.get(&slot)? {
+                let (stored_version, _) =
+                    decode_result(&existing).ok_or_else(|| corrupt("result"))?;
+                if *version < stored_version {
+                    stored.push(false);
+                    continue;
+                }
             }
+            let mut value = Vec::with_capacity(24 + content_json.len());
+            value.extend_from_slice(&version.input_seq.to_be_bytes());
+            value.extend_from_slice(&version.model_seq.to_be_bytes());
+            value.extend_from_slice(&version.computed_at_micros.to_be_bytes());
+            value.extend_from_slice(content_json.as_bytes());
+            overlay.insert(slot, value);
+            stored.push(true);
         }
-        let mut value = Vec::with_capacity(24 + content_json.len());
-        value.extend_from_slice(&version.input_seq.to_be_bytes());
-        value.extend_from_slice(&version.model_seq.to_be_bytes());
-        value.extend_from_slice(&version.computed_at_micros.to_be_bytes());
-        value.extend_from_slice(content_json.as_bytes());
-        self.tree.insert(slot, value)?;
-        Ok(true)
+        for (topic, partition, next_offset) in positions {
+            overlay.insert(
+                position_key(topic, *partition),
+                next_offset.to_be_bytes().to_vec(),
+            );
+        }
+        overlay.commit()?;
+        Ok(stored)
     }
 
     /// The stored result under `key`: its version and content JSON.

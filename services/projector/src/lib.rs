@@ -16,10 +16,12 @@
 //! - [`overlay`]: read-your-own-writes batches over one sled tree.
 //! - [`event_log`]: every event by slot, identities, metadata numbers, gaps, known sets.
 //! - [`consumer`]: the loop that feeds the event-log projection from the streams.
+//! - [`results`]: computed and pushed results by key, newest version wins.
 
 pub mod consumer;
 pub mod event_log;
 pub mod overlay;
+pub mod results;
 
 /// Errors of the projections.
 #[derive(Debug, thiserror::Error)]

@@ -32,8 +32,8 @@ mod workload;
 
 pub use clock::{format_micros, parse_date_or_datetime, DAY, HOUR, MINUTE, SECOND, WEEK};
 pub use driver::{run_simulation, SimulateConfig, SimulateError};
-pub use faults::{Fault, FaultKind, ParseFaultError};
-pub use summary::{FaultReport, LatencySummary, SimulationSummary};
+pub use faults::{Fault, FaultKind, ParseFaultError, DEFAULT_FAULT_PROBABILITY};
+pub use summary::{DroppedRequest, FaultReport, LatencySummary, SimulationSummary};
 pub use truth::{BookTruth, ClueReport, GroundTruth, QuestionTruth, StudentTruth};
 pub use workload::{
     generate_offline, CheckFailure, Next, OfflineSummary, ResponseReport, TutorRequest, Workload,

@@ -80,43 +80,7 @@ impl TestBroker {
                 return Ok(broker);
             }
         }
-        let binary = tansu_path();
-        if !binary.is_file() {
-            return Err(TestBrokerError::NotInstalled {
-                path: binary.display().to_string(),
-            });
-        }
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log =
-            std::env::temp_dir().join(format!("biglearn-tansu-{}-{port}.log", std::process::id()));
-        let spawn_error = |source| TestBrokerError::Spawn {
-            path: binary.display().to_string(),
-            source,
-        };
-        let log_file = File::create(&log).map_err(spawn_error)?;
-        let log_err = log_file.try_clone().map_err(spawn_error)?;
-        let child = Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .map_err(spawn_error)?;
-        let mut broker = TestBroker {
-            bootstrap: format!("127.0.0.1:{port}"),
-            child: Some(child),
-            log: Some(log),
-        };
-        broker.wait_ready()?;
-        Ok(broker)
+        start_tansu(&tansu_path())
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -183,6 +147,46 @@ impl TestBroker {
     }
 }
 
+/// Starts the tansu at `binary` on a free 127.0.0.1 port and waits until it answers.
+fn start_tansu(binary: &Path) -> Result<TestBroker, TestBrokerError> {
+    if !binary.is_file() {
+        return Err(TestBrokerError::NotInstalled {
+            path: binary.display().to_string(),
+        });
+    }
+    let port = free_port()?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log =
+        std::env::temp_dir().join(format!("biglearn-tansu-{}-{port}.log", std::process::id()));
+    let spawn_error = |source| TestBrokerError::Spawn {
+        path: binary.display().to_string(),
+        source,
+    };
+    let log_file = File::create(&log).map_err(spawn_error)?;
+    let log_err = log_file.try_clone().map_err(spawn_error)?;
+    let child = Command::new(binary)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .spawn()
+        .map_err(spawn_error)?;
+    let mut broker = TestBroker {
+        bootstrap: format!("127.0.0.1:{port}"),
+        child: Some(child),
+        log: Some(log),
+    };
+    broker.wait_ready()?;
+    Ok(broker)
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -226,6 +230,16 @@ mod tests {
         let root = workspace_root();
         assert!(root.join("Cargo.toml").is_file(), "{}", root.display());
         assert!(root.join("services").is_dir());
+    }
+
+    #[test]
+    fn a_missing_tansu_fails_with_the_install_instruction() {
+        let error = start_tansu(Path::new("/nonexistent/tansu")).expect_err("no broker");
+        let message = error.to_string();
+        assert!(
+            message.contains("run scripts/install-test-broker.sh"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! `ResultRecord` (spec scheduler.md §12): one computed or pushed result with its version,
+//! on `<prefix>.results`, keyed by its result key.
+
+use uuid::Uuid;
+
+use crate::binary::{AvroReader, AvroWriter};
+use crate::error::DecodeError;
+use crate::record::EncodedRecord;
+use crate::schemas::SchemaFamily;
+use crate::wire::{self, NoSchemaRegistry, WireFormat};
+
+/// What a result is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResultKind {
+    StudentClue,
+    TeacherClue,
+    AssignmentPes,
+    AssignmentSpes,
+    PracticeWorstAreas,
+}
+
+impl ResultKind {
+    /// In schema symbol order.
+    pub const ALL: [ResultKind; 5] = [
+        ResultKind::StudentClue,
+        ResultKind::TeacherClue,
+        ResultKind::AssignmentPes,
+        ResultKind::AssignmentSpes,
+        ResultKind::PracticeWorstAreas,
+    ];
+
+    /// The snake_case name, which starts every result key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultKind::StudentClue => "student_clue",
+            ResultKind::TeacherClue => "teacher_clue",
+            ResultKind::AssignmentPes => "assignment_pes",
+            ResultKind::AssignmentSpes => "assignment_spes",
+            ResultKind::PracticeWorstAreas => "practice_worst_areas",
+        }
+    }
+
+    fn index(self) -> usize {
+        ResultKind::ALL
+            .iter()
+            .position(|kind| *kind == self)
+            .unwrap_or_default()
+    }
+}
+
+/// A CLUE as results carry it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultClueData {
+    pub minimum: f64,
+    pub most_likely: f64,
+    pub maximum: f64,
+    pub is_real: bool,
+    pub ecosystem_uuid: Option<Uuid>,
+}
+
+/// One result with its version `(input_seq, model_seq, computed_at)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultRecord {
+    pub kind: ResultKind,
+    pub student_uuid: Option<Uuid>,
+    pub course_container_uuid: Option<Uuid>,
+    pub book_container_uuid: Option<Uuid>,
+    pub assignment_uuid: Option<Uuid>,
+    /// Lower case.
+    pub algorithm_name: String,
+    pub calculation_uuid: Uuid,
+    pub ecosystem_matrix_uuid: Option<Uuid>,
+    pub exercise_uuids: Option<Vec<Uuid>>,
+    pub clue_data: Option<ResultClueData>,
+    pub spy_info_json: String,
+    pub input_seq: i64,
+    pub model_seq: i64,
+    pub computed_at_micros: i64,
+    pub course_uuid: Option<Uuid>,
+    /// `scheduler` or `http`.
+    pub producer: String,
+}
+
+impl ResultRecord {
+    /// The result key `<kind>|<uuid>[|<uuid>]|<algorithm_name>` (the Kafka key).
+    pub fn key(&self) -> String {
+        let mut key = String::from(self.kind.as_str());
+        let ids = match self.kind {
+            ResultKind::StudentClue => [self.student_uuid, self.book_container_uuid],
+            ResultKind::TeacherClue => [self.course_container_uuid, self.book_container_uuid],
+            ResultKind::AssignmentPes | ResultKind::AssignmentSpes => [self.assignment_uuid, None],
+            ResultKind::PracticeWorstAreas => [self.student_uuid, None],
+        };
+        for id in ids.into_iter().flatten() {
+            key.push('|');
+            key.push_str(&id.to_string());
+        }
+        key.push('|');
+        key.push_str(&self.algorithm_name);
+        key
+    }
+}
+
+/// Encodes a result in single-object encoding.
+pub fn encode_result_record(record: &ResultRecord) -> Vec<u8> {
+    let hint =
+        256 + record.spy_info_json.len() + 37 * record.exercise_uuids.as_ref().map_or(0, Vec::len);
+    let buf = WireFormat::SingleObject.start(SchemaFamily::ResultRecord, hint);
+    let mut w = AvroWriter::with_buffer(buf);
+    w.index(record.kind.index());
+    for id in [
+        record.student_uuid,
+        record.course_container_uuid,
+        record.book_container_uuid,
+        record.assignment_uuid,
+    ] {
+        w.optional(id.as_ref(), |w, id| w.uuid(*id));
+    }
+    w.string(&record.algorithm_name);
+    w.uuid(record.calculation_uuid);
+    w.optional(record.ecosystem_matrix_uuid.as_ref(), |w, id| w.uuid(*id));
+    w.optional(record.exercise_uuids.as_ref(), |w, ids| {
+        w.array(ids, |w, id| w.uuid(*id));
+    });
+    w.optional(record.clue_data.as_ref(), |w, clue| {
+        w.double(clue.minimum);
+        w.double(clue.most_likely);
+        w.double(clue.maximum);
+        w.boolean(clue.is_real);
+        w.optional(clue.ecosystem_uuid.as_ref(), |w, id| w.uuid(*id));
+    });
+    w.string(&record.spy_info_json);
+    w.long(record.input_seq);
+    w.long(record.model_seq);
+    w.long(record.computed_at_micros);
+    w.optional(record.course_uuid.as_ref(), |w, id| w.uuid(*id));
+    w.string(&record.producer);
+    w.buf
+}
+
+/// Decodes a result in either framing, without a registry.
+pub fn decode_result_record(bytes: &[u8]) -> Result<ResultRecord, DecodeError> {
+    let family = SchemaFamily::ResultRecord;
+    let body = wire::current_body(
+        family,
+        wire::unframe(family, bytes, &NoSchemaRegistry)?,
+        |_| Ok(()),
+    )?;
+    let mut r = AvroReader::new(&body);
+    let kind = ResultKind::ALL[r.index(ResultKind::ALL.len())?];
+    let student_uuid = r.optional(AvroReader::uuid)?;
+    let course_container_uuid = r.optional(AvroReader::uuid)?;
+    let book_container_uuid = r.optional(AvroReader::uuid)?;
+    let assignment_uuid = r.optional(AvroReader::uuid)?;
+    let record = ResultRecord {
+        kind,
+        student_uuid,
+        course_container_uuid,
+        book_container_uuid,
+        assignment_uuid,
+        algorithm_name: r.string()?,
+        calculation_uuid: r.uuid()?,
+        ecosystem_matrix_uuid: r.optional(AvroReader::uuid)?,
+        exercise_uuids: r.optional(|r| r.array(AvroReader::uuid))?,
+        clue_data: r.optional(|r| {
+            Ok(ResultClueData {
+                minimum: r.double()?,
+                most_likely: r.double()?,
+                maximum: r.double()?,
+                is_real: r.boolean()?,
+                ecosystem_uuid: r.optional(AvroReader::uuid)?,
+            })
+        })?,
+        spy_info_json: r.string()?,
+        input_seq: r.long()?,
+        model_seq: r.long()?,
+        computed_at_micros: r.long()?,
+        course_uuid: r.optional(AvroReader::uuid)?,
+        producer: r.string()?,
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+/// A result as a `<prefix>.results` record, keyed by its result key.
+pub fn result_record(record: &ResultRecord) -> EncodedRecord {
+    EncodedRecord {
+        key: record.key().into_bytes(),
+        value: encode_result_record(record),
+        headers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uuid(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn check(record: ResultRecord, expected_key: &str) {
+        assert_eq!(record.key(), expected_key);
+        let bytes = encode_result_record(&record);
+        assert_eq!(decode_result_record(&bytes).unwrap(), record);
+        // apache-avro reads the same bytes with the embedded schema.
+        wire::decode_value(SchemaFamily::ResultRecord, &bytes, &NoSchemaRegistry)
+            .expect("apache-avro reads our encoding");
+        assert!(decode_result_record(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn results_round_trip_with_their_keys() {
+        check(
+            ResultRecord {
+                kind: ResultKind::AssignmentPes,
+                student_uuid: None,
+                course_container_uuid: None,
+                book_container_uuid: None,
+                assignment_uuid: Some(uuid(7)),
+                algorithm_name: "local_query".into(),
+                calculation_uuid: uuid(8),
+                ecosystem_matrix_uuid: Some(uuid(9)),
+                exercise_uuids: Some(vec![uuid(1), uuid(2)]),
+                clue_data: None,
+                spy_info_json: "{\"k\":1}".into(),
+                input_seq: 10,
+                model_seq: -1,
+                computed_at_micros: 1_500_000_000_000_000,
+                course_uuid: Some(uuid(3)),
+                producer: "scheduler".into(),
+            },
+            "assignment_pes|00000000-0000-0000-0000-000000000007|local_query",
+        );
+        check(
+            ResultRecord {
+                kind: ResultKind::TeacherClue,
+                student_uuid: None,
+                course_container_uuid: Some(uuid(4)),
+                book_container_uuid: Some(uuid(5)),
+                assignment_uuid: None,
+                algorithm_name: "ftp".into(),
+                calculation_uuid: uuid(8),
+                ecosystem_matrix_uuid: None,
+                exercise_uuids: None,
+                clue_data: Some(ResultClueData {
+                    minimum: 0.25,
+                    most_likely: 0.5,
+                    maximum: 0.75,
+                    is_real: true,
+                    ecosystem_uuid: None,
+                }),
+                spy_info_json: "{}".into(),
+                input_seq: 0,
+                model_seq: 0,
+                computed_at_micros: 42,
+                course_uuid: None,
+                producer: "http".into(),
+            },
+            "teacher_clue|00000000-0000-0000-0000-000000000004|00000000-0000-0000-0000-000000000005|ftp",
+        );
+    }
+}
