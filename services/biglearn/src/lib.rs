@@ -13,10 +13,12 @@
 //! - [`tokens`]: API and admin tokens from the environment or the data directory.
 //! - [`admin`]: operator commands that call the admin endpoints (`gap list`, `gap fill`).
 //! - [`publish`]: Tutor requests from a file onto the inbox topic.
+//! - [`simulate`]: the Tutor simulator driving a running node.
 //! - [`bench`]: load generators for BENCHMARKS.md (ingest over HTTP, raw appends).
 
 pub mod admin;
 pub mod bench;
 pub mod publish;
 pub mod run;
+pub mod simulate;
 pub mod tokens;

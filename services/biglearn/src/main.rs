@@ -38,6 +38,8 @@ enum Command {
     Gap(admin::GapCommand),
     /// Publish Tutor requests (JSON lines) to the inbox topic for the writer to apply.
     Publish(PublishArgs),
+    /// Drive a running Biglearn with a realistic, seeded Tutor workload and check its answers.
+    Simulate(biglearn::simulate::SimulateArgs),
     /// Benchmarks that print one JSON line each (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(biglearn::bench::BenchCommand),
@@ -131,6 +133,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Gap(command) => admin::run_gap(command).await,
         Command::Bench(command) => biglearn::bench::run_bench(command).await,
+        Command::Simulate(args) => biglearn::simulate::run_simulate(args).await,
         Command::Publish(args) => {
             let config = run_config(&args.store, Vec::new())?;
             let n_published = biglearn::publish::publish(&config, &args.file).await?;

@@ -169,6 +169,7 @@ pub async fn run_with(
             dlq_topic: topics.dlq(),
             max_batch: 2000,
             poll_timeout: Duration::from_millis(100),
+            metrics: metrics.clone(),
         };
         let consumer = run_event_log_consumer(
             log.clone(),

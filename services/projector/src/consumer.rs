@@ -48,6 +48,8 @@ pub struct EventLogConsumerConfig {
     pub max_batch: usize,
     /// How long one poll waits for new records; also the shutdown reaction time.
     pub poll_timeout: Duration,
+    /// Where dead letters and event ages are counted.
+    pub metrics: biglearn_telemetry::Metrics,
 }
 
 /// Consumes `config.topic` into `log` until `shutdown` turns true.
@@ -228,6 +230,13 @@ async fn apply_batch(
     }
     if !dead_letters.is_empty() {
         state.n_dead_lettered += dead_letters.len() as u64;
+        for (_, reason) in &dead_letters {
+            config
+                .metrics
+                .dead_lettered(&config.component, reason.as_str());
+        }
+        let dead_letters: Vec<OutgoingRecord> =
+            dead_letters.into_iter().map(|(record, _)| record).collect();
         let outcomes = store.append(&config.dlq_topic, dead_letters).await?;
         for outcome in outcomes {
             if let Err(error) = outcome {
@@ -238,7 +247,17 @@ async fn apply_batch(
             }
         }
     }
-    let outcomes = log.apply(&offered, &positions, now_micros())?;
+    let now = now_micros();
+    let outcomes = log.apply(&offered, &positions, now)?;
+    for item in &decoded {
+        let accepted_at = match item {
+            Decoded::Course(event) => event.meta.accepted_at_micros,
+            Decoded::Ecosystem(event) => event.meta.accepted_at_micros,
+            _ => continue,
+        };
+        let age = Duration::from_micros((now - accepted_at).max(0) as u64);
+        config.metrics.event_applied(&config.component, age);
+    }
     for outcome in &outcomes {
         match outcome {
             Offered::Stored => state.n_applied += 1,
@@ -259,7 +278,7 @@ fn dead_letter(
     record: &ConsumedRecord,
     reason: DeadLetterReason,
     detail: String,
-) -> OutgoingRecord {
+) -> (OutgoingRecord, DeadLetterReason) {
     let letter = DeadLetter {
         source_topic: record.topic.clone(),
         source_partition: record.partition,
@@ -272,9 +291,12 @@ fn dead_letter(
         original_headers: record.headers.clone(),
         observed_at_micros: now_micros(),
     };
-    OutgoingRecord {
-        key: record.key.clone().unwrap_or_default(),
-        value: encode_dead_letter(&letter),
-        headers: Vec::new(),
-    }
+    (
+        OutgoingRecord {
+            key: record.key.clone().unwrap_or_default(),
+            value: encode_dead_letter(&letter),
+            headers: Vec::new(),
+        },
+        reason,
+    )
 }

@@ -161,7 +161,6 @@ pub fn clipped_log_likelihood(p: f64, correct: bool) -> f64 {
 
 /// Per-entry penalty weights, stored question-major (row q, K entries).
 struct Penalties {
-    k: usize,
     l2: Vec<f64>,
     l1: Vec<f64>,
     max_l2: f64,
@@ -185,7 +184,7 @@ impl Penalties {
             }
         }
         let max_l2 = l2.iter().copied().fold(0.0, f64::max);
-        Self { k, l2, l1, max_l2 }
+        Self { l2, l1, max_l2 }
     }
 }
 

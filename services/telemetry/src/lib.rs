@@ -124,6 +124,12 @@ fn latency_buckets() -> Vec<f64> {
     ]
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
     /// A fresh registry with every Biglearn metric registered.
     pub fn new(version: &str) -> Metrics {
