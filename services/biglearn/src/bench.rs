@@ -183,7 +183,7 @@ fn deal_courses(
 
 /// The exercise pool shared by every course.
 fn exercise_pool(seed: u64) -> Arc<[Uuid]> {
-    let mut rng = SplitMix64::new(seed ^ 0x5EED_0F_E4E2_C15E);
+    let mut rng = SplitMix64::new(seed ^ 0x005E_ED0F_E4E2_C15E);
     (0..N_EXERCISES).map(|_| rng.uuid()).collect()
 }
 
@@ -606,7 +606,7 @@ async fn append(args: AppendArgs) -> anyhow::Result<()> {
     let topics = Topics::new("bench");
     let topic = topics.course_events();
     let specs: Vec<_> = topics
-        .all_specs(1)
+        .all_specs(crate::run::partitions_scale(&crate::run::Backend::Embedded))
         .into_iter()
         .filter(|spec| spec.name == topic)
         .collect();

@@ -14,6 +14,7 @@
 //! - [`admin`]: operator commands that call the admin endpoints (`gap list`, `gap fill`).
 //! - [`publish`]: Tutor requests from a file onto the inbox topic.
 //! - [`simulate`]: the Tutor simulator driving a running node.
+//! - [`sparfa`]: offline evaluation of the SPARFA models.
 //! - [`bench`]: load generators for BENCHMARKS.md (ingest over HTTP, raw appends).
 
 pub mod admin;
@@ -21,4 +22,5 @@ pub mod bench;
 pub mod publish;
 pub mod run;
 pub mod simulate;
+pub mod sparfa;
 pub mod tokens;

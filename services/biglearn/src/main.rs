@@ -40,6 +40,9 @@ enum Command {
     Publish(PublishArgs),
     /// Drive a running Biglearn with a realistic, seeded Tutor workload and check its answers.
     Simulate(biglearn::simulate::SimulateArgs),
+    /// SPARFA model tools (offline evaluation on a response matrix).
+    #[command(subcommand)]
+    Sparfa(biglearn::sparfa::SparfaCommand),
     /// Benchmarks that print one JSON line each (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(biglearn::bench::BenchCommand),
@@ -134,6 +137,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Gap(command) => admin::run_gap(command).await,
         Command::Bench(command) => biglearn::bench::run_bench(command).await,
         Command::Simulate(args) => biglearn::simulate::run_simulate(args).await,
+        Command::Sparfa(command) => biglearn::sparfa::run_sparfa(command),
         Command::Publish(args) => {
             let config = run_config(&args.store, Vec::new())?;
             let n_published = biglearn::publish::publish(&config, &args.file).await?;

@@ -190,6 +190,49 @@ pub enum OfferedEvent<'e> {
 }
 
 impl OfferedEvent<'_> {
+    /// The stream kind of this event.
+    pub fn stream(&self) -> StreamKind {
+        match self {
+            OfferedEvent::Course(_) => StreamKind::Course,
+            OfferedEvent::Ecosystem(_) => StreamKind::Ecosystem,
+            OfferedEvent::Opaque { stream, .. } => *stream,
+        }
+    }
+
+    /// The row stored at the event's slot.
+    fn row(&self) -> EventRow {
+        match self {
+            OfferedEvent::Course(event) => EventRow {
+                event_uuid: event.meta.event_uuid,
+                event_type: event.event_type().as_str().to_owned(),
+                event_data: Some(event.payload.to_event_data().to_string()),
+                no_op_reason: match &event.payload {
+                    CoursePayload::NoOp(no_op) => Some(no_op.reason),
+                    _ => None,
+                },
+            },
+            OfferedEvent::Ecosystem(event) => EventRow {
+                event_uuid: event.meta.event_uuid,
+                event_type: event.event_type().as_str().to_owned(),
+                event_data: Some(event.payload.to_event_data().to_string()),
+                no_op_reason: match &event.payload {
+                    EcosystemPayload::NoOp(no_op) => Some(no_op.reason),
+                    _ => None,
+                },
+            },
+            OfferedEvent::Opaque {
+                event_uuid,
+                event_type,
+                ..
+            } => EventRow {
+                event_uuid: *event_uuid,
+                event_type: event_type.clone(),
+                event_data: None,
+                no_op_reason: None,
+            },
+        }
+    }
+
     /// The slot this event claims and its identity.
     pub fn slot(&self) -> (Uuid, SequenceNumber, EventUuid) {
         match self {
@@ -411,63 +454,17 @@ impl EventLog {
         event: &OfferedEvent<'_>,
         now_micros: i64,
     ) -> Result<Offered, ProjectionError> {
-        let (stream, aggregate, meta_seq, event_uuid, row) = match event {
-            OfferedEvent::Course(event) => (
-                StreamKind::Course,
-                event.course_uuid.0,
-                event.meta.sequence_number,
-                event.meta.event_uuid,
-                EventRow {
-                    event_uuid: event.meta.event_uuid,
-                    event_type: event.event_type().as_str().to_owned(),
-                    event_data: Some(event.payload.to_event_data().to_string()),
-                    no_op_reason: match &event.payload {
-                        CoursePayload::NoOp(no_op) => Some(no_op.reason),
-                        _ => None,
-                    },
-                },
-            ),
-            OfferedEvent::Ecosystem(event) => (
-                StreamKind::Ecosystem,
-                event.ecosystem_uuid.0,
-                event.meta.sequence_number,
-                event.meta.event_uuid,
-                EventRow {
-                    event_uuid: event.meta.event_uuid,
-                    event_type: event.event_type().as_str().to_owned(),
-                    event_data: Some(event.payload.to_event_data().to_string()),
-                    no_op_reason: match &event.payload {
-                        EcosystemPayload::NoOp(no_op) => Some(no_op.reason),
-                        _ => None,
-                    },
-                },
-            ),
-            OfferedEvent::Opaque {
-                stream,
-                aggregate,
-                sequence_number,
-                event_uuid,
-                event_type,
-            } => (
-                *stream,
-                *aggregate,
-                *sequence_number,
-                *event_uuid,
-                EventRow {
-                    event_uuid: *event_uuid,
-                    event_type: event_type.clone(),
-                    event_data: None,
-                    no_op_reason: None,
-                },
-            ),
-        };
+        let stream = event.stream();
+        let (aggregate, meta_seq, event_uuid) = event.slot();
         let slot = slot_key(stream, aggregate, meta_seq);
+        // Re-deliveries are the common case for the consumer (the writer applied the
+        // event already): decide on the slot before rendering any JSON.
         if let Some(existing) = overlay.get(&slot)? {
             let existing = decode_event_row(&existing).ok_or_else(|| corrupt("event"))?;
             if existing.event_uuid == event_uuid {
                 // An opaque entry is replaced once a build that can decode it sees it again.
-                if existing.event_data.is_none() && row.event_data.is_some() {
-                    overlay.insert(slot, encode_event_row(&row));
+                if existing.event_data.is_none() && !matches!(event, OfferedEvent::Opaque { .. }) {
+                    overlay.insert(slot, encode_event_row(&event.row()));
                     self.index_effects(overlay, event)?;
                 }
                 return Ok(Offered::Duplicate);
@@ -476,6 +473,7 @@ impl EventLog {
                 taken_by: existing.event_uuid,
             });
         }
+        let row = event.row();
         let identity = identity_key(stream, event_uuid);
         if overlay.contains(&identity)? {
             // The identity is already stored at another slot: first write wins.

@@ -380,7 +380,7 @@ fn result(kind: (u32, &str), optionals: bool) -> Value {
                 ("most_likely", Value::Double(0.5)),
                 ("maximum", Value::Double(0.9)),
                 ("is_real", Value::Boolean(true)),
-                ("ecosystem_uuid", uuid(2)),
+                ("ecosystem_uuid", Value::Union(1, Box::new(uuid(2)))),
             ])),
         ),
         ("spy_info_json", string("{}")),
