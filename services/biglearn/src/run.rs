@@ -229,7 +229,7 @@ pub async fn run_with(
     }
 
     let writer = if config.roles.contains(&Role::Writer) {
-        let writer = Arc::new(Writer::new(
+        let mut writer = Writer::new(
             store.clone(),
             log.clone(),
             WriterConfig {
@@ -237,7 +237,13 @@ pub async fn run_with(
                 topics: topics.clone(),
             },
             metrics.clone(),
-        ));
+        );
+        for (topic, progress) in &progresses {
+            if *topic == topics.course_events() || *topic == topics.ecosystem_events() {
+                writer = writer.index_through(topic.clone(), progress.clone());
+            }
+        }
+        let writer = Arc::new(writer);
         // Kept so shutdown can end it: it holds the store and sled until dropped.
         resync_task = Some(tokio::spawn(biglearn_gateway::resync_when_caught_up(
             writer.clone(),

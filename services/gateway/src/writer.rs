@@ -11,6 +11,7 @@ use biglearn_domain::events::{
 };
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid, EventUuid, PreparationUuid, SequenceNumber};
 use biglearn_events::{course_event_record, ecosystem_event_record};
+use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind, OfferedEvent};
 use biglearn_stream::{DeliveryError, OutgoingRecord, SharedStreamStore, Topics};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -18,6 +19,10 @@ use uuid::Uuid;
 
 use crate::requests::{Candidate, CandidatePayload};
 use biglearn_telemetry::Metrics;
+
+/// How long a write waits for its delivered records to be indexed before answering 503
+/// (a retry is then a no-op by identity).
+const INDEX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(50);
 
 /// Number of lock stripes: aggregates hash onto them, so memory stays bounded however
 /// many courses exist, and sorted acquisition keeps multi-course requests deadlock-free.
@@ -103,6 +108,8 @@ pub struct Writer {
     /// Set after an uncertain delivery outcome until the index is resynchronised.
     resyncing: Arc<AtomicBool>,
     metrics: Metrics,
+    /// Progress of the event-log consumers per topic; empty = index directly.
+    applied: HashMap<String, tokio::sync::watch::Receiver<ConsumerProgress>>,
 }
 
 fn now_micros() -> i64 {
@@ -140,7 +147,19 @@ impl Writer {
             settings_version: AtomicI64::new(0),
             resyncing: Arc::new(AtomicBool::new(false)),
             metrics,
+            applied: HashMap::new(),
         }
+    }
+
+    /// Indexes through the event-log consumer of `topic` (whose progress this is) instead
+    /// of applying delivered events itself; see [`Writer::write`].
+    pub fn index_through(
+        mut self,
+        topic: String,
+        progress: tokio::sync::watch::Receiver<ConsumerProgress>,
+    ) -> Writer {
+        self.applied.insert(topic, progress);
+        self
     }
 
     /// The projection the writer indexes into.
@@ -459,9 +478,19 @@ impl Writer {
                 Err(error) => failure = Some(worse(failure.take(), error.clone())),
             }
         }
-        self.log
-            .apply(&delivered, &[], accepted_at_micros)
-            .map_err(Self::internal)?;
+        if self.applied.is_empty() {
+            self.log
+                .apply(&delivered, &[], accepted_at_micros)
+                .map_err(Self::internal)?;
+        } else {
+            // The index is the event-log projection: wait until its consumers have
+            // applied what was delivered, so that the next check under these locks, and
+            // any read after this answer, sees it. Many requests share one consumer batch,
+            // which is far cheaper than indexing each request on its own.
+            self.wait_applied(&course_topic, &course_outcomes).await?;
+            self.wait_applied(&ecosystem_topic, &ecosystem_outcomes)
+                .await?;
+        }
         for event in &course_events {
             self.metrics
                 .event_written(StreamKind::Course.as_str(), event.event_type().as_str());
@@ -497,6 +526,46 @@ impl Writer {
                 .push((event.meta.event_uuid, CandidateOutcome::Written));
         }
         Ok(receipt)
+    }
+
+    /// Waits until the consumer of `topic` has applied every delivered record.
+    async fn wait_applied(
+        &self,
+        topic: &str,
+        outcomes: &[Result<biglearn_stream::Delivered, DeliveryError>],
+    ) -> Result<(), WriteError> {
+        let Some(progress) = self.applied.get(topic) else {
+            return Ok(());
+        };
+        let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
+        for delivered in outcomes.iter().flatten() {
+            let next = needed.entry(delivered.partition).or_insert(0);
+            *next = (*next).max(delivered.offset + 1);
+        }
+        if needed.is_empty() {
+            return Ok(());
+        }
+        let mut progress = progress.clone();
+        let applied = progress.wait_for(|progress| {
+            needed.iter().all(|(partition, next)| {
+                progress
+                    .positions
+                    .get(*partition as usize)
+                    .is_some_and(|position| position >= next)
+            })
+        });
+        let outcome = tokio::time::timeout(INDEX_DEADLINE, applied)
+            .await
+            .map(|applied| applied.map(|_| ()));
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Unavailable {
+                detail: "the event-log consumer stopped".into(),
+            }),
+            Err(_) => Err(WriteError::Unavailable {
+                detail: "delivered, but not yet indexed".into(),
+            }),
+        }
     }
 
     async fn append_all(
