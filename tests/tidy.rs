@@ -38,13 +38,19 @@ fn every_rust_file_opens_with_a_module_doc() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! doc: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:#?}"
+    );
 }
 
 #[test]
 fn every_crate_root_states_role_invariants_and_absences() {
     let mut roots = Vec::new();
-    for entry in std::fs::read_dir(workspace().join("services")).unwrap().flatten() {
+    for entry in std::fs::read_dir(workspace().join("services"))
+        .unwrap()
+        .flatten()
+    {
         for root in ["src/lib.rs", "src/main.rs"] {
             let path = entry.path().join(root);
             if path.exists() {
