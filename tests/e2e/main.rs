@@ -11,3 +11,4 @@ mod kafka;
 mod races;
 mod restart;
 mod results;
+mod simulator;
