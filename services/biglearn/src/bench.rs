@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// Raw appends of encoded record_response events to a fresh embedded store: the
     /// ingest baseline without HTTP, validation or the writer's index.
     Append(AppendArgs),
+    /// Rebuild of the event-log projection from an embedded log (e.g. one written by
+    /// `biglearn simulate --offline`), beside a raw sled batch insert of as many keys.
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// Options of `biglearn bench ingest`.
@@ -98,6 +101,7 @@ pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Append(args) => append(args).await,
+        BenchCommand::Replay(args) => crate::replay::replay(args).await,
     }
 }
 

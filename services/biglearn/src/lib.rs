@@ -14,12 +14,16 @@
 //! - [`admin`]: operator commands that call the admin endpoints (`gap list`, `gap fill`).
 //! - [`publish`]: Tutor requests from a file onto the inbox topic.
 //! - [`simulate`]: the Tutor simulator driving a running node.
+//! - [`offline`]: the simulator's events written straight into an embedded log.
+//! - [`replay`]: the replay benchmark (event-log projection rebuilt from a log).
 //! - [`sparfa`]: offline evaluation of the SPARFA models.
 //! - [`bench`]: load generators for BENCHMARKS.md (ingest over HTTP, raw appends).
 
 pub mod admin;
 pub mod bench;
+pub mod offline;
 pub mod publish;
+pub mod replay;
 pub mod run;
 pub mod simulate;
 pub mod sparfa;

@@ -36,7 +36,17 @@ pub struct SimulateArgs {
     start: Option<String>,
     /// API token (default: $BIGLEARN_API_TOKEN).
     #[arg(long, env = "BIGLEARN_API_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// Write the events straight into a new embedded log instead of calling a server
+    /// (for large histories); needs --data-dir.
+    #[arg(long, requires = "data_dir")]
+    offline: bool,
+    /// With --offline: the data directory to create the log in (must be empty).
+    #[arg(long, requires = "offline")]
+    data_dir: Option<PathBuf>,
+    /// With --offline: the topic prefix of the log.
+    #[arg(long, default_value = "biglearn", env = "BIGLEARN_TOPIC_PREFIX")]
+    topic_prefix: String,
     /// Fault modes, repeatable: drop|resend|reorder|slow[:probability] (default probability 0.01).
     #[arg(long = "fault")]
     faults: Vec<Fault>,
@@ -73,10 +83,21 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         start_micros,
     );
     workload.cutoff_micros = Some(now);
+    if args.offline {
+        let data_dir = args
+            .data_dir
+            .context("--offline needs --data-dir (an empty directory for the new log)")?;
+        let report = crate::offline::generate_into(workload, &data_dir, &args.topic_prefix).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let token = args.token.context(
+        "no API token: pass --token or set BIGLEARN_API_TOKEN (biglearn up stores one in <data-dir>/api-token)",
+    )?;
     let config = SimulateConfig {
         workload,
         target: args.target,
-        token: args.token,
+        token,
         concurrency: args.concurrency.max(1),
         rate: args.rate,
         faults: args.faults,

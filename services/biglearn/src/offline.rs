@@ -1,0 +1,218 @@
+//! `biglearn simulate --offline`: the simulator's writes turned into events and appended
+//! straight to an embedded log, for large histories (replay benchmarks) in minutes.
+//!
+//! The generator is trusted (its sequence numbers never collide), so the writer's checks
+//! are skipped; the events are exactly those the HTTP path would write, with the request's
+//! simulated time as `accepted_at` (so the same seed gives the same log, byte for byte).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use biglearn_domain::events::{
+    CourseEvent, CoursePayload, EcosystemEvent, EcosystemPayload, EnvelopeMeta,
+};
+use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
+use biglearn_gateway::requests::{candidates, parse_request, CandidatePayload, Endpoint, Request};
+use biglearn_simulator::{generate_offline, TutorRequest, WorkloadConfig};
+use biglearn_stream::embedded::EmbeddedStore;
+use biglearn_stream::{OutgoingRecord, SharedStreamStore, Topics};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::run::{partitions_scale, Backend};
+
+/// Records appended per call: large, so that one fsync covers many.
+const APPEND_CHUNK: usize = 20_000;
+
+/// What an offline generation wrote.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct OfflineReport {
+    pub requests: u64,
+    pub course_events: u64,
+    pub ecosystem_events: u64,
+    pub responses: u64,
+    pub seconds: f64,
+}
+
+struct Appender {
+    store: SharedStreamStore,
+    topic: String,
+    pending: Vec<OutgoingRecord>,
+    appended: u64,
+}
+
+impl Appender {
+    async fn push(&mut self, record: OutgoingRecord) -> anyhow::Result<()> {
+        self.pending.push(record);
+        if self.pending.len() >= APPEND_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.pending);
+        let n_records = records.len() as u64;
+        let outcomes = self.store.append(&self.topic, records).await?;
+        if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
+            anyhow::bail!("an append to {} failed: {error}", self.topic);
+        }
+        self.appended += n_records;
+        Ok(())
+    }
+}
+
+/// Generates the workload of `workload` into a new embedded log under `data_dir/log`
+/// (topics prefixed `topic_prefix`), with a progress bar on standard error.
+pub async fn generate_into(
+    workload: WorkloadConfig,
+    data_dir: &Path,
+    topic_prefix: &str,
+) -> anyhow::Result<OfflineReport> {
+    let started = std::time::Instant::now();
+    let log_dir = data_dir.join("log");
+    let open_dir = log_dir.clone();
+    let store: SharedStreamStore = Arc::new(
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir))
+            .await?
+            .with_context(|| format!("cannot open the embedded log at {}", log_dir.display()))?,
+    );
+    let topics = Topics::new(topic_prefix);
+    store
+        .ensure_topics(&topics.all_specs(partitions_scale(&Backend::Embedded)))
+        .await?;
+    for topic in [topics.course_events(), topics.ecosystem_events()] {
+        if store
+            .high_watermarks(&topic)
+            .await?
+            .iter()
+            .any(|high| *high > 0)
+        {
+            anyhow::bail!(
+                "{topic} in {} is not empty; offline generation writes a new history into an empty data directory",
+                data_dir.display()
+            );
+        }
+    }
+
+    let n_expected_responses =
+        (workload.courses * workload.students_per_course) as u64 * u64::from(workload.weeks) * 40;
+    let progress = ProgressBar::new(n_expected_responses.max(1));
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {human_pos} responses ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    // The generator is synchronous and CPU-bound: run it on a blocking thread and stream
+    // its requests through a bounded channel, so memory stays flat however large the run.
+    let (request_tx, mut request_rx) = tokio::sync::mpsc::channel::<TutorRequest>(4096);
+    let generator = tokio::task::spawn_blocking(move || {
+        generate_offline(&workload, |request| {
+            let _ = request_tx.blocking_send(request);
+        })
+    });
+
+    let mut course = Appender {
+        store: store.clone(),
+        topic: topics.course_events(),
+        pending: Vec::new(),
+        appended: 0,
+    };
+    let mut ecosystem = Appender {
+        store: store.clone(),
+        topic: topics.ecosystem_events(),
+        pending: Vec::new(),
+        appended: 0,
+    };
+    let mut report = OfflineReport::default();
+    let mut next_course_number = 0i64;
+    let mut next_ecosystem_number = 0i64;
+    while let Some(request) = request_rx.recv().await {
+        if !request.is_write() {
+            continue;
+        }
+        report.requests += 1;
+        let endpoint = Endpoint::from_path(request.endpoint).with_context(|| {
+            format!(
+                "the simulator produced an unknown endpoint {}",
+                request.endpoint
+            )
+        })?;
+        let write = match parse_request(endpoint, &request.body) {
+            Ok(Request::Write(write)) => write,
+            Ok(_) => continue,
+            Err(errors) => anyhow::bail!(
+                "the simulator produced an invalid {} request: {:?}",
+                request.endpoint,
+                errors.0
+            ),
+        };
+        for candidate in candidates(&write) {
+            let mut meta = EnvelopeMeta {
+                event_uuid: candidate.event_uuid,
+                sequence_number: candidate.sequence_number,
+                accepted_at_micros: request.at_micros,
+                writer_id: "offline".into(),
+                settings_version: 0,
+                metadata_sequence_number: None,
+            };
+            match candidate.payload {
+                CandidatePayload::Course(payload) => {
+                    if matches!(payload, CoursePayload::CreateCourse(_)) {
+                        meta.metadata_sequence_number = Some(next_course_number);
+                        next_course_number += 1;
+                    }
+                    if matches!(payload, CoursePayload::RecordResponse(_)) {
+                        report.responses += 1;
+                        progress.inc(1);
+                    }
+                    let event = CourseEvent {
+                        meta,
+                        course_uuid: CourseUuid(candidate.aggregate),
+                        payload,
+                    };
+                    let encoded = biglearn_events::course_event_record(&event);
+                    course
+                        .push(OutgoingRecord {
+                            key: encoded.key,
+                            value: encoded.value,
+                            headers: encoded.headers,
+                        })
+                        .await?;
+                }
+                CandidatePayload::Ecosystem(payload) => {
+                    if matches!(payload, EcosystemPayload::CreateEcosystem(_)) {
+                        meta.metadata_sequence_number = Some(next_ecosystem_number);
+                        next_ecosystem_number += 1;
+                    }
+                    let event = EcosystemEvent {
+                        meta,
+                        ecosystem_uuid: EcosystemUuid(candidate.aggregate),
+                        payload,
+                    };
+                    let encoded = biglearn_events::ecosystem_event_record(&event);
+                    ecosystem
+                        .push(OutgoingRecord {
+                            key: encoded.key,
+                            value: encoded.value,
+                            headers: encoded.headers,
+                        })
+                        .await?;
+                }
+            }
+        }
+    }
+    generator.await.context("the workload generator failed")?;
+    ecosystem.flush().await?;
+    course.flush().await?;
+    progress.finish_and_clear();
+    report.course_events = course.appended;
+    report.ecosystem_events = ecosystem.appended;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
