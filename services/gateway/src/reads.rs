@@ -481,25 +481,12 @@ pub fn answer_event_stream(
                         .collect(),
                 })
                 .collect();
-            let view = StreamView {
+            Ok(fetch_stream_events(
                 log,
-                stream: StreamKind::Course,
-            };
-            let answers = fetch_events(
-                &view,
+                StreamKind::Course,
                 &subs,
-                request.max_num_events as usize,
-                MAX_EVENT_DATA_BYTES,
-            );
-            Ok(
-                json!({"course_event_responses": answers.iter().map(|answer| json!({
-                "request_uuid": answer.request_uuid,
-                "course_uuid": answer.aggregate,
-                "events": answer.events.iter().map(|(seq, row)| event_json(*seq, row)).collect::<Vec<_>>(),
-                "is_gap": answer.is_gap,
-                "is_end": answer.is_end,
-            })).collect::<Vec<_>>()}),
-            )
+                request.max_num_events,
+            ))
         }
         EventStreamRequest::FetchEcosystemEvents(request) => {
             let subs: Vec<SubRequest> = request
@@ -516,27 +503,46 @@ pub fn answer_event_stream(
                         .collect(),
                 })
                 .collect();
-            let view = StreamView {
+            Ok(fetch_stream_events(
                 log,
-                stream: StreamKind::Ecosystem,
-            };
-            let answers = fetch_events(
-                &view,
+                StreamKind::Ecosystem,
                 &subs,
-                request.max_num_events as usize,
-                MAX_EVENT_DATA_BYTES,
-            );
-            Ok(
-                json!({"ecosystem_event_responses": answers.iter().map(|answer| json!({
+                request.max_num_events,
+            ))
+        }
+    }
+}
+
+/// `fetch_course_events` / `fetch_ecosystem_events`: the §6.3 algorithm over one stream
+/// kind of the projection, answered under `<stream>_event_responses` with `<stream>_uuid`.
+fn fetch_stream_events(
+    log: &EventLog,
+    stream: StreamKind,
+    subs: &[SubRequest],
+    max_num_events: u32,
+) -> Value {
+    let view = StreamView { log, stream };
+    let answers = fetch_events(&view, subs, max_num_events as usize, MAX_EVENT_DATA_BYTES);
+    let aggregate_field = format!("{}_uuid", stream.as_str());
+    let answers: Vec<Value> = answers
+        .iter()
+        .map(|answer| {
+            let mut item = json!({
                 "request_uuid": answer.request_uuid,
-                "ecosystem_uuid": answer.aggregate,
                 "events": answer.events.iter().map(|(seq, row)| event_json(*seq, row)).collect::<Vec<_>>(),
                 "is_gap": answer.is_gap,
                 "is_end": answer.is_end,
-            })).collect::<Vec<_>>()}),
-            )
-        }
-    }
+            });
+            item[aggregate_field.as_str()] = json!(answer.aggregate);
+            item
+        })
+        .collect();
+    let mut body = serde_json::Map::new();
+    body.insert(
+        format!("{}_event_responses", stream.as_str()),
+        Value::Array(answers),
+    );
+    Value::Object(body)
 }
 
 /// The response array name and the items of a push request as results, in request

@@ -327,12 +327,7 @@ fn course_key(tag: u8, course: CourseUuid, suffix: Option<Uuid>) -> Vec<u8> {
 fn encode_event_row(row: &EventRow) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(32 + row.event_data.as_ref().map_or(0, String::len));
     bytes.extend_from_slice(row.event_uuid.0.as_bytes());
-    bytes.push(match row.no_op_reason {
-        None => 0,
-        Some(NoOpReason::PreparationUnknown) => 1,
-        Some(NoOpReason::AdminFill) => 2,
-        Some(NoOpReason::Imported) => 3,
-    });
+    bytes.push(no_op_reason_byte(row.no_op_reason));
     bytes.push(row.event_type.len() as u8);
     bytes.extend_from_slice(row.event_type.as_bytes());
     match &row.event_data {
@@ -343,6 +338,15 @@ fn encode_event_row(row: &EventRow) -> Vec<u8> {
         None => bytes.push(0),
     }
     bytes
+}
+
+fn no_op_reason_byte(reason: Option<NoOpReason>) -> u8 {
+    match reason {
+        None => 0,
+        Some(NoOpReason::PreparationUnknown) => 1,
+        Some(NoOpReason::AdminFill) => 2,
+        Some(NoOpReason::Imported) => 3,
+    }
 }
 
 fn decode_no_op_reason(byte: u8) -> Option<NoOpReason> {
@@ -383,12 +387,7 @@ fn encode_identity_row(row: &IdentityRow) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(26 + row.event_type.len());
     bytes.extend_from_slice(row.aggregate.as_bytes());
     bytes.extend_from_slice(&row.sequence_number.0.to_be_bytes());
-    bytes.push(match row.no_op_reason {
-        None => 0,
-        Some(NoOpReason::PreparationUnknown) => 1,
-        Some(NoOpReason::AdminFill) => 2,
-        Some(NoOpReason::Imported) => 3,
-    });
+    bytes.push(no_op_reason_byte(row.no_op_reason));
     bytes.extend_from_slice(row.event_type.as_bytes());
     bytes
 }
@@ -400,6 +399,23 @@ fn decode_identity_row(bytes: &[u8]) -> Option<IdentityRow> {
         no_op_reason: decode_no_op_reason(*bytes.get(24)?),
         event_type: std::str::from_utf8(bytes.get(25..)?).ok()?.to_owned(),
     })
+}
+
+/// The big-endian i64 at `at` of a stored row.
+fn read_i64(bytes: &[u8], at: usize, what: &str) -> Result<i64, ProjectionError> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|slice| slice.try_into().ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(|| corrupt(what))
+}
+
+/// The 16-byte uuid at `at` of a stored row.
+fn read_uuid(bytes: &[u8], at: usize, what: &str) -> Result<Uuid, ProjectionError> {
+    bytes
+        .get(at..at + 16)
+        .and_then(|slice| Uuid::from_slice(slice).ok())
+        .ok_or_else(|| corrupt(what))
 }
 
 fn corrupt(what: &str) -> ProjectionError {
@@ -581,13 +597,7 @@ impl EventLog {
                     let key = course_key(TAG_ECOSYSTEM_UPDATE, update.course_uuid, None);
                     let newer = match overlay.get(&key)? {
                         Some(bytes) => {
-                            let stored = i64::from_be_bytes(
-                                bytes
-                                    .get(0..8)
-                                    .ok_or_else(|| corrupt("update"))?
-                                    .try_into()
-                                    .map_err(|_| corrupt("update"))?,
-                            );
+                            let stored = read_i64(&bytes, 0, "update")?;
                             update.sequence_number.0 > stored
                         }
                         None => true,
@@ -616,13 +626,7 @@ impl EventLog {
                         // The ecosystem of a container is the one with the lowest metadata number.
                         let replace = match overlay.get(&key)? {
                             Some(bytes) => {
-                                let stored = i64::from_be_bytes(
-                                    bytes
-                                        .get(16..24)
-                                        .ok_or_else(|| corrupt("book container"))?
-                                        .try_into()
-                                        .map_err(|_| corrupt("book container"))?,
-                                );
+                                let stored = read_i64(&bytes, 16, "book container")?;
                                 number < stored
                             }
                             None => true,
@@ -750,8 +754,7 @@ impl EventLog {
                 break;
             }
             expected = number + 1;
-            let aggregate = Uuid::from_slice(value.get(0..16).ok_or_else(|| corrupt("metadata"))?)
-                .map_err(|_| corrupt("metadata"))?;
+            let aggregate = read_uuid(&value, 0, "metadata")?;
             let initial_ecosystem = value
                 .get(16..32)
                 .and_then(|bytes| Uuid::from_slice(bytes).ok())
@@ -814,16 +817,8 @@ impl EventLog {
             .get(course_key(TAG_PREPARATION, course, Some(preparation.0)))?
         {
             Some(bytes) => {
-                let seq = i64::from_be_bytes(
-                    bytes
-                        .get(0..8)
-                        .ok_or_else(|| corrupt("preparation"))?
-                        .try_into()
-                        .map_err(|_| corrupt("preparation"))?,
-                );
-                let ecosystem =
-                    Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
-                        .map_err(|_| corrupt("preparation"))?;
+                let seq = read_i64(&bytes, 0, "preparation")?;
+                let ecosystem = read_uuid(&bytes, 8, "preparation")?;
                 Ok(Some((SequenceNumber(seq), EcosystemUuid(ecosystem))))
             }
             None => Ok(None),
@@ -839,19 +834,9 @@ impl EventLog {
         let mut rows = Vec::new();
         for entry in self.tree.scan_prefix(prefix) {
             let (key, bytes) = entry?;
-            let preparation =
-                Uuid::from_slice(key.get(17..33).ok_or_else(|| corrupt("preparation"))?)
-                    .map_err(|_| corrupt("preparation"))?;
-            let seq = i64::from_be_bytes(
-                bytes
-                    .get(0..8)
-                    .ok_or_else(|| corrupt("preparation"))?
-                    .try_into()
-                    .map_err(|_| corrupt("preparation"))?,
-            );
-            let ecosystem =
-                Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("preparation"))?)
-                    .map_err(|_| corrupt("preparation"))?;
+            let preparation = read_uuid(&key, 17, "preparation")?;
+            let seq = read_i64(&bytes, 0, "preparation")?;
+            let ecosystem = read_uuid(&bytes, 8, "preparation")?;
             rows.push((
                 PreparationUuid(preparation),
                 SequenceNumber(seq),
@@ -871,16 +856,8 @@ impl EventLog {
             .get(course_key(TAG_ECOSYSTEM_UPDATE, course, None))?
         {
             Some(bytes) => {
-                let seq = i64::from_be_bytes(
-                    bytes
-                        .get(0..8)
-                        .ok_or_else(|| corrupt("update"))?
-                        .try_into()
-                        .map_err(|_| corrupt("update"))?,
-                );
-                let preparation =
-                    Uuid::from_slice(bytes.get(8..24).ok_or_else(|| corrupt("update"))?)
-                        .map_err(|_| corrupt("update"))?;
+                let seq = read_i64(&bytes, 0, "update")?;
+                let preparation = read_uuid(&bytes, 8, "update")?;
                 Ok(Some((SequenceNumber(seq), PreparationUuid(preparation))))
             }
             None => Ok(None),
