@@ -8,6 +8,7 @@ mod examples;
 mod gaps;
 mod inbox;
 mod kafka;
+mod metrics;
 mod races;
 mod restart;
 mod results;

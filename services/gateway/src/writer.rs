@@ -243,6 +243,49 @@ impl Writer {
         }
     }
 
+    /// A re-sent identity is a no-op whatever its payload (first write wins), but a
+    /// different payload is worth an operator's attention: count it and say so.
+    fn note_payload_mismatch(
+        &self,
+        candidate: &Candidate,
+        recorded: &IdentityRow,
+    ) -> Result<(), WriteError> {
+        let Some(stored) = self
+            .log
+            .event(
+                candidate.stream,
+                recorded.aggregate,
+                recorded.sequence_number,
+            )
+            .map_err(Self::internal)?
+        else {
+            return Ok(());
+        };
+        let sent = match &candidate.payload {
+            CandidatePayload::Course(payload) => payload.to_event_data(),
+            CandidatePayload::Ecosystem(payload) => payload.to_event_data(),
+        };
+        let stored_data: Option<serde_json::Value> = stored
+            .event_data
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok());
+        let is_same = stored_data.as_ref() == Some(&sent)
+            // A preparation_unknown no_op records the update it replaced.
+            || stored.no_op_reason == Some(NoOpReason::PreparationUnknown);
+        if !is_same {
+            self.metrics
+                .identity_payload_mismatch(candidate.stream.as_str());
+            tracing::warn!(
+                stream = candidate.stream.as_str(),
+                event_uuid = %candidate.event_uuid,
+                aggregate = %recorded.aggregate,
+                sequence_number = recorded.sequence_number.0,
+                "An identity was re-sent with a different payload; the first write stands."
+            );
+        }
+        Ok(())
+    }
+
     /// Checks, stamps, appends and indexes the candidates of one request (spec api.md §3.3).
     pub async fn write(&self, candidates: Vec<Candidate>) -> Result<WriteReceipt, WriteError> {
         if self.is_resyncing() {
@@ -278,6 +321,7 @@ impl Writer {
                         self.update_status_of_existing(candidate.aggregate, &row, &candidate)?;
                     receipt.update_statuses.insert(candidate.event_uuid, status);
                 }
+                self.note_payload_mismatch(&candidate, &row)?;
                 receipt
                     .outcomes
                     .push((candidate.event_uuid, CandidateOutcome::Existing(row)));
