@@ -104,6 +104,8 @@ pub struct Writer {
     stripes: Vec<Arc<Mutex<()>>>,
     course_metadata_lock: Mutex<()>,
     ecosystem_metadata_lock: Mutex<()>,
+    /// Stamped into every envelope. Stays 0 until settings events exist (the feature
+    /// toggles work will advance it from `<prefix>.settings`).
     settings_version: AtomicI64,
     /// Set after an uncertain delivery outcome until the index is resynchronised.
     resyncing: Arc<AtomicBool>,
@@ -162,11 +164,6 @@ impl Writer {
         self
     }
 
-    /// The projection the writer indexes into.
-    pub fn log(&self) -> &EventLog {
-        &self.log
-    }
-
     /// Whether writes are refused until the index is resynchronised.
     pub fn is_resyncing(&self) -> bool {
         self.resyncing.load(Ordering::SeqCst)
@@ -175,11 +172,6 @@ impl Writer {
     /// The flag a resync task clears once the log has been re-read.
     pub fn resync_flag(&self) -> Arc<AtomicBool> {
         self.resyncing.clone()
-    }
-
-    /// Records the latest settings version known to the writer.
-    pub fn set_settings_version(&self, version: i64) {
-        self.settings_version.fetch_max(version, Ordering::SeqCst);
     }
 
     async fn lock_aggregates(&self, candidates: &[Candidate]) -> Vec<OwnedMutexGuard<()>> {
