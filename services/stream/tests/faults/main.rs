@@ -73,7 +73,13 @@ fn timeouts_shorter_than_the_slow_period_cause_resends_not_losses() {
 fn retriable_produce_errors(label: &str, error: RDKafkaRespErr) {
     run_scenario(
         label,
-        &[("request.timeout.ms", FAST_REQUEST_TIMEOUT)],
+        &[
+            ("request.timeout.ms", FAST_REQUEST_TIMEOUT),
+            // Disconnects are followed by reconnect back-off (up to 10 s by default); keep
+            // it short so that recovery is measured in seconds even on a loaded machine.
+            ("reconnect.backoff.ms", "50"),
+            ("reconnect.backoff.max.ms", "500"),
+        ],
         move |mock, writer| async move {
             // Bursts while producing: each Produce request pops one injected error.
             for burst in 1..=4 {

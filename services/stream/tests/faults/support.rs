@@ -26,7 +26,9 @@ const SEQS_PER_REQUEST: i64 = 4;
 const MAX_ATTEMPTS: usize = 200;
 const RESEND_BACKOFF: Duration = Duration::from_millis(50);
 /// Bounds on the fault script's waits and on reading the log back.
-const WAIT_DEADLINE: Duration = Duration::from_secs(60);
+/// A bound on how long a scenario may wait for the writer to progress: generous, because
+/// the seven scenarios run in parallel on two cores; it only stops a stuck run.
+const WAIT_DEADLINE: Duration = Duration::from_secs(180);
 const CONSUME_DEADLINE: Duration = Duration::from_secs(90);
 
 pub type Mock = MockCluster<'static, DefaultProducerContext>;
