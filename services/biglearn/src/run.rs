@@ -229,7 +229,14 @@ pub async fn run_with(
     }
 
     let writer = if config.roles.contains(&Role::Writer) {
-        let mut writer = Writer::new(
+        let indexed_by = progresses
+            .iter()
+            .filter(|(topic, _)| {
+                *topic == topics.course_events() || *topic == topics.ecosystem_events()
+            })
+            .cloned()
+            .collect();
+        let writer = Arc::new(Writer::new(
             store.clone(),
             log.clone(),
             WriterConfig {
@@ -237,13 +244,8 @@ pub async fn run_with(
                 topics: topics.clone(),
             },
             metrics.clone(),
-        );
-        for (topic, progress) in &progresses {
-            if *topic == topics.course_events() || *topic == topics.ecosystem_events() {
-                writer = writer.index_through(topic.clone(), progress.clone());
-            }
-        }
-        let writer = Arc::new(writer);
+            indexed_by,
+        ));
         // Kept so shutdown can end it: it holds the store and sled until dropped.
         resync_task = Some(tokio::spawn(biglearn_gateway::resync_when_caught_up(
             writer.clone(),

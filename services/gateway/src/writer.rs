@@ -12,7 +12,7 @@ use biglearn_domain::events::{
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid, EventUuid, PreparationUuid, SequenceNumber};
 use biglearn_events::{course_event_record, ecosystem_event_record};
 use biglearn_projector::consumer::ConsumerProgress;
-use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind, OfferedEvent};
+use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind};
 use biglearn_stream::{DeliveryError, OutgoingRecord, SharedStreamStore, Topics};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
@@ -110,8 +110,8 @@ pub struct Writer {
     /// Set after an uncertain delivery outcome until the index is resynchronised.
     resyncing: Arc<AtomicBool>,
     metrics: Metrics,
-    /// Progress of the event-log consumers per topic; empty = index directly.
-    applied: HashMap<String, tokio::sync::watch::Receiver<ConsumerProgress>>,
+    /// Progress of the event-log consumers that build the index, per topic.
+    indexed_by: HashMap<String, tokio::sync::watch::Receiver<ConsumerProgress>>,
 }
 
 fn now_micros() -> i64 {
@@ -130,12 +130,16 @@ fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {
 }
 
 impl Writer {
-    /// A writer appending to `store` and indexing in `log`.
+    /// A writer appending to `store`. Its index is `log`, which the event-log consumers
+    /// feed from the topics; `indexed_by` holds their progress per topic (course and
+    /// ecosystem events), which a write waits on after delivery. The writer never writes
+    /// the index itself, so the index is always what the log says.
     pub fn new(
         store: SharedStreamStore,
         log: EventLog,
         config: WriterConfig,
         metrics: Metrics,
+        indexed_by: HashMap<String, tokio::sync::watch::Receiver<ConsumerProgress>>,
     ) -> Writer {
         Writer {
             store,
@@ -149,19 +153,8 @@ impl Writer {
             settings_version: AtomicI64::new(0),
             resyncing: Arc::new(AtomicBool::new(false)),
             metrics,
-            applied: HashMap::new(),
+            indexed_by,
         }
-    }
-
-    /// Indexes through the event-log consumer of `topic` (whose progress this is) instead
-    /// of applying delivered events itself; see [`Writer::write`].
-    pub fn index_through(
-        mut self,
-        topic: String,
-        progress: tokio::sync::watch::Receiver<ConsumerProgress>,
-    ) -> Writer {
-        self.applied.insert(topic, progress);
-        self
     }
 
     /// Whether writes are refused until the index is resynchronised.
@@ -499,34 +492,17 @@ impl Writer {
         self.metrics
             .produce_delivered(&course_topic, started.elapsed());
 
-        // Index what was delivered (only that), then judge the request.
-        let mut delivered: Vec<OfferedEvent<'_>> = Vec::new();
-        let mut failure: Option<DeliveryError> = None;
-        for (event, outcome) in course_events.iter().zip(&course_outcomes) {
-            match outcome {
-                Ok(_) => delivered.push(OfferedEvent::Course(event)),
-                Err(error) => failure = Some(worse(failure.take(), error.clone())),
-            }
-        }
-        for (event, outcome) in ecosystem_events.iter().zip(&ecosystem_outcomes) {
-            match outcome {
-                Ok(_) => delivered.push(OfferedEvent::Ecosystem(event)),
-                Err(error) => failure = Some(worse(failure.take(), error.clone())),
-            }
-        }
-        if self.applied.is_empty() {
-            self.log
-                .apply(&delivered, &[], accepted_at_micros)
-                .map_err(Self::internal)?;
-        } else {
-            // The index is the event-log projection: wait until its consumers have
-            // applied what was delivered, so that the next check under these locks, and
-            // any read after this answer, sees it. Many requests share one consumer batch,
-            // which is far cheaper than indexing each request on its own.
-            self.wait_applied(&course_topic, &course_outcomes).await?;
-            self.wait_applied(&ecosystem_topic, &ecosystem_outcomes)
-                .await?;
-        }
+        // Wait until the consumers have indexed what was delivered (only that), so that
+        // the next check under these locks, and any read after this answer, sees it.
+        // Many requests share one consumer batch, far cheaper than indexing each alone.
+        let failure = course_outcomes
+            .iter()
+            .chain(&ecosystem_outcomes)
+            .filter_map(|outcome| outcome.as_ref().err())
+            .fold(None, |failure, error| Some(worse(failure, error.clone())));
+        self.wait_applied(&course_topic, &course_outcomes).await?;
+        self.wait_applied(&ecosystem_topic, &ecosystem_outcomes)
+            .await?;
         for event in &course_events {
             self.metrics
                 .event_written(StreamKind::Course.as_str(), event.event_type().as_str());
@@ -570,9 +546,6 @@ impl Writer {
         topic: &str,
         outcomes: &[Result<biglearn_stream::Delivered, DeliveryError>],
     ) -> Result<(), WriteError> {
-        let Some(progress) = self.applied.get(topic) else {
-            return Ok(());
-        };
         let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
         for delivered in outcomes.iter().flatten() {
             let next = needed.entry(delivered.partition).or_insert(0);
@@ -581,6 +554,11 @@ impl Writer {
         if needed.is_empty() {
             return Ok(());
         }
+        let Some(progress) = self.indexed_by.get(topic) else {
+            return Err(WriteError::Internal {
+                detail: format!("the writer has no event-log consumer for {topic}"),
+            });
+        };
         let mut progress = progress.clone();
         let applied = progress.wait_for(|progress| {
             needed.iter().all(|(partition, next)| {

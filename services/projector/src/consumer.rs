@@ -211,9 +211,7 @@ async fn apply_batch(
         let (aggregate, seq, event_uuid) = event.slot();
         let taken_by = match claimed.get(&(aggregate, seq.0)) {
             Some(first) => Some(*first),
-            None => log
-                .event(config.stream, aggregate, seq)?
-                .map(|row| row.event_uuid),
+            None => log.slot_identity(config.stream, aggregate, seq)?,
         };
         match taken_by {
             Some(first) if first != event_uuid => dead_letters.push(dead_letter(

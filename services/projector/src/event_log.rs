@@ -1,10 +1,10 @@
 //! The event-log projection: every course and ecosystem event by slot, identities,
 //! metadata numbers, gaps and the "known" sets the read API answers from.
 //!
-//! It is both the reader role's projection and the writer's index (spec api.md §3.2):
-//! the writer applies each delivered event directly (so that checks and reads in the
-//! same process see it at once) and the consumer applies the same records again from
-//! the log, which is harmless because application is keyed by slot and identity.
+//! It is both the reader role's projection and the writer's index (spec api.md §3.2).
+//! Only consumers of the topics write it: the writer waits until they have applied what
+//! it delivered, so the index is always what the log says. Re-applying a record is
+//! harmless, because application is keyed by slot and identity.
 //!
 //! Unlike the business projections, this one does not wait for gaps: it stores every
 //! event it receives at its slot, first in log order wins, and derives the contiguous
@@ -260,7 +260,8 @@ impl OfferedEvent<'_> {
 #[derive(Clone)]
 pub struct EventLog {
     tree: sled::Tree,
-    /// Serialises read-modify-write of aggregate rows between the consumer and the writer.
+    /// Serialises read-modify-write of rows between the consumers sharing this tree
+    /// (course events, ecosystem events, results) and result pushes.
     apply_lock: Arc<Mutex<()>>,
 }
 
@@ -686,6 +687,20 @@ impl EventLog {
             Some(bytes) => Ok(Some(
                 decode_event_row(&bytes).ok_or_else(|| corrupt("event"))?,
             )),
+            None => Ok(None),
+        }
+    }
+
+    /// The identity holding a slot, read without decoding the rest of the row (the
+    /// consumer checks every record for slot conflicts).
+    pub fn slot_identity(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        seq: SequenceNumber,
+    ) -> Result<Option<EventUuid>, ProjectionError> {
+        match self.tree.get(slot_key(stream, aggregate, seq))? {
+            Some(bytes) => Ok(Some(EventUuid(read_uuid(&bytes, 0, "event")?))),
             None => Ok(None),
         }
     }

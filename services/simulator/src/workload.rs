@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::clock::{DAY, WEEK};
@@ -113,6 +113,41 @@ pub struct TutorRequest {
 }
 
 impl TutorRequest {
+    /// What Biglearn answers to this read before it has results, one item per request
+    /// item (`{}` for writes): the answer a test server gives.
+    pub fn unready_answer(&self) -> Value {
+        let (request_key, answer_key, item) = match self.endpoint {
+            "/fetch_assignment_pes" => (
+                "pe_requests",
+                "pe_responses",
+                json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
+            ),
+            "/fetch_assignment_spes" => (
+                "spe_requests",
+                "spe_responses",
+                json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
+            ),
+            "/fetch_practice_worst_areas_exercises" => (
+                "worst_areas_requests",
+                "worst_areas_responses",
+                json!({"student_status": "student_unready", "exercise_uuids": []}),
+            ),
+            "/fetch_student_clues" => (
+                "student_clue_requests",
+                "student_clue_responses",
+                json!({"clue_status": "clue_unready"}),
+            ),
+            "/fetch_teacher_clues" => (
+                "teacher_clue_requests",
+                "teacher_clue_responses",
+                json!({"clue_status": "clue_unready"}),
+            ),
+            _ => return json!({}),
+        };
+        let n_items = self.body[request_key].as_array().map_or(0, Vec::len);
+        json!({ answer_key: vec![item; n_items] })
+    }
+
     /// True for requests that write events (everything except the `fetch_*` reads).
     pub fn is_write(&self) -> bool {
         self.read.is_none()
@@ -543,47 +578,13 @@ mod tests {
                     let Some(read) = unanswered.pop_front() else {
                         panic!("awaiting answers with none outstanding");
                     };
-                    let report = workload.on_response(&read, 200, &unready_answer(&read));
+                    let report = workload.on_response(&read, 200, &read.unready_answer());
                     assert!(report.failures.is_empty(), "{report:?}");
                 }
                 Next::Finished => return requests,
             }
         }
         panic!("the generator did not finish");
-    }
-
-    /// What Biglearn answers before it has results, one item per request item.
-    fn unready_answer(read: &TutorRequest) -> Value {
-        let (request_key, answer_key, item) = match read.endpoint {
-            "/fetch_assignment_pes" => (
-                "pe_requests",
-                "pe_responses",
-                json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
-            ),
-            "/fetch_assignment_spes" => (
-                "spe_requests",
-                "spe_responses",
-                json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
-            ),
-            "/fetch_practice_worst_areas_exercises" => (
-                "worst_areas_requests",
-                "worst_areas_responses",
-                json!({"student_status": "student_unready", "exercise_uuids": []}),
-            ),
-            "/fetch_student_clues" => (
-                "student_clue_requests",
-                "student_clue_responses",
-                json!({"clue_status": "clue_unready"}),
-            ),
-            "/fetch_teacher_clues" => (
-                "teacher_clue_requests",
-                "teacher_clue_responses",
-                json!({"clue_status": "clue_unready"}),
-            ),
-            _ => return json!({}),
-        };
-        let n_items = read.body[request_key].as_array().map_or(0, Vec::len);
-        json!({ answer_key: vec![item; n_items] })
     }
 
     fn is_uuid(value: &Value) -> bool {
@@ -976,7 +977,7 @@ mod tests {
                                 .unwrap_or_default(),
                         )
                     } else {
-                        unready_answer(&request)
+                        request.unready_answer()
                     };
                     let this = workload.on_response(&request, 200, &body);
                     if request.endpoint == "/fetch_assignment_pes" && report.is_none() {
@@ -1049,7 +1050,7 @@ mod tests {
 
     #[test]
     fn unready_answers_are_counted_not_failed() {
-        let (report, _) = first_pe_answer(|read, _| unready_answer(read));
+        let (report, _) = first_pe_answer(|read, _| read.unready_answer());
         assert_eq!(
             report,
             ResponseReport {

@@ -4,44 +4,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use biglearn_gateway::requests::{parse_request, Endpoint};
 use biglearn_simulator::{Next, TutorRequest, Workload, WorkloadConfig, DAY, WEEK};
-use serde_json::{json, Value};
 
 /// 2017-08-21, a Monday.
 const START: i64 = 1_503_273_600_000_000;
-
-/// Biglearn's answer before it has results, one item per request item.
-fn unready_answer(read: &TutorRequest) -> Value {
-    let (request_key, answer_key, item) = match read.endpoint {
-        "/fetch_assignment_pes" => (
-            "pe_requests",
-            "pe_responses",
-            json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
-        ),
-        "/fetch_assignment_spes" => (
-            "spe_requests",
-            "spe_responses",
-            json!({"assignment_status": "assignment_unready", "exercise_uuids": []}),
-        ),
-        "/fetch_practice_worst_areas_exercises" => (
-            "worst_areas_requests",
-            "worst_areas_responses",
-            json!({"student_status": "student_unready", "exercise_uuids": []}),
-        ),
-        "/fetch_student_clues" => (
-            "student_clue_requests",
-            "student_clue_responses",
-            json!({"clue_status": "clue_unready"}),
-        ),
-        "/fetch_teacher_clues" => (
-            "teacher_clue_requests",
-            "teacher_clue_responses",
-            json!({"clue_status": "clue_unready"}),
-        ),
-        _ => return json!({}),
-    };
-    let n_items = read.body[request_key].as_array().map_or(0, Vec::len);
-    json!({ answer_key: vec![item; n_items] })
-}
 
 #[test]
 fn every_generated_request_passes_gateway_validation() {
@@ -73,7 +38,7 @@ fn every_generated_request_passes_gateway_validation() {
                 let Some(read) = outstanding.pop_front() else {
                     break;
                 };
-                workload.on_response(&read, 200, &unready_answer(&read));
+                workload.on_response(&read, 200, &read.unready_answer());
             }
             Next::Finished => break,
         }
