@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-test-broker.sh
+bash scripts/install-promtool.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -58,6 +58,94 @@ pub enum GapCommand {
     },
 }
 
+/// `biglearn dlq …`
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List dead letters: source position, component, reason and detail.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only dead letters after this offset (in every partition of the DLQ topic).
+        #[arg(long)]
+        after_offset: Option<i64>,
+    },
+    /// Re-append dead letters' original records to their source topics, once the cause is
+    /// fixed (an upgraded build, a repaired producer). Replaying twice is harmless.
+    Replay {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The DLQ partition of the dead letters (from `dlq list`).
+        #[arg(long)]
+        partition: i32,
+        /// Their offsets (from `dlq list`), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        offsets: Vec<i64>,
+        /// Why (a ticket reference), recorded in the log.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Runs a `dlq` subcommand.
+pub async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List {
+            target,
+            limit,
+            after_offset,
+        } => {
+            let mut body = json!({"limit": limit});
+            if let Some(after) = after_offset {
+                body["after_offset"] = json!(after);
+            }
+            let answer = call(&target, "/admin/dlq/list", body).await?;
+            let letters = answer["dead_letters"].as_array().cloned().unwrap_or_default();
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for letter in letters {
+                println!(
+                    "{}:{}  {}  from {}[{}]@{}  by {}  at {}  {}",
+                    letter["partition"],
+                    letter["offset"],
+                    letter["reason"].as_str().unwrap_or("?"),
+                    letter["source_topic"].as_str().unwrap_or("?"),
+                    letter["source_partition"],
+                    letter["source_offset"],
+                    letter["component"].as_str().unwrap_or("?"),
+                    letter["observed_at"].as_str().unwrap_or("?"),
+                    letter["detail"].as_str().unwrap_or(""),
+                );
+            }
+            Ok(())
+        }
+        DlqCommand::Replay {
+            target,
+            partition,
+            offsets,
+            reason,
+        } => {
+            let answer = call(
+                &target,
+                "/admin/dlq/replay",
+                json!({"partition": partition, "offsets": offsets, "reason": reason}),
+            )
+            .await?;
+            for replayed in answer["replayed"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "replayed {partition}:{} to {}",
+                    replayed["offset"],
+                    replayed["source_topic"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn call(target: &AdminTarget, path: &str, body: Value) -> anyhow::Result<Value> {
     let token = match &target.admin_token {
         Some(token) => token.clone(),

@@ -11,7 +11,9 @@
 //! Modules, in reading order:
 //! - [`run`]: `up` and `serve`: stream store, consumers, writer, HTTP, shutdown.
 //! - [`tokens`]: API and admin tokens from the environment or the data directory.
-//! - [`admin`]: operator commands that call the admin endpoints (`gap list`, `gap fill`).
+//! - [`admin`]: operator commands that call the admin endpoints (`gap`, `dlq`).
+//! - [`derived`]: `state-hash` and `rebuild` (offline, or online through a running process).
+//! - [`settings`]: `biglearn settings …`, the settings admin endpoints from the command line.
 //! - [`publish`]: Tutor requests from a file onto the inbox topic.
 //! - [`simulate`]: the Tutor simulator driving a running node.
 //! - [`offline`]: the simulator's events written straight into an embedded log.
@@ -21,10 +23,12 @@
 
 pub mod admin;
 pub mod bench;
+pub mod derived;
 pub mod offline;
 pub mod publish;
 pub mod replay;
 pub mod run;
+pub mod settings;
 pub mod simulate;
 pub mod sparfa;
 pub mod tokens;

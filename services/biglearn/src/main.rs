@@ -36,6 +36,16 @@ enum Command {
     /// List or fill sequence gaps (calls the writer's admin endpoints).
     #[command(subcommand)]
     Gap(admin::GapCommand),
+    /// List or replay dead letters (calls the writer's admin endpoints).
+    #[command(subcommand)]
+    Dlq(admin::DlqCommand),
+    /// Print the digest of the derived state (process stopped): equal logs, equal digests.
+    StateHash(StateHashArgs),
+    /// Replay the streams into fresh derived state and switch to it (blue/green).
+    Rebuild(RebuildArgs),
+    /// Feature toggles: define, change, override, kill, explain and audit settings.
+    #[command(subcommand)]
+    Settings(biglearn::settings::SettingsCommand),
     /// Publish Tutor requests (JSON lines) to the inbox topic for the writer to apply.
     Publish(PublishArgs),
     /// Drive a running Biglearn with a realistic, seeded Tutor workload and check its answers.
@@ -74,6 +84,32 @@ struct StoreArgs {
     /// Topic prefix of this environment, e.g. `prod` or `staging`.
     #[arg(long, default_value = "biglearn", env = "BIGLEARN_TOPIC_PREFIX")]
     topic_prefix: String,
+}
+
+#[derive(Args, Debug)]
+struct StateHashArgs {
+    /// Directory of the stopped process's state.
+    #[arg(long, default_value = "./biglearn-data", env = "BIGLEARN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Also print the digest of each part (projection, results, models).
+    #[arg(long)]
+    parts: bool,
+}
+
+#[derive(Args, Debug)]
+struct RebuildArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Ask the running process at --target to rebuild (POST /admin/rebuild) instead; it
+    /// keeps serving from the current state until the switch.
+    #[arg(long)]
+    online: bool,
+    /// Base URL of the running process (with --online).
+    #[arg(long, default_value = "http://127.0.0.1:3000", env = "BIGLEARN_TARGET")]
+    target: String,
+    /// Who is acting, recorded in the log (with --online).
+    #[arg(long, env = "USER", default_value = "operator")]
+    actor: String,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +171,18 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             run::run(config, run::termination_signal()).await
         }
         Command::Gap(command) => admin::run_gap(command).await,
+        Command::Dlq(command) => admin::run_dlq(command).await,
+        Command::StateHash(args) => biglearn::derived::print_state_hash(&args.data_dir, args.parts),
+        Command::Rebuild(args) => {
+            if args.online {
+                biglearn::derived::rebuild_online(&args.target, args.store.data_dir, &args.actor)
+                    .await
+            } else {
+                let config = run_config(&args.store, vec![])?;
+                biglearn::derived::rebuild_offline(config).await
+            }
+        }
+        Command::Settings(command) => biglearn::settings::run_settings(command).await,
         Command::Bench(command) => biglearn::bench::run_bench(command).await,
         Command::Simulate(args) => biglearn::simulate::run_simulate(args).await,
         Command::Sparfa(command) => biglearn::sparfa::run_sparfa(command),

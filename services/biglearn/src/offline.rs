@@ -72,7 +72,6 @@ pub async fn generate_into(
     data_dir: &Path,
     topic_prefix: &str,
 ) -> anyhow::Result<OfflineReport> {
-    let started = std::time::Instant::now();
     let log_dir = data_dir.join("log");
     let open_dir = log_dir.clone();
     let store: SharedStreamStore = Arc::new(
@@ -80,9 +79,23 @@ pub async fn generate_into(
             .await?
             .with_context(|| format!("cannot open the embedded log at {}", log_dir.display()))?,
     );
+    generate_into_store(workload, store, topic_prefix, partitions_scale(&Backend::Embedded))
+        .await
+        .with_context(|| format!("offline generation into {}", data_dir.display()))
+}
+
+/// Generates the workload into any stream store (the Kafka crash-loop test uses this);
+/// the event topics must be empty.
+pub async fn generate_into_store(
+    workload: WorkloadConfig,
+    store: SharedStreamStore,
+    topic_prefix: &str,
+    partitions_scale: i32,
+) -> anyhow::Result<OfflineReport> {
+    let started = std::time::Instant::now();
     let topics = Topics::new(topic_prefix);
     store
-        .ensure_topics(&topics.all_specs(partitions_scale(&Backend::Embedded)))
+        .ensure_topics(&topics.all_specs(partitions_scale))
         .await?;
     for topic in [topics.course_events(), topics.ecosystem_events()] {
         if store
@@ -92,8 +105,7 @@ pub async fn generate_into(
             .any(|high| *high > 0)
         {
             anyhow::bail!(
-                "{topic} in {} is not empty; offline generation writes a new history into an empty data directory",
-                data_dir.display()
+                "{topic} is not empty; offline generation writes a new history into empty topics"
             );
         }
     }

@@ -1,5 +1,6 @@
-//! `biglearn bench replay`: rebuilds the event-log projection from an embedded log into
-//! fresh sled state and times it, beside a raw sled batch insert of as many keys.
+//! `biglearn bench replay`: rebuilds a projection (the state projection by default, or the
+//! event log) from an embedded log into fresh sled state and times it, beside a raw sled
+//! batch insert of as many keys.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use biglearn_projector::consumer::{
     run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig,
 };
 use biglearn_projector::event_log::EventLog;
+use biglearn_projector::state::consumer::{run_state_consumer, StateConsumerConfig};
+use biglearn_projector::state::StateProjection;
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::{SharedStreamStore, Topics};
 use clap::Args;
@@ -31,6 +34,18 @@ pub struct ReplayArgs {
     /// Records per consumer batch (one sled batch each).
     #[arg(long, default_value_t = 5000)]
     batch: usize,
+    /// Which projection to rebuild.
+    #[arg(long, value_enum, default_value_t = ReplayedProjection::State)]
+    projection: ReplayedProjection,
+}
+
+/// The projections `bench replay` can rebuild.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayedProjection {
+    /// Courses, rosters, assignments, responses and content, in sequence order.
+    State,
+    /// Every event by slot, identities and gaps (the API's index).
+    EventLog,
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -56,6 +71,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         .open()
         .with_context(|| format!("cannot create scratch state in {}", scratch.display()))?;
     let log = EventLog::open(&db, "event_log")?;
+    let state = StateProjection::open(&db, "state")?;
     let mut n_records = 0i64;
     for topic in [topics.course_events(), topics.ecosystem_events()] {
         n_records += store.high_watermarks(&topic).await?.iter().sum::<i64>();
@@ -78,10 +94,33 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     ] {
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
         progresses.push(progress_rx);
+        if args.projection == ReplayedProjection::State {
+            tasks.push(tokio::spawn(run_state_consumer(
+                state.clone(),
+                store.clone(),
+                StateConsumerConfig {
+                    component: "projector".into(),
+                    stream,
+                    topic: topic.clone(),
+                    dlq_topic: topics.dlq(),
+                    max_batch: args.batch,
+                    poll_timeout: Duration::from_millis(50),
+                    stop_when_caught_up: false,
+                    write_dead_letters: true,
+                    metrics: biglearn_telemetry::Metrics::new(env!("CARGO_PKG_VERSION")),
+                    hook: None,
+                },
+                progress_tx,
+                None,
+                stop_rx.clone(),
+            )));
+            continue;
+        }
         tasks.push(tokio::spawn(run_event_log_consumer(
             log.clone(),
             store.clone(),
             EventLogConsumerConfig {
+                write_dead_letters: true,
                 component: "event_log".into(),
                 stream,
                 topic: topic.clone(),
@@ -126,7 +165,12 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
     db.flush_async().await?;
     let replay_peak_rss = peak_rss_bytes();
+    let state_hash = match args.projection {
+        ReplayedProjection::State => Some(state.state_hash()?),
+        ReplayedProjection::EventLog => None,
+    };
     drop(log);
+    drop(state);
     drop(db);
 
     // Baseline: as many keys inserted raw into a fresh sled tree, in batches of the same size.
@@ -135,7 +179,12 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         .join(format!("replay-baseline-{}", std::process::id()));
     let baseline_db = sled::Config::new().path(&baseline_dir).open()?;
     let tree = baseline_db.open_tree("raw")?;
-    let value = vec![b'x'; 300];
+    // About the size of the rows each projection writes per event.
+    let value_len = match args.projection {
+        ReplayedProjection::State => 100,
+        ReplayedProjection::EventLog => 300,
+    };
+    let value = vec![b'x'; value_len];
     let started = Instant::now();
     let mut batch = sled::Batch::default();
     for idx in 0..n_records {
@@ -166,12 +215,16 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "replay",
-            "projection": "event_log",
+            "projection": match args.projection {
+                ReplayedProjection::State => "state",
+                ReplayedProjection::EventLog => "event_log",
+            },
+            "state_hash": state_hash,
             "events": n_records,
             "seconds": (replay_seconds * 1000.0).round() / 1000.0,
             "events_per_s": events_per_s.round(),
             "peak_rss_bytes": replay_peak_rss,
-            "baseline": "raw sled batch insert, same key count, 300-byte values",
+            "baseline": format!("raw sled batch insert, same key count, {value_len}-byte values"),
             "baseline_seconds": (baseline_seconds * 1000.0).round() / 1000.0,
             "baseline_keys_per_s": baseline_per_s.round(),
             "ratio_to_baseline": ((events_per_s / baseline_per_s) * 1000.0).round() / 1000.0,

@@ -160,7 +160,11 @@ pub async fn run_with(
         .path(&state_dir)
         .open()
         .with_context(|| format!("cannot open the state directory {}; if another biglearn process uses it, stop that one first", state_dir.display()))?;
-    let log = EventLog::open(&db, "event_log")?;
+    let log = EventLog::open(
+        &db,
+        &biglearn_projector::service::Generations::open(&db)?
+            .active_tree(biglearn_projector::service::EVENT_LOG)?,
+    )?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // A consumer that fails stops the whole process (non-zero exit), so that a supervisor
@@ -175,6 +179,7 @@ pub async fn run_with(
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
         progresses.push((topic.clone(), progress_rx));
         let consumer_config = EventLogConsumerConfig {
+            write_dead_letters: true,
             component: "event_log".into(),
             stream,
             topic: topic.clone(),
@@ -204,6 +209,55 @@ pub async fn run_with(
         consumer_tasks.push((topic, task));
     }
 
+    // The scheduler's shell: its hook dirties targets in every state batch, its loop
+    // computes and publishes results (spec scheduler.md §4). Settings resolve once the
+    // settings follower exists (below); until then the §6.5 initial values apply.
+    let scheduler_settings: Arc<std::sync::OnceLock<Arc<biglearn_gateway::settings::Settings>>> =
+        Arc::default();
+    let recompute_shell = biglearn_recompute::build(biglearn_recompute::ShellInputs {
+        db: db.clone(),
+        log: log.clone(),
+        store: store.clone(),
+        results_topic: topics.results(),
+        metrics: metrics.clone(),
+        settings: {
+            let cell = scheduler_settings.clone();
+            Arc::new(move |course| match cell.get() {
+                Some(settings) => biglearn_recompute::settings::resolve(&settings.history(), course),
+                None => biglearn_scheduler::SchedulerSettings::INITIAL,
+            })
+        },
+    })
+    .context("cannot open the scheduler's state")?;
+
+    // The state projection (courses, rosters, assignments, responses, content).
+    let projections = biglearn_projector::service::ProjectionService::open(
+        db.clone(),
+        store.clone(),
+        topics.clone(),
+        metrics.clone(),
+        failed_tx.clone(),
+        Some(recompute_shell.hook.clone()),
+    )?;
+    projections.start().await;
+    {
+        let source = projections.clone();
+        let recompute = recompute_shell.into_loop(
+            Arc::new(move || source.current()),
+            projections
+                .progress()
+                .into_iter()
+                .map(|(_, progress)| progress)
+                .collect(),
+        );
+        let stop = stop_rx.clone();
+        let task = tokio::spawn(async move {
+            biglearn_recompute::run_recompute(recompute, stop).await;
+            Ok::<(), biglearn_projector::ProjectionError>(())
+        });
+        consumer_tasks.push(("the recompute loop".to_owned(), task));
+    }
+
     let mut resync_task = None;
     {
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
@@ -228,6 +282,37 @@ pub async fn run_with(
         consumer_tasks.push((topics.results(), task));
     }
 
+    // Every process follows the settings topic; readiness waits for it, and the writer
+    // starts only once it has caught up, so that it stamps the latest settings version.
+    let settings = biglearn_gateway::settings::Settings::new(topics.settings());
+    let _ = scheduler_settings.set(settings.clone());
+    progresses.push((topics.settings(), settings.progress()));
+    {
+        let follower = biglearn_gateway::settings::run_settings_follower(
+            settings.clone(),
+            store.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        );
+        let failed_tx = failed_tx.clone();
+        let task = tokio::spawn(async move {
+            let result = follower
+                .await
+                .map_err(biglearn_projector::ProjectionError::from);
+            if let Err(error) = &result {
+                let _ = failed_tx
+                    .send(format!("the settings follower failed: {error}"))
+                    .await;
+            }
+            result
+        });
+        consumer_tasks.push((topics.settings(), task));
+    }
+    tokio::select! {
+        _ = settings.caught_up() => {}
+        Some(reason) = failed_rx.recv() => anyhow::bail!("{reason}"),
+    }
+
     let writer = if config.roles.contains(&Role::Writer) {
         let indexed_by = progresses
             .iter()
@@ -246,6 +331,7 @@ pub async fn run_with(
             metrics.clone(),
             indexed_by,
         ));
+        settings.attach_writer(writer.clone());
         // Kept so shutdown can end it: it holds the store and sled until dropped.
         resync_task = Some(tokio::spawn(biglearn_gateway::resync_when_caught_up(
             writer.clone(),
@@ -276,6 +362,23 @@ pub async fn run_with(
     } else {
         None
     };
+    if let Some(writer) = &writer {
+        // An empty settings topic gets the initial settings before the first request.
+        let settings_writer = biglearn_gateway::settings::SettingsWriter {
+            settings: settings.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            log: log.clone(),
+        };
+        settings_writer
+            .append(
+                biglearn_gateway::settings::SettingsChange::Bootstrap,
+                biglearn_settings::catalog::BOOTSTRAP_ACTOR,
+                "initial settings (spec operations.md §6.5)",
+            )
+            .await
+            .context("cannot define the initial settings on the settings topic")?;
+    }
     let state = Arc::new(GatewayState {
         writer: writer.clone(),
         log: log.clone(),
@@ -284,9 +387,18 @@ pub async fn run_with(
             admin: vec![config.admin_token.clone()],
         },
         metrics: metrics.clone(),
-        readiness: Readiness::new(progresses.clone(), writer),
+        readiness: Readiness::new(
+            progresses
+                .iter()
+                .cloned()
+                .chain(projections.progress())
+                .collect(),
+            writer,
+        ),
         store: store.clone(),
         topics: topics.clone(),
+        projections: Some(projections.clone()),
+        settings,
     });
     let app = biglearn_gateway::http::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -307,8 +419,10 @@ pub async fn run_with(
         let db = db.clone();
         tokio::spawn(async move {
             loop {
+                // One sled database holds every projection of the process.
                 if let Ok(bytes) = db.size_on_disk() {
                     metrics.sled_size("event_log", bytes);
+                    metrics.sled_size("projector", bytes);
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
@@ -340,6 +454,7 @@ pub async fn run_with(
         let _ = task.await;
     }
     stop_tx.send_replace(true);
+    projections.stop().await;
     for (topic, task) in consumer_tasks {
         match task.await {
             Ok(Ok(())) => {}

@@ -76,20 +76,45 @@ macro_rules! uuid_newtype {
             }
         }
 
+        // Text formats (JSON) see the hyphenated string of the API; binary formats (the
+        // sled rows) the 16 raw bytes, which decode without parsing hex.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut buf = Uuid::encode_buffer();
-                serializer.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
+                if serializer.is_human_readable() {
+                    let mut buf = Uuid::encode_buffer();
+                    serializer.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
+                } else {
+                    serializer.serialize_bytes(self.0.as_bytes())
+                }
             }
         }
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
+                if deserializer.is_human_readable() {
+                    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                    text.parse().map_err(serde::de::Error::custom)
+                } else {
+                    deserializer.deserialize_bytes(UuidBytes).map(Self)
+                }
             }
         }
     )*};
+}
+
+/// Reads the 16 raw bytes of a uuid from a binary format.
+struct UuidBytes;
+
+impl<'de> serde::de::Visitor<'de> for UuidBytes {
+    type Value = Uuid;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("16 bytes of a uuid")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Uuid, E> {
+        Uuid::from_slice(bytes).map_err(E::custom)
+    }
 }
 
 /// A string that is not a hyphenated uuid.

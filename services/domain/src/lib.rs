@@ -14,9 +14,12 @@
 //! - [`events`]: payloads, event types and envelopes of course and ecosystem events.
 //! - [`sequencing`]: per-aggregate order: park ahead of gaps, drop duplicates, detect conflicts.
 //! - [`fetch`]: the contiguous-prefix event-stream reads of the API.
+//! - [`state`]: the read model (courses, rosters, assignments, responses, content) and the
+//!   event effects that build it.
 
 pub mod events;
 pub mod fetch;
 pub mod ids;
 pub mod sequencing;
+pub mod state;
 pub mod time;

@@ -271,9 +271,13 @@ async fn handle_admin(
                 })).collect::<Vec<_>>()
             }))
         }
-        _ => Err(HandlerError::Unavailable {
-            message: "settings are not available in this build yet (feature toggles are tracked as their own issue)".into(),
-        }),
+        AdminRequest::Rebuild => crate::operations::start_rebuild(state, actor).await,
+        AdminRequest::RebuildStatus => crate::operations::rebuild_status(state),
+        AdminRequest::DlqList(list) => crate::operations::list_dead_letters(state, list).await,
+        AdminRequest::DlqReplay(replay) => {
+            crate::operations::replay_dead_letters(state, replay, actor).await
+        }
+        settings => crate::settings::answer_settings(state, settings, actor).await,
     }
 }
 

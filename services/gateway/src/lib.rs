@@ -20,12 +20,16 @@
 //! - [`handlers`]: what each request does and Tutor's response shapes.
 //! - [`reads`]: result reads with their statuses, event-stream reads.
 //! - [`inbox`]: Tutor's requests published to Kafka, applied with the HTTP rules.
+//! - [`operations`]: rebuilds of the derived state and the dead-letter topic.
+//! - [`settings`]: the settings follower, settings appends and the `/admin/settings/*` answers.
 
 pub mod handlers;
 pub mod http;
 pub mod inbox;
+pub mod operations;
 pub mod reads;
 pub mod requests;
+pub mod settings;
 pub mod writer;
 
 use std::sync::atomic::Ordering;
@@ -92,6 +96,10 @@ pub struct GatewayState {
     pub store: biglearn_stream::SharedStreamStore,
     /// Topic names of this environment.
     pub topics: biglearn_stream::Topics,
+    /// The state projection and its rebuilds (absent in processes that keep none).
+    pub projections: Option<Arc<biglearn_projector::service::ProjectionService>>,
+    /// The settings history, kept by this process's settings follower.
+    pub settings: Arc<settings::Settings>,
 }
 
 /// Clears the writer's resync flag once the event-log consumers have re-read both event

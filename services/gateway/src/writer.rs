@@ -104,8 +104,8 @@ pub struct Writer {
     stripes: Vec<Arc<Mutex<()>>>,
     course_metadata_lock: Mutex<()>,
     ecosystem_metadata_lock: Mutex<()>,
-    /// Stamped into every envelope. Stays 0 until settings events exist (the feature
-    /// toggles work will advance it from `<prefix>.settings`).
+    /// Stamped into every envelope: the last settings version the settings follower
+    /// applied from `<prefix>.settings` (0 before any settings event).
     settings_version: AtomicI64,
     /// Set after an uncertain delivery outcome until the index is resynchronised.
     resyncing: Arc<AtomicBool>,
@@ -165,6 +165,24 @@ impl Writer {
     /// The flag a resync task clears once the log has been re-read.
     pub fn resync_flag(&self) -> Arc<AtomicBool> {
         self.resyncing.clone()
+    }
+
+    /// Records the last applied settings version, stamped into every later envelope
+    /// (never lowered: a re-read of the settings topic does not rewind it).
+    pub fn set_settings_version(&self, version: i64) {
+        self.settings_version.fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// The settings version stamped into envelopes now.
+    pub fn settings_version(&self) -> i64 {
+        self.settings_version.load(Ordering::SeqCst)
+    }
+
+    /// Takes the course metadata lock, which every `create_course` holds until its
+    /// delivery is final: a settings change holding it sees an exact course cutoff
+    /// (spec operations.md §6.3).
+    pub async fn lock_course_metadata(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.course_metadata_lock.lock().await
     }
 
     async fn lock_aggregates(&self, candidates: &[Candidate]) -> Vec<OwnedMutexGuard<()>> {

@@ -50,6 +50,8 @@ pub struct EventLogConsumerConfig {
     pub poll_timeout: Duration,
     /// Where dead letters and event ages are counted.
     pub metrics: biglearn_telemetry::Metrics,
+    /// Off when replaying a log whose dead letters the live pass already wrote.
+    pub write_dead_letters: bool,
 }
 
 /// Consumes `config.topic` into `log` until `shutdown` turns true.
@@ -98,14 +100,14 @@ pub async fn run_event_log_consumer(
     Ok(())
 }
 
-fn is_caught_up(positions: &[i64], high_watermarks: &[i64]) -> bool {
+pub(crate) fn is_caught_up(positions: &[i64], high_watermarks: &[i64]) -> bool {
     positions
         .iter()
         .zip(high_watermarks)
         .all(|(position, high)| position >= high)
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as i64)
@@ -226,6 +228,9 @@ async fn apply_batch(
             }
         }
     }
+    if !config.write_dead_letters {
+        dead_letters.clear();
+    }
     if !dead_letters.is_empty() {
         state.n_dead_lettered += dead_letters.len() as u64;
         for (_, reason) in &dead_letters {
@@ -277,11 +282,21 @@ fn dead_letter(
     reason: DeadLetterReason,
     detail: String,
 ) -> (OutgoingRecord, DeadLetterReason) {
+    dead_letter_for(&config.component, record, reason, detail)
+}
+
+/// The dead letter of `record` (spec events.md §7.4), keyed like the original.
+pub(crate) fn dead_letter_for(
+    component: &str,
+    record: &ConsumedRecord,
+    reason: DeadLetterReason,
+    detail: String,
+) -> (OutgoingRecord, DeadLetterReason) {
     let letter = DeadLetter {
         source_topic: record.topic.clone(),
         source_partition: record.partition,
         source_offset: record.offset,
-        consumer_group_or_component: config.component.clone(),
+        consumer_group_or_component: component.to_owned(),
         reason,
         detail,
         original_key: record.key.clone(),

@@ -970,6 +970,24 @@ impl EventLog {
             None => Ok(None),
         }
     }
+
+    /// Every stored result whose key starts with `prefix`, in key order: `(key, version,
+    /// content JSON)` (the scheduler reads a subject's results back, spec scheduler.md §3.4).
+    pub fn results_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, ResultVersion, String)>, ProjectionError> {
+        let mut rows = Vec::new();
+        for entry in self.tree.scan_prefix(result_key(prefix)) {
+            let (key, bytes) = entry?;
+            let key = std::str::from_utf8(&key[1..])
+                .map_err(|_| corrupt("result key"))?
+                .to_owned();
+            let (version, content) = decode_result(&bytes).ok_or_else(|| corrupt("result"))?;
+            rows.push((key, version, content));
+        }
+        Ok(rows)
+    }
 }
 
 fn decode_result(bytes: &[u8]) -> Option<(ResultVersion, String)> {

@@ -16,12 +16,17 @@
 //! - [`overlay`]: read-your-own-writes batches over one sled tree.
 //! - [`event_log`]: every event by slot, identities, metadata numbers, gaps, known sets.
 //! - [`consumer`]: the loop that feeds the event-log projection from the streams.
+//! - [`state`]: the read model (courses, rosters, assignments, responses, content), applied
+//!   per aggregate in sequence order with gaps parked in sled, and its consumer loop.
+//! - [`service`]: the state projection's live consumers and blue/green rebuilds.
 //! - [`results`]: computed and pushed results by key, newest version wins.
 
 pub mod consumer;
 pub mod event_log;
 pub mod overlay;
 pub mod results;
+pub mod service;
+pub mod state;
 
 /// Errors of the projections.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +37,8 @@ pub enum ProjectionError {
     Corrupt { detail: String },
     #[error("a dead letter could not be written to {topic}: {detail}; the batch is not applied and will be retried")]
     DeadLetterNotDelivered { topic: String, detail: String },
+    #[error("a rebuild is already running; wait for it to finish (see biglearn_projection_rebuild_progress_ratio)")]
+    RebuildRunning,
     #[error(transparent)]
     Stream(#[from] biglearn_stream::StreamError),
 }

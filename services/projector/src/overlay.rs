@@ -36,6 +36,31 @@ impl<'t> Overlay<'t> {
         }
     }
 
+    /// Every `(key, value)` under `prefix`, in key order, as the batch would leave them.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+        let mut rows = BTreeMap::new();
+        for row in self.tree.scan_prefix(prefix) {
+            let (key, value) = row?;
+            rows.insert(key.to_vec(), value.to_vec());
+        }
+        for (key, value) in self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+        {
+            match value {
+                Some(value) => rows.insert(key.clone(), value.clone()),
+                None => rows.remove(key),
+            };
+        }
+        Ok(rows.into_iter().collect())
+    }
+
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
     /// Sets `key`.
     pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.writes.insert(key, Some(value));
@@ -86,6 +111,14 @@ mod tests {
             tree.contains_key(b"a").unwrap(),
             "nothing is visible before commit"
         );
+        overlay.insert(b"c".to_vec(), b"3".to_vec());
+        let scanned: Vec<Vec<u8>> = overlay
+            .scan_prefix(b"")
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(scanned, vec![b"b".to_vec(), b"c".to_vec()]);
         overlay.commit().unwrap();
         assert!(!tree.contains_key(b"a").unwrap());
         assert_eq!(tree.get(b"b").unwrap().unwrap().to_vec(), b"2".to_vec());

@@ -11,7 +11,8 @@
 //!
 //! Does not: serve HTTP (the gateway renders [`Metrics::render`] at `/metrics`).
 //!
-//! Modules: this file only.
+//! Modules: this file only, with the inline [`known_labels`] (label values whose series
+//! exist from registration on).
 
 use std::time::Duration;
 
@@ -24,6 +25,88 @@ use prometheus::{
 pub const HTTP_DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// Buckets of `biglearn_sparfa_fit_seconds`: fits take seconds to many minutes, and 600 s
+/// is the "fit > 10 min" alert line (operations.md §7.3).
+pub const SPARFA_FIT_BUCKETS: [f64; 13] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Label values known before anything happens. Their series are created at
+/// registration, so that every family renders from the first scrape and `increase()`
+/// sees the first occurrence (a counter series that appears at 1 shows no increase, so
+/// an alert on the first dead letter or the first `preparation_unknown` would never fire).
+pub mod known_labels {
+    /// The two streams that carry Tutor's events.
+    pub const STREAMS: [&str; 2] = ["course", "ecosystem"];
+    /// Every course event type (spec api.md §1.6).
+    pub const COURSE_EVENT_TYPES: [&str; 10] = [
+        "no_op",
+        "create_course",
+        "prepare_course_ecosystem",
+        "update_course_ecosystem",
+        "update_roster",
+        "update_course_active_dates",
+        "update_globally_excluded_exercises",
+        "update_course_excluded_exercises",
+        "create_update_assignment",
+        "record_response",
+    ];
+    /// Every ecosystem event type.
+    pub const ECOSYSTEM_EVENT_TYPES: [&str; 2] = ["no_op", "create_ecosystem"];
+    /// (stream, reason) of the `no_op`s the writer can write.
+    pub const NO_OP_REASONS: [(&str, &str); 5] = [
+        ("course", "preparation_unknown"),
+        ("course", "admin_fill"),
+        ("course", "imported"),
+        ("ecosystem", "admin_fill"),
+        ("ecosystem", "imported"),
+    ];
+    /// Outcomes of an undelivered record.
+    pub const PRODUCER_OUTCOMES: [&str; 3] = ["definite", "uncertain", "fatal"];
+    /// Consumer components that run in every process today.
+    pub const CONSUMER_COMPONENTS: [&str; 2] = ["event_log", "projector"];
+    /// Projections that can be rebuilt (`biglearn_projector::service::STATE`). A process
+    /// starts with none rebuilding: rebuilds are started by an operator.
+    pub const PROJECTIONS: [&str; 1] = ["state"];
+    /// Why a record became a dead letter (the Avro `DeadLetterReason` symbols).
+    pub const DEAD_LETTER_REASONS: [&str; 4] = [
+        "undecodable",
+        "unknown_type",
+        "slot_conflict",
+        "invalid_payload",
+    ];
+    /// Result kinds (the `ResultKind` names).
+    pub const RESULT_KINDS: [&str; 5] = [
+        "student_clue",
+        "teacher_clue",
+        "assignment_pes",
+        "assignment_spes",
+        "practice_worst_areas",
+    ];
+    /// Built-in algorithms, and `external` for results pushed by other algorithms.
+    pub const ALGORITHMS: [&str; 3] = ["local_query", "biglearn_sparfa", "external"];
+    /// Outcomes of a SPARFA fit.
+    pub const SPARFA_FIT_OUTCOMES: [&str; 2] = ["ok", "failed"];
+    /// Why a SPARFA fit ran (spec sparfa.md, model event `trigger`).
+    pub const SPARFA_TRIGGERS: [&str; 3] = ["initial", "response_growth", "manual"];
+    /// (endpoint, status) of every read answer (spec api.md §4).
+    pub const READ_RESULTS: [(&str, &str); 13] = [
+        ("/fetch_assignment_pes", "assignment_ready"),
+        ("/fetch_assignment_pes", "assignment_unready"),
+        ("/fetch_assignment_pes", "assignment_unknown"),
+        ("/fetch_assignment_spes", "assignment_ready"),
+        ("/fetch_assignment_spes", "assignment_unready"),
+        ("/fetch_assignment_spes", "assignment_unknown"),
+        ("/fetch_practice_worst_areas_exercises", "student_ready"),
+        ("/fetch_practice_worst_areas_exercises", "student_unready"),
+        ("/fetch_practice_worst_areas_exercises", "student_unknown"),
+        ("/fetch_student_clues", "clue_ready"),
+        ("/fetch_student_clues", "clue_unready"),
+        ("/fetch_teacher_clues", "clue_ready"),
+        ("/fetch_teacher_clues", "clue_unready"),
+    ];
+}
 
 /// Every metric family of the process.
 #[derive(Clone)]
@@ -45,6 +128,9 @@ pub struct Metrics {
     consumer_lag_max_records: IntGaugeVec,
     consumer_lag_seconds: GaugeVec,
     event_age_seconds: HistogramVec,
+    events_applied_total: IntCounterVec,
+    duplicates_dropped_total: IntCounterVec,
+    apply_batch_seconds: HistogramVec,
     dlq_records_total: IntCounterVec,
     projection_rebuilding: IntGaugeVec,
     projection_rebuild_progress_ratio: GaugeVec,
@@ -53,6 +139,7 @@ pub struct Metrics {
     dirty_targets: IntGaugeVec,
     results_published_total: IntCounterVec,
     results_stale_dropped_total: IntCounterVec,
+    response_to_clue_seconds: Histogram,
     read_results_total: IntCounterVec,
     sparfa_fit_seconds: HistogramVec,
     sparfa_fits_total: IntCounterVec,
@@ -239,6 +326,25 @@ impl Metrics {
                 &["component"],
                 latency_buckets(),
             ),
+            events_applied_total: counter_vec(
+                r,
+                "biglearn_events_applied_total",
+                "Events applied to a projection, in sequence order.",
+                &["component", "event_type"],
+            ),
+            duplicates_dropped_total: counter_vec(
+                r,
+                "biglearn_duplicates_dropped_total",
+                "Re-delivered records dropped by a projection (same slot, same identity).",
+                &["component", "stream"],
+            ),
+            apply_batch_seconds: histogram_vec(
+                r,
+                "biglearn_apply_batch_seconds",
+                "Time to decode, apply and commit one consumed batch.",
+                &["component"],
+                latency_buckets(),
+            ),
             dlq_records_total: counter_vec(
                 r,
                 "biglearn_dlq_records_total",
@@ -283,6 +389,12 @@ impl Metrics {
                 "Older result versions discarded.",
                 &["kind"],
             ),
+            response_to_clue_seconds: histogram(
+                r,
+                "biglearn_response_to_clue_seconds",
+                "From a response's batch dirtying a student CLUE to that CLUE's publication.",
+                latency_buckets(),
+            ),
             read_results_total: counter_vec(
                 r,
                 "biglearn_read_results_total",
@@ -294,7 +406,7 @@ impl Metrics {
                 "biglearn_sparfa_fit_seconds",
                 "SPARFA fit duration.",
                 &["trigger"],
-                latency_buckets(),
+                SPARFA_FIT_BUCKETS.to_vec(),
             ),
             sparfa_fits_total: counter_vec(
                 r,
@@ -364,7 +476,69 @@ impl Metrics {
         };
         metrics.build_info.with_label_values(&[version]).set(1);
         metrics.up.set(1.0);
+        metrics.create_known_series();
         metrics
+    }
+
+    /// Creates the series of [`known_labels`]: counters and histograms at zero
+    /// occurrences, and "not rebuilding" for every projection (true at start). Other
+    /// gauges are not created here: a placeholder 0 for a gap, a lag or a backlog that no
+    /// component measures would read as "all clear"; each appears with its component's
+    /// first report.
+    fn create_known_series(&self) {
+        use known_labels::*;
+        for stream in STREAMS {
+            self.write_conflicts_total.with_label_values(&[stream]);
+            self.identity_payload_mismatch_total
+                .with_label_values(&[stream]);
+        }
+        for event_type in COURSE_EVENT_TYPES {
+            self.events_written_total
+                .with_label_values(&["course", event_type]);
+        }
+        for event_type in ECOSYSTEM_EVENT_TYPES {
+            self.events_written_total
+                .with_label_values(&["ecosystem", event_type]);
+        }
+        for (stream, reason) in NO_OP_REASONS {
+            self.noop_events_total.with_label_values(&[stream, reason]);
+        }
+        for outcome in PRODUCER_OUTCOMES {
+            self.producer_errors_total.with_label_values(&[outcome]);
+        }
+        for component in CONSUMER_COMPONENTS {
+            for reason in DEAD_LETTER_REASONS {
+                self.dlq_records_total
+                    .with_label_values(&[component, reason]);
+            }
+            self.event_age_seconds.with_label_values(&[component]);
+            self.apply_batch_seconds.with_label_values(&[component]);
+            for stream in STREAMS {
+                self.duplicates_dropped_total
+                    .with_label_values(&[component, stream]);
+            }
+        }
+        for projection in PROJECTIONS {
+            self.rebuild_progress(projection, None);
+        }
+        for kind in RESULT_KINDS {
+            self.recompute_seconds.with_label_values(&[kind]);
+            self.results_stale_dropped_total.with_label_values(&[kind]);
+            for algorithm in ALGORITHMS {
+                self.results_published_total
+                    .with_label_values(&[kind, algorithm]);
+            }
+        }
+        for (endpoint, status) in READ_RESULTS {
+            self.read_results_total
+                .with_label_values(&[endpoint, status]);
+        }
+        for outcome in SPARFA_FIT_OUTCOMES {
+            self.sparfa_fits_total.with_label_values(&[outcome]);
+        }
+        for trigger in SPARFA_TRIGGERS {
+            self.sparfa_fit_seconds.with_label_values(&[trigger]);
+        }
     }
 
     /// The Prometheus text format (0.0.4) of every metric.
@@ -481,6 +655,27 @@ impl Metrics {
             .observe(age.as_secs_f64());
     }
 
+    /// `count` events of `event_type` were applied by a projection.
+    pub fn events_applied(&self, component: &str, event_type: &str, count: u64) {
+        self.events_applied_total
+            .with_label_values(&[component, event_type])
+            .inc_by(count);
+    }
+
+    /// A re-delivered record was dropped.
+    pub fn duplicate_dropped(&self, component: &str, stream: &str) {
+        self.duplicates_dropped_total
+            .with_label_values(&[component, stream])
+            .inc();
+    }
+
+    /// One consumed batch was applied and committed in `elapsed`.
+    pub fn apply_batch_finished(&self, component: &str, elapsed: Duration) {
+        self.apply_batch_seconds
+            .with_label_values(&[component])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// A record went to the dead-letter topic.
     pub fn dead_lettered(&self, component: &str, reason: &str) {
         self.dlq_records_total
@@ -522,6 +717,11 @@ impl Metrics {
         self.results_published_total
             .with_label_values(&[kind, algorithm])
             .inc();
+    }
+
+    /// A student CLUE was published `elapsed` after a response made it dirty.
+    pub fn clue_published_after(&self, elapsed: Duration) {
+        self.response_to_clue_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// A result older than the stored one was discarded.
@@ -595,5 +795,99 @@ mod tests {
             "biglearn_events_written_total{event_type=\"record_response\",stream=\"course\"} 1"
         ));
         assert!(text.contains("biglearn_build_info{version=\"test\"} 1"));
+    }
+
+    /// The counters and histograms of spec operations.md §7.1 whose label values are all
+    /// known before anything happens, and the unlabelled gauges. The others appear with
+    /// their first report: the HTTP families (labelled by endpoint),
+    /// `biglearn_produce_delivery_seconds` (by topic) and every labelled gauge.
+    const FAMILIES_RENDERED_FROM_START: [&str; 25] = [
+        "biglearn_events_written_total",
+        "biglearn_write_conflicts_total",
+        "biglearn_identity_payload_mismatch_total",
+        "biglearn_noop_events_total",
+        "biglearn_producer_errors_total",
+        "biglearn_writer_resyncs_total",
+        "biglearn_event_age_seconds",
+        "biglearn_dlq_records_total",
+        "biglearn_recompute_seconds",
+        "biglearn_projection_rebuilding",
+        "biglearn_projection_rebuild_progress_ratio",
+        "biglearn_results_published_total",
+        "biglearn_results_stale_dropped_total",
+        "biglearn_read_results_total",
+        "biglearn_sparfa_fit_seconds",
+        "biglearn_sparfa_fits_total",
+        "biglearn_sparfa_holdout_accuracy",
+        "biglearn_sparfa_holdout_log_loss",
+        "biglearn_sparfa_fit_queue",
+        "biglearn_sparfa_ecosystems_unready",
+        "biglearn_unknown_preparation_blocks",
+        "biglearn_build_info",
+        "biglearn_up",
+        // Histograms render per label set: these two have fixed sets too.
+        "biglearn_recompute_seconds_bucket",
+        "biglearn_sparfa_fit_seconds_count",
+    ];
+
+    /// Names of the sample lines of a rendering (without labels or value).
+    fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn check_rendered(family: &str, names: &std::collections::BTreeSet<String>) {
+        let rendered = names.contains(family)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| names.contains(&format!("{family}{suffix}")));
+        assert!(rendered, "{family} is not rendered by a fresh registry");
+    }
+
+    #[test]
+    fn families_with_known_labels_render_before_anything_happens() {
+        let names = sample_names(&Metrics::new("test").render());
+        for family in FAMILIES_RENDERED_FROM_START {
+            check_rendered(family, &names);
+        }
+    }
+
+    #[test]
+    fn first_occurrences_count_from_an_existing_zero() {
+        let metrics = Metrics::new("test");
+        let before = metrics.render();
+        let line = "biglearn_noop_events_total{reason=\"preparation_unknown\",stream=\"course\"}";
+        assert!(before.contains(&format!("{line} 0")), "{before}");
+        metrics.no_op_written("course", "preparation_unknown");
+        assert!(metrics.render().contains(&format!("{line} 1")));
+        let dead_letter =
+            "biglearn_dlq_records_total{component=\"event_log\",reason=\"undecodable\"} 0";
+        assert!(before.contains(dead_letter), "{before}");
+        let uncertain = "biglearn_producer_errors_total{outcome=\"uncertain\"} 0";
+        assert!(before.contains(uncertain), "{before}");
+    }
+
+    #[test]
+    fn labelled_gauges_wait_for_their_component() {
+        let metrics = Metrics::new("test");
+        let before = sample_names(&metrics.render());
+        for gauge in [
+            "biglearn_sequence_gap_open",
+            "biglearn_consumer_lag_seconds",
+            "biglearn_dirty_targets",
+        ] {
+            assert!(!before.contains(gauge), "{gauge} has a placeholder series");
+        }
+        metrics.gaps_observed("projector", "course", 2, Duration::from_secs(90), 7);
+        let text = metrics.render();
+        assert!(text.contains(
+            "biglearn_sequence_gap_oldest_age_seconds{component=\"projector\",stream=\"course\"} 90"
+        ));
+        assert!(
+            text.contains("biglearn_pending_events{component=\"projector\",stream=\"course\"} 7")
+        );
     }
 }

@@ -225,6 +225,46 @@ pub enum AppliesTo {
     NewCourses,
 }
 
+/// `{}`: the rebuild endpoints take no parameters.
+pub(crate) static EMPTY: Schema = object(&[]);
+
+pub(crate) static DLQ_LIST: Schema = object(&[
+    req("limit", &LIMIT_1_1000),
+    opt("after_offset", &NON_NEGATIVE_INTEGER),
+]);
+
+pub(crate) static DLQ_REPLAY: Schema = object(&[
+    req("partition", &NON_NEGATIVE_INTEGER),
+    req(
+        "offsets",
+        &Schema::Array {
+            items: &NON_NEGATIVE_INTEGER,
+            min_items: 1,
+            max_items: 1000,
+        },
+    ),
+    req("reason", &REASON),
+]);
+
+/// `/admin/dlq/list`: dead letters in (partition, offset) order, after `after_offset`
+/// within each partition.
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqListRequest {
+    pub limit: u32,
+    pub after_offset: Option<i64>,
+}
+
+/// `/admin/dlq/replay`: re-append these dead letters' original records to their source
+/// topics (after the cause is fixed). Identity and slot dedupe make a replay idempotent.
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqReplayRequest {
+    pub partition: i32,
+    pub offsets: Vec<i64>,
+    pub reason: String,
+}
+
 /// `/admin/fill_sequence_gap`.
 #[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,6 +371,12 @@ pub struct AuditSettingsRequest {
 pub enum AdminRequest {
     FillSequenceGap(FillSequenceGapRequest),
     ListSequenceGaps(ListSequenceGapsRequest),
+    /// Start a blue/green rebuild of the derived state.
+    Rebuild,
+    /// Progress or outcome of the last rebuild.
+    RebuildStatus,
+    DlqList(DlqListRequest),
+    DlqReplay(DlqReplayRequest),
     DefineSetting(DefineSettingRequest),
     ChangeDefault(ChangeDefaultRequest),
     SetCourseOverride(SetCourseOverrideRequest),

@@ -83,6 +83,10 @@ endpoints! {
     AdminSettingsGet => "/admin/settings/get", Admin;
     AdminSettingsList => "/admin/settings/list", Admin;
     AdminSettingsAudit => "/admin/settings/audit", Admin;
+    AdminRebuild => "/admin/rebuild", Admin;
+    AdminRebuildStatus => "/admin/rebuild_status", Admin;
+    AdminDlqList => "/admin/dlq/list", Admin;
+    AdminDlqReplay => "/admin/dlq/replay", Admin;
 }
 
 /// 32 MiB: the body limit of `/create_ecosystem` (spec api.md §1.1).
@@ -136,7 +140,7 @@ mod tests {
     fn families_and_limits() {
         let n_writes = Endpoint::ALL.iter().filter(|e| e.is_write()).count();
         let n_admin = Endpoint::ALL.iter().filter(|e| e.is_admin()).count();
-        assert_eq!((n_writes, n_admin), (10, 10));
+        assert_eq!((n_writes, n_admin), (10, 14));
         assert_eq!(Endpoint::CreateEcosystem.max_body_bytes(), 33_554_432);
         assert_eq!(Endpoint::RecordResponses.max_body_bytes(), 8_388_608);
         assert_eq!(Endpoint::AdminSettingsAudit.max_body_bytes(), 8_388_608);

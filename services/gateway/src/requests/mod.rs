@@ -21,7 +21,8 @@ use serde_json::Value;
 
 pub use admin::{
     AdminRequest, AppliesTo, AuditSettingsRequest, ChangeDefaultRequest,
-    ClearCourseOverrideRequest, DefineSettingRequest, FillSequenceGapRequest, GetSettingRequest,
+    ClearCourseOverrideRequest, DefineSettingRequest, DlqListRequest, DlqReplayRequest,
+    FillSequenceGapRequest, GetSettingRequest,
     KillSwitchRequest, ListSequenceGapsRequest, ListSettingsRequest, OverridesPolicy,
     SetCourseOverrideRequest, SettingScope, SettingValueType,
 };
@@ -154,6 +155,9 @@ fn schema_of(endpoint: Endpoint) -> &'static Schema {
         Endpoint::FetchEcosystemEvents => &stream::FETCH_ECOSYSTEM_EVENTS,
         Endpoint::AdminFillSequenceGap => &admin::FILL_SEQUENCE_GAP,
         Endpoint::AdminListSequenceGaps => &admin::LIST_SEQUENCE_GAPS,
+        Endpoint::AdminRebuild | Endpoint::AdminRebuildStatus => &admin::EMPTY,
+        Endpoint::AdminDlqList => &admin::DLQ_LIST,
+        Endpoint::AdminDlqReplay => &admin::DLQ_REPLAY,
         Endpoint::AdminSettingsDefine => &admin::SETTINGS_DEFINE,
         Endpoint::AdminSettingsChangeDefault => &admin::SETTINGS_CHANGE_DEFAULT,
         Endpoint::AdminSettingsSetCourseOverride => &admin::SETTINGS_SET_COURSE_OVERRIDE,
@@ -223,6 +227,10 @@ fn convert(endpoint: Endpoint, body: &Value) -> Result<Request, serde_json::Erro
         }
         Endpoint::AdminFillSequenceGap => Request::Admin(A::FillSequenceGap(typed(body)?)),
         Endpoint::AdminListSequenceGaps => Request::Admin(A::ListSequenceGaps(typed(body)?)),
+        Endpoint::AdminRebuild => Request::Admin(A::Rebuild),
+        Endpoint::AdminRebuildStatus => Request::Admin(A::RebuildStatus),
+        Endpoint::AdminDlqList => Request::Admin(A::DlqList(typed(body)?)),
+        Endpoint::AdminDlqReplay => Request::Admin(A::DlqReplay(typed(body)?)),
         Endpoint::AdminSettingsDefine => Request::Admin(A::DefineSetting(typed(body)?)),
         Endpoint::AdminSettingsChangeDefault => Request::Admin(A::ChangeDefault(typed(body)?)),
         Endpoint::AdminSettingsSetCourseOverride => {
@@ -288,6 +296,10 @@ impl Request {
             Request::Admin(admin) => match admin {
                 AdminRequest::FillSequenceGap(_) => Endpoint::AdminFillSequenceGap,
                 AdminRequest::ListSequenceGaps(_) => Endpoint::AdminListSequenceGaps,
+                AdminRequest::Rebuild => Endpoint::AdminRebuild,
+                AdminRequest::RebuildStatus => Endpoint::AdminRebuildStatus,
+                AdminRequest::DlqList(_) => Endpoint::AdminDlqList,
+                AdminRequest::DlqReplay(_) => Endpoint::AdminDlqReplay,
                 AdminRequest::DefineSetting(_) => Endpoint::AdminSettingsDefine,
                 AdminRequest::ChangeDefault(_) => Endpoint::AdminSettingsChangeDefault,
                 AdminRequest::SetCourseOverride(_) => Endpoint::AdminSettingsSetCourseOverride,

@@ -1,0 +1,149 @@
+//! [`DirtyTargets`]: the batch hook that writes the scheduler's dirty targets, waits and
+//! timers in the same sled batch as the events that caused them (spec scheduler.md §4).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
+use biglearn_domain::state::{Effect, StateError, StateView};
+use biglearn_projector::state::{BatchHook, SledState};
+use biglearn_scheduler::{ModelView, PublishedView, Scheduler, Target, Timer, TimerKind};
+use tokio::sync::Notify;
+
+use crate::clock::{LogicalClock, WallClock};
+use crate::rows::{dirty_key, timer_key, waiting_key, DirtyMark, TimerAction};
+use crate::SettingsSource;
+
+/// What every part of the shell shares: the clock, the views the core reads besides the
+/// state, the settings, and the loop's wake-up.
+#[derive(Clone)]
+pub struct Shared {
+    pub clock: LogicalClock,
+    pub wall: WallClock,
+    pub published: Arc<dyn PublishedView + Send + Sync>,
+    pub models: Arc<dyn ModelView + Send + Sync>,
+    pub settings: SettingsSource,
+    /// Notified after every batch that dirtied something.
+    pub wake: Arc<Notify>,
+}
+
+/// The batch hook of the state projection.
+pub struct DirtyTargets {
+    shared: Shared,
+    /// Unique per dirty-row write (seeded from the wall clock, so unique across restarts).
+    stamp: AtomicU64,
+}
+
+/// Everything one batch makes dirty, before it is written.
+#[derive(Default)]
+struct Marks {
+    targets: BTreeSet<(CourseUuid, Target)>,
+    waits: BTreeSet<(EcosystemUuid, CourseUuid)>,
+    timers: BTreeSet<(CourseUuid, Timer)>,
+}
+
+fn effect_course(effect: &Effect) -> Option<CourseUuid> {
+    match effect {
+        Effect::CourseCreated { .. } | Effect::EcosystemCreated { .. } => None,
+        Effect::EcosystemSwitched { course, .. }
+        | Effect::RosterUpdated { course, .. }
+        | Effect::ExclusionsChanged { course }
+        | Effect::AssignmentChanged { course, .. }
+        | Effect::ResponseRecorded { course, .. }
+        | Effect::HistoryEntered { course, .. } => Some(*course),
+    }
+}
+
+impl DirtyTargets {
+    pub fn new(shared: Shared) -> DirtyTargets {
+        let seed = (shared.wall)().max(0) as u64;
+        DirtyTargets {
+            shared,
+            stamp: AtomicU64::new(seed),
+        }
+    }
+
+    fn collect(&self, view: &dyn StateView, effects: &[Effect]) -> Result<Marks, StateError> {
+        let now = self.shared.clock.now();
+        let mut marks = Marks::default();
+        for effect in effects {
+            let Some(course) = effect_course(effect) else {
+                continue;
+            };
+            let scheduler = Scheduler {
+                view,
+                published: self.shared.published.as_ref(),
+                models: self.shared.models.as_ref(),
+                settings: (self.shared.settings)(course),
+            };
+            let triggered = scheduler
+                .targets_for(effect, now)
+                .map_err(|error| StateError(error.to_string()))?;
+            marks
+                .targets
+                .extend(triggered.targets.into_iter().map(|target| (course, target)));
+            marks
+                .waits
+                .extend(triggered.waits_for.into_iter().map(|eco| (eco, course)));
+            if let Effect::AssignmentChanged {
+                assignment,
+                student,
+                ..
+            } = effect
+            {
+                if let Some(state) = view.assignment(course, *assignment)? {
+                    for (kind, at) in [
+                        (TimerKind::FeedbackAt, state.feedback_at),
+                        (TimerKind::DueAt, state.due_at),
+                    ] {
+                        if let Some(at) = at.filter(|at| *at > now) {
+                            marks.timers.insert((
+                                course,
+                                Timer {
+                                    at,
+                                    kind,
+                                    assignment: *assignment,
+                                    student: *student,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(marks)
+    }
+}
+
+impl BatchHook for DirtyTargets {
+    fn on_batch(
+        &self,
+        state: &mut SledState<'_, '_>,
+        effects: &[Effect],
+    ) -> Result<(), StateError> {
+        let marks = self.collect(&*state, effects)?;
+        if marks.targets.is_empty() && marks.waits.is_empty() && marks.timers.is_empty() {
+            return Ok(());
+        }
+        let dirty_at_micros = (self.shared.wall)();
+        for (course, target) in &marks.targets {
+            let mark = DirtyMark {
+                dirty_at_micros,
+                stamp: self.stamp.fetch_add(1, Ordering::Relaxed),
+            };
+            state.put_hook_row(&dirty_key(*course, target), mark.encode());
+        }
+        for (ecosystem, course) in &marks.waits {
+            state.put_hook_row(&waiting_key(*ecosystem, *course), Vec::new());
+        }
+        for (course, timer) in &marks.timers {
+            state.put_hook_row(
+                &timer_key(timer.at, *course, &TimerAction::Assignment(*timer)),
+                Vec::new(),
+            );
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! The scheduler's imperative shell: dirty targets written with the events that caused
+//! them, the logical clock, and the loop that computes targets with the pure core
+//! (`biglearn-scheduler`) and publishes results to `<prefix>.results`
+//! (spec scheduler.md §2.3, §4, §12).
+//!
+//! Invariants:
+//! - Dirty targets, waits and timers are hook rows of the state projection: they commit in
+//!   the same sled batch as the events that caused them and are not part of the state hash.
+//! - A dirty row is removed only after its results were delivered, and only if no batch
+//!   re-dirtied it meanwhile (its stamp is unchanged); a crash in between recomputes, and
+//!   unchanged content is not republished.
+//! - A lower result version is never published over a higher one (`publish_decision`).
+//! - Nothing is computed while the state consumers catch up (spec §12 replay mode).
+//! - The projection's state is never written by the loop: the past-due history rule, a
+//!   function of the logical clock, is applied to an uncommitted batch each pass.
+//! - The logical clock never moves backwards. Simplification of §2.3: it advances to
+//!   `wall − CLOCK_SAFETY_LAG` while caught up; the `max(accepted_at)` term is not tracked.
+//!
+//! Does not: apply events (the projector does), hold business rules (the core does),
+//! fit or read SPARFA models (TODO: a `<prefix>.models` consumer feeding a `ModelView`; until
+//! then `biglearn_sparfa` uses the prior ranking and publishes no CLUEs).
+//!
+//! Modules, in reading order:
+//! - [`clock`]: the logical clock and the injectable wall clock.
+//! - [`rows`]: hook-row keys: dirty targets, waiting courses, timers.
+//! - [`hook`]: [`DirtyTargets`], the state projection's batch hook.
+//! - [`published`]: published results read back, and published versions and hashes.
+//! - [`settings`]: a course's scheduler settings from the settings history.
+//! - [`recompute`]: the loop, [`run_recompute`].
+
+pub mod clock;
+pub mod hook;
+pub mod published;
+pub mod recompute;
+pub mod rows;
+pub mod settings;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
+use biglearn_domain::state::StateError;
+use biglearn_projector::consumer::ConsumerProgress;
+use biglearn_projector::event_log::EventLog;
+use biglearn_scheduler::{EcosystemModel, SchedulerError, SchedulerSettings};
+use biglearn_stream::SharedStreamStore;
+use biglearn_telemetry::Metrics;
+use tokio::sync::{watch, Notify};
+
+pub use clock::{system_wall_clock, LogicalClock, WallClock, CLOCK_SAFETY_LAG};
+pub use hook::{DirtyTargets, Shared};
+pub use published::{EventLogPublished, PublishedVersions};
+pub use recompute::{
+    run_recompute, PassReport, ProjectionSource, Recompute, RecomputeConfig, RECOMPUTE_DEBOUNCE,
+    RECOMPUTE_TICK,
+};
+
+/// The scheduler settings of a course (spec operations.md §6.4), resolved by the caller.
+pub type SettingsSource = Arc<dyn Fn(CourseUuid) -> SchedulerSettings + Send + Sync>;
+
+/// Failures of the shell; a failing course is logged and retried, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum RecomputeError {
+    #[error("sled error while {doing}: {source}")]
+    Sled {
+        doing: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("projection error while {doing}: {source}")]
+    Projection {
+        doing: &'static str,
+        #[source]
+        source: biglearn_projector::ProjectionError,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error("stream error while {doing}: {source}")]
+    Stream {
+        doing: &'static str,
+        #[source]
+        source: biglearn_stream::StreamError,
+    },
+    #[error("results not delivered to {topic}: {detail}; the targets stay dirty and are retried")]
+    NotDelivered { topic: String, detail: String },
+}
+
+/// What [`build`] needs from the process.
+pub struct ShellInputs {
+    pub db: sled::Db,
+    pub log: EventLog,
+    pub store: SharedStreamStore,
+    pub results_topic: String,
+    pub metrics: Metrics,
+    pub settings: SettingsSource,
+}
+
+/// The shell before the projection exists: its hook goes to `ProjectionService::open`, then
+/// [`Shell::into_loop`] gives the loop, to run with [`run_recompute`].
+pub struct Shell {
+    pub hook: Arc<DirtyTargets>,
+    shared: Shared,
+    published: EventLogPublished,
+    versions: PublishedVersions,
+    store: SharedStreamStore,
+    config: RecomputeConfig,
+}
+
+/// Builds the shell over the process's sled database, event log and stream store.
+pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
+    let published = EventLogPublished {
+        log: inputs.log.clone(),
+    };
+    let models: BTreeMap<EcosystemUuid, Arc<EcosystemModel>> = BTreeMap::new();
+    let shared = Shared {
+        clock: LogicalClock::new(0),
+        wall: system_wall_clock(),
+        published: Arc::new(published.clone()),
+        models: Arc::new(models),
+        settings: inputs.settings,
+        wake: Arc::new(Notify::new()),
+    };
+    let versions = PublishedVersions::open(&inputs.db).map_err(|source| RecomputeError::Sled {
+        doing: "opening the published versions",
+        source,
+    })?;
+    Ok(Shell {
+        hook: Arc::new(DirtyTargets::new(shared.clone())),
+        shared,
+        published,
+        versions,
+        store: inputs.store,
+        config: RecomputeConfig {
+            results_topic: inputs.results_topic,
+            debounce: RECOMPUTE_DEBOUNCE,
+            tick: RECOMPUTE_TICK,
+            metrics: inputs.metrics,
+        },
+    })
+}
+
+impl Shell {
+    /// The loop over the active projection; `progress` are the live state consumers'
+    /// (nothing is computed until they are caught up).
+    pub fn into_loop(
+        self,
+        projection: ProjectionSource,
+        progress: Vec<watch::Receiver<ConsumerProgress>>,
+    ) -> Recompute {
+        Recompute::new(
+            self.config,
+            self.shared,
+            projection,
+            self.published,
+            self.versions,
+            self.store,
+            progress,
+        )
+    }
+}

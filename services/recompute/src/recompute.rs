@@ -1,0 +1,533 @@
+//! The recompute loop (spec scheduler.md §4, §12): per course with dirty targets, at most
+//! once per debounce interval, compute in §4 order, publish what changed to
+//! `<prefix>.results`, then remove the computed dirty rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use biglearn_domain::events::StreamKind;
+use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
+use biglearn_domain::state::StateView;
+use biglearn_events::{result_record, ResultKind, ResultRecord};
+use biglearn_projector::consumer::ConsumerProgress;
+use biglearn_projector::overlay::Overlay;
+use biglearn_projector::state::{SledState, StateProjection};
+use biglearn_scheduler::{
+    enter_past_due_history, publish_decision, PublishDecision, Scheduler, Target,
+};
+use biglearn_stream::{OutgoingRecord, SharedStreamStore};
+use biglearn_telemetry::Metrics;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::watch;
+
+use crate::hook::Shared;
+use crate::published::{EventLogPublished, PublishedVersions};
+use crate::rows::{
+    dirty_key, in_tree, parse_dirty_key, parse_timer_key, parse_waiting_key, timers_until,
+    DirtyMark, TimerAction, DIRTY, TIMER, WAITING,
+};
+use crate::RecomputeError;
+
+/// Spec §15: a course is computed at most once per this interval.
+pub const RECOMPUTE_DEBOUNCE: Duration = Duration::from_secs(1);
+/// How often the loop looks for work without being woken (timers, debounced courses).
+pub const RECOMPUTE_TICK: Duration = Duration::from_millis(200);
+
+/// After a wake-up, how long to let the waking batch commit before the pass.
+const WAKE_SETTLE: Duration = Duration::from_millis(5);
+
+/// The active state projection; asked again every pass (it changes after a rebuild).
+pub type ProjectionSource = Arc<dyn Fn() -> StateProjection + Send + Sync>;
+
+/// How the loop runs.
+#[derive(Clone, Debug)]
+pub struct RecomputeConfig {
+    /// `<prefix>.results`.
+    pub results_topic: String,
+    /// At most one computation per course per this interval ([`RECOMPUTE_DEBOUNCE`]).
+    pub debounce: Duration,
+    /// Pass interval when not woken ([`RECOMPUTE_TICK`]).
+    pub tick: Duration,
+    pub metrics: Metrics,
+}
+
+/// The recompute loop's inputs and bookkeeping.
+pub struct Recompute {
+    pub config: RecomputeConfig,
+    pub shared: Shared,
+    pub projection: ProjectionSource,
+    pub published: EventLogPublished,
+    pub versions: PublishedVersions,
+    pub store: SharedStreamStore,
+    /// The live state consumers' progress: nothing is computed until all are caught up
+    /// (spec §12 replay mode). Empty means always caught up.
+    pub progress: Vec<watch::Receiver<ConsumerProgress>>,
+    /// Wall-clock micros of each course's last computation (for the debounce).
+    last_computed: HashMap<CourseUuid, i64>,
+    /// Targets whose computation needs an ecosystem not created yet: skipped, but kept
+    /// dirty, until it exists (spec §4).
+    deferred: HashMap<(CourseUuid, Target), EcosystemUuid>,
+}
+
+/// What one pass did (for tests and logs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub caught_up: bool,
+    /// Courses computed.
+    pub courses: usize,
+    pub published: usize,
+    pub skipped_unchanged: usize,
+    pub stale_dropped: usize,
+    /// Dirty targets left after the pass.
+    pub dirty_left: usize,
+    pub timers_fired: usize,
+}
+
+fn kind_label(target: &Target) -> &'static [&'static str] {
+    match target {
+        Target::StudentClue { .. } => &["student_clue"],
+        Target::TeacherClue { .. } => &["teacher_clue"],
+        Target::Assignment(_) => &["assignment_pes", "assignment_spes"],
+        Target::WorstAreas(_) => &["practice_worst_areas"],
+    }
+}
+
+/// The `algorithm` label of a result: the built-in algorithm, without an SPE's history
+/// prefix; anything else is `external`.
+fn algorithm_label(name: &str) -> &'static str {
+    if name.ends_with("biglearn_sparfa") {
+        "biglearn_sparfa"
+    } else if name.ends_with("local_query") {
+        "local_query"
+    } else {
+        "external"
+    }
+}
+
+fn sled_error(doing: &'static str) -> impl Fn(sled::Error) -> RecomputeError {
+    move |source| RecomputeError::Sled { doing, source }
+}
+
+struct DirtyRow {
+    target: Target,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    mark: Option<DirtyMark>,
+}
+
+impl Recompute {
+    pub fn new(
+        config: RecomputeConfig,
+        shared: Shared,
+        projection: ProjectionSource,
+        published: EventLogPublished,
+        versions: PublishedVersions,
+        store: SharedStreamStore,
+        progress: Vec<watch::Receiver<ConsumerProgress>>,
+    ) -> Recompute {
+        Recompute {
+            config,
+            shared,
+            projection,
+            published,
+            versions,
+            store,
+            progress,
+            last_computed: HashMap::new(),
+            deferred: HashMap::new(),
+        }
+    }
+
+    fn caught_up(&self) -> bool {
+        self.progress
+            .iter()
+            .all(|progress| progress.borrow().caught_up)
+    }
+
+    fn scheduler<'a>(&'a self, view: &'a dyn StateView, course: CourseUuid) -> Scheduler<'a> {
+        Scheduler {
+            view,
+            published: &self.published,
+            models: self.shared.models.as_ref(),
+            settings: (self.shared.settings)(course),
+        }
+    }
+
+    /// One pass: release waits, fire due timers, compute every course whose debounce
+    /// allows, and report the backlog.
+    pub async fn pass(&mut self) -> Result<PassReport, RecomputeError> {
+        let projection = (self.projection)();
+        let tree = projection.tree().clone();
+        let mut report = PassReport {
+            caught_up: self.caught_up(),
+            ..PassReport::default()
+        };
+        if report.caught_up {
+            let wall = (self.shared.wall)();
+            let now = self.shared.clock.advance_with_wall(wall);
+            self.release_waits(&projection, &tree)?;
+            report.timers_fired = self.fire_timers(&projection, &tree, now)?;
+        }
+        let dirty = self.dirty_rows(&tree)?;
+        if report.caught_up {
+            let now = self.shared.clock.now();
+            let wall = (self.shared.wall)();
+            for (course, rows) in &dirty {
+                let due = self.last_computed.get(course).is_none_or(|last| {
+                    wall.saturating_sub(*last) >= self.config.debounce.as_micros() as i64
+                });
+                if !due {
+                    continue;
+                }
+                match self
+                    .compute_course(&projection, &tree, *course, rows, now)
+                    .await
+                {
+                    Ok(Some(outcome)) => {
+                        report.courses += 1;
+                        report.published += outcome.published;
+                        report.skipped_unchanged += outcome.skipped_unchanged;
+                        report.stale_dropped += outcome.stale_dropped;
+                        self.last_computed.insert(*course, wall);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, course = %course.0, "A course's recomputation failed; its targets stay dirty and are retried.");
+                        self.last_computed.insert(*course, wall);
+                    }
+                }
+            }
+        }
+        // The backlog after the pass, every kind reported (0 included).
+        let left = self.dirty_rows(&tree)?;
+        let mut counts: BTreeMap<&str, i64> = biglearn_telemetry::known_labels::RESULT_KINDS
+            .iter()
+            .map(|kind| (*kind, 0))
+            .collect();
+        for rows in left.values() {
+            report.dirty_left += rows.len();
+            for row in rows {
+                for kind in kind_label(&row.target) {
+                    *counts.entry(kind).or_default() += 1;
+                }
+            }
+        }
+        for (kind, n) in counts {
+            self.config.metrics.dirty_targets_observed(kind, n);
+        }
+        Ok(report)
+    }
+
+    fn dirty_rows(
+        &self,
+        tree: &sled::Tree,
+    ) -> Result<BTreeMap<CourseUuid, Vec<DirtyRow>>, RecomputeError> {
+        let mut by_course: BTreeMap<CourseUuid, Vec<DirtyRow>> = BTreeMap::new();
+        for row in tree.scan_prefix(in_tree(&[DIRTY])) {
+            let (key, value) = row.map_err(sled_error("scanning dirty targets"))?;
+            let Some((course, target)) = parse_dirty_key(&key[1..]) else {
+                tracing::warn!("An unreadable dirty-target row was skipped.");
+                continue;
+            };
+            by_course.entry(course).or_default().push(DirtyRow {
+                target,
+                key: key.to_vec(),
+                mark: DirtyMark::decode(&value),
+                value: value.to_vec(),
+            });
+        }
+        Ok(by_course)
+    }
+
+    fn mark_dirty(&self, batch: &mut sled::Batch, course: CourseUuid, targets: &[Target]) {
+        let mark = DirtyMark {
+            dirty_at_micros: (self.shared.wall)(),
+            // Stamps from the loop are 0: a hook write always differs from them.
+            stamp: 0,
+        };
+        for target in targets {
+            batch.insert(in_tree(&dirty_key(course, target)), mark.encode());
+        }
+    }
+
+    /// Courses waiting for an ecosystem that now exists get their targets back (spec §4).
+    fn release_waits(
+        &mut self,
+        projection: &StateProjection,
+        tree: &sled::Tree,
+    ) -> Result<(), RecomputeError> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for row in tree.scan_prefix(in_tree(&[WAITING])) {
+            let (key, _) = row.map_err(sled_error("scanning waiting courses"))?;
+            let Some((ecosystem, course)) = parse_waiting_key(&key[1..]) else {
+                continue;
+            };
+            let released = projection.with_view(|view| -> Result<_, RecomputeError> {
+                if view.ecosystem(ecosystem)?.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    self.scheduler(view, course)
+                        .targets_for_ecosystem(course, ecosystem)?,
+                ))
+            })?;
+            if let Some(triggered) = released {
+                self.mark_dirty(&mut batch, course, &triggered.targets);
+                batch.remove(key.to_vec());
+                any = true;
+            }
+        }
+        self.deferred.retain(|_, ecosystem| {
+            projection.with_view(|view| matches!(view.ecosystem(*ecosystem), Ok(None)))
+        });
+        if any {
+            tree.apply_batch(batch)
+                .map_err(sled_error("releasing waiting courses"))?;
+        }
+        Ok(())
+    }
+
+    /// Timers at or before `now` re-dirty their targets; returns how many fired.
+    fn fire_timers(
+        &self,
+        projection: &StateProjection,
+        tree: &sled::Tree,
+        now: i64,
+    ) -> Result<usize, RecomputeError> {
+        let mut batch = sled::Batch::default();
+        let mut fired = 0;
+        for row in tree.range(in_tree(&[TIMER])..in_tree(&timers_until(now))) {
+            let (key, _) = row.map_err(sled_error("scanning timers"))?;
+            batch.remove(key.to_vec());
+            fired += 1;
+            let Some((_, course, action)) = parse_timer_key(&key[1..]) else {
+                continue;
+            };
+            let targets = match action {
+                TimerAction::Target(target) => vec![target],
+                TimerAction::Assignment(timer) => projection.with_view(|view| {
+                    self.scheduler(view, course)
+                        .targets_for_timer(course, &timer)
+                        .map(|triggered| triggered.targets)
+                })?,
+            };
+            self.mark_dirty(&mut batch, course, &targets);
+        }
+        if fired > 0 {
+            tree.apply_batch(batch)
+                .map_err(sled_error("firing timers"))?;
+        }
+        Ok(fired)
+    }
+
+    /// Computes one course's dirty targets (those not deferred); `None` if there was
+    /// nothing to compute.
+    async fn compute_course(
+        &mut self,
+        projection: &StateProjection,
+        tree: &sled::Tree,
+        course: CourseUuid,
+        rows: &[DirtyRow],
+        now: i64,
+    ) -> Result<Option<CourseOutcome>, RecomputeError> {
+        let rows: Vec<&DirtyRow> = rows
+            .iter()
+            .filter(|row| !self.deferred.contains_key(&(course, row.target)))
+            .collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let targets: Vec<Target> = rows.iter().map(|row| row.target).collect();
+        let input_seq = projection
+            .aggregate(StreamKind::Course, course.0)
+            .map_err(|source| RecomputeError::Projection {
+                doing: "reading the course's sequence",
+                source,
+            })?
+            .next_seq
+            .0
+            - 1;
+        let started = Instant::now();
+        // The past-due history rule (spec §10.1) is a function of the clock: it is applied
+        // to a batch that is never committed, so the projection's state stays a function
+        // of the log alone (its hash is replay-stable).
+        let mut overlay = Overlay::new(tree);
+        let mut state = SledState::new(&mut overlay);
+        enter_past_due_history(&mut state, course, now)?;
+        let computed = self
+            .scheduler(&state, course)
+            .compute(course, &targets, now, input_seq)?;
+        drop(state);
+        drop(overlay);
+        let elapsed = started.elapsed();
+        let per_result = elapsed / computed.records.len().max(1) as u32;
+
+        let mut outcome = CourseOutcome::default();
+        let mut to_publish: Vec<&ResultRecord> = Vec::new();
+        for record in &computed.records {
+            self.config
+                .metrics
+                .recomputed(record.kind.as_str(), per_result);
+            let stored = self.versions.stored(&record.key(), &self.published)?;
+            match publish_decision(record, stored) {
+                PublishDecision::Publish => to_publish.push(record),
+                PublishDecision::SkipUnchanged => outcome.skipped_unchanged += 1,
+                PublishDecision::SkipOlder => {
+                    outcome.stale_dropped += 1;
+                    self.config
+                        .metrics
+                        .stale_result_dropped(record.kind.as_str());
+                }
+            }
+        }
+        if !to_publish.is_empty() {
+            let outgoing: Vec<OutgoingRecord> = to_publish
+                .iter()
+                .map(|record| {
+                    let encoded = result_record(record);
+                    OutgoingRecord {
+                        key: encoded.key,
+                        value: encoded.value,
+                        headers: encoded.headers,
+                    }
+                })
+                .collect();
+            let outcomes = self
+                .store
+                .append(&self.config.results_topic, outgoing)
+                .await
+                .map_err(|source| RecomputeError::Stream {
+                    doing: "publishing results",
+                    source,
+                })?;
+            if let Some(Err(error)) = outcomes.iter().find(|outcome| outcome.is_err()) {
+                return Err(RecomputeError::NotDelivered {
+                    topic: self.config.results_topic.clone(),
+                    detail: error.to_string(),
+                });
+            }
+            self.versions
+                .record(&to_publish)
+                .map_err(sled_error("recording published versions"))?;
+            let wall = (self.shared.wall)();
+            let clue_dirty_at: HashMap<(uuid::Uuid, uuid::Uuid), i64> = rows
+                .iter()
+                .filter_map(|row| match (row.target, row.mark) {
+                    (
+                        Target::StudentClue {
+                            book_container,
+                            student,
+                            ..
+                        },
+                        Some(mark),
+                    ) => Some(((student.0, book_container.0), mark.dirty_at_micros)),
+                    _ => None,
+                })
+                .collect();
+            for record in &to_publish {
+                self.config.metrics.result_published(
+                    record.kind.as_str(),
+                    algorithm_label(&record.algorithm_name),
+                );
+                if record.kind == ResultKind::StudentClue {
+                    if let (Some(student), Some(bc)) =
+                        (record.student_uuid, record.book_container_uuid)
+                    {
+                        if let Some(dirty_at) = clue_dirty_at.get(&(student, bc)) {
+                            let latency =
+                                Duration::from_micros(wall.saturating_sub(*dirty_at).max(0) as u64);
+                            self.config.metrics.clue_published_after(latency);
+                        }
+                    }
+                }
+            }
+            outcome.published = to_publish.len();
+        }
+
+        // Deferred targets stay dirty until their ecosystem exists; the rest are done,
+        // unless a batch re-dirtied them meanwhile (their stamp changed).
+        for (target, ecosystem) in &computed.deferred {
+            self.deferred.insert((course, *target), *ecosystem);
+        }
+        let mut timers = sled::Batch::default();
+        for (target, at) in &computed.recalculate_at {
+            timers.insert(
+                in_tree(&crate::rows::timer_key(
+                    *at,
+                    course,
+                    &TimerAction::Target(*target),
+                )),
+                Vec::new(),
+            );
+        }
+        tree.apply_batch(timers)
+            .map_err(sled_error("writing recalculation timers"))?;
+        let done: Vec<(Vec<u8>, Vec<u8>)> = rows
+            .iter()
+            .filter(|row| !self.deferred.contains_key(&(course, row.target)))
+            .map(|row| (row.key.clone(), row.value.clone()))
+            .collect();
+        remove_unchanged(tree, &done)?;
+        Ok(Some(outcome))
+    }
+}
+
+/// Removes dirty rows whose value is still the one read (one sled transaction): a row a
+/// batch re-dirtied meanwhile carries a new stamp and stays. Returns how many were removed.
+pub fn remove_unchanged(
+    tree: &sled::Tree,
+    rows: &[(Vec<u8>, Vec<u8>)],
+) -> Result<usize, RecomputeError> {
+    tree.transaction(|tx| {
+        let mut removed = 0;
+        for (key, value) in rows {
+            if tx.get(key)?.as_deref() == Some(value.as_slice()) {
+                tx.remove(key.as_slice())?;
+                removed += 1;
+            }
+        }
+        Ok::<usize, ConflictableTransactionError<sled::Error>>(removed)
+    })
+    .map_err(|error| match error {
+        TransactionError::Abort(source) | TransactionError::Storage(source) => {
+            RecomputeError::Sled {
+                doing: "removing computed dirty targets",
+                source,
+            }
+        }
+    })
+}
+
+#[derive(Default)]
+struct CourseOutcome {
+    published: usize,
+    skipped_unchanged: usize,
+    stale_dropped: usize,
+}
+
+/// Runs passes until `shutdown` turns true: after each wake-up from the batch hook, and
+/// at least every `config.tick`. A failing pass is logged and retried; it never stops the
+/// loop (a poison target stays dirty, the rest of the course's work goes on).
+pub async fn run_recompute(mut recompute: Recompute, mut shutdown: watch::Receiver<bool>) {
+    let wake = recompute.shared.wake.clone();
+    let tick = recompute.config.tick;
+    tracing::info!("The recompute loop started.");
+    while !*shutdown.borrow() {
+        match recompute.pass().await {
+            Ok(report) if report.courses > 0 || report.timers_fired > 0 => {
+                tracing::debug!(?report, "Recompute pass.");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "A recompute pass failed; retrying."),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            // The hook wakes the loop just before its batch commits.
+            _ = wake.notified() => tokio::time::sleep(WAKE_SETTLE).await,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+    tracing::info!("The recompute loop stopped.");
+}
