@@ -13,5 +13,6 @@ mod projections;
 mod races;
 mod restart;
 mod results;
+mod scheduler;
 mod settings;
 mod simulator;

@@ -26,6 +26,9 @@ pub enum Role {
     Writer,
     /// The read endpoints, from a full replica of the projections.
     Reader,
+    /// Only the state projection and the scheduler: no event-log index, no writer. With
+    /// no other role, `/readyz` means "the state has caught up with the log".
+    Projector,
 }
 
 /// Where the stream store lives.
@@ -172,10 +175,15 @@ pub async fn run_with(
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(4);
     let mut consumer_tasks = Vec::new();
     let mut progresses: Vec<(String, watch::Receiver<ConsumerProgress>)> = Vec::new();
+    // The event-log index serves the API and the writer; a projector-only process skips it.
+    let keeps_event_log = config.roles.iter().any(|role| *role != Role::Projector);
     for (stream, topic) in [
         (StreamKind::Course, topics.course_events()),
         (StreamKind::Ecosystem, topics.ecosystem_events()),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| keeps_event_log)
+    {
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
         progresses.push((topic.clone(), progress_rx));
         let consumer_config = EventLogConsumerConfig {
@@ -223,7 +231,9 @@ pub async fn run_with(
         settings: {
             let cell = scheduler_settings.clone();
             Arc::new(move |course| match cell.get() {
-                Some(settings) => biglearn_recompute::settings::resolve(&settings.history(), course),
+                Some(settings) => {
+                    biglearn_recompute::settings::resolve(&settings.history(), course)
+                }
                 None => biglearn_scheduler::SchedulerSettings::INITIAL,
             })
         },

@@ -1,7 +1,8 @@
-//! Exactly-once effect under crashes (issue: projectors): a `biglearn up` replaying a
-//! history of more than 200,000 events is killed with SIGKILL at least 20 times at random
-//! points of the replay, restarted each time, and finally left to catch up; its state hash
-//! must equal that of a clean, uninterrupted replay of the same log. On both backends.
+//! Exactly-once effect under crashes (issue: projectors): a `biglearn serve --role
+//! projector` replaying a history of more than 200,000 events is killed with SIGKILL at
+//! least 20 times at random points of the replay, restarted each time, and finally left to
+//! catch up; its state hash must equal that of a clean, uninterrupted replay of the same
+//! log. On both backends.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ enum Backend {
 fn biglearn_up(data_dir: &Path, backend: &Backend) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_biglearn"));
     command
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--role", "projector", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("BIGLEARN_API_TOKEN", "crash-test-api-token-0123456789")
         .env("BIGLEARN_ADMIN_TOKEN", "crash-test-admin-token-0123456789")

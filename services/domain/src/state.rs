@@ -32,7 +32,11 @@ pub struct StateError(pub String);
 
 /// Read access to the read model. Lists come in ascending uuid order unless stated.
 pub trait StateView {
-    fn ecosystem(&self, ecosystem: EcosystemUuid) -> Result<Option<EcosystemState>, StateError>;
+    /// Ecosystems never change once created, so stores may share one decoded copy.
+    fn ecosystem(
+        &self,
+        ecosystem: EcosystemUuid,
+    ) -> Result<Option<std::sync::Arc<EcosystemState>>, StateError>;
     fn exercise(&self, exercise: ExerciseUuid) -> Result<Option<ExerciseState>, StateError>;
     /// Every exercise uuid known in any ecosystem for this group.
     fn group_versions(&self, group: ExerciseGroupUuid) -> Result<Vec<ExerciseUuid>, StateError>;

@@ -29,7 +29,7 @@ use crate::ProjectionError;
 pub mod consumer;
 mod store;
 
-pub use store::SledState;
+pub use store::{EcosystemCache, SledState};
 
 const TAG_POSITION: u8 = b'P';
 const TAG_AGGREGATE: u8 = b'A';
@@ -152,10 +152,16 @@ struct PendingRows<'a, 't> {
     overlay: &'a Overlay<'t>,
     stream: StreamKind,
     aggregate: Uuid,
+    /// The aggregate has no pending entry: every lookup misses without reading sled (the
+    /// common case, an in-order record).
+    none_pending: bool,
 }
 
 impl<'r> PendingView<Raw<'r>> for PendingRows<'_, '_> {
     fn get(&self, seq: SequenceNumber) -> Option<Slot<Raw<'r>>> {
+        if self.none_pending {
+            return None;
+        }
         // A read error or corrupt row reads as "absent": the record then parks or applies
         // as new; the sled error itself resurfaces on commit.
         let bytes = self
@@ -261,13 +267,14 @@ pub struct BatchReport {
 /// A batch staged in memory; nothing is durable until [`StagedBatch::commit`].
 pub struct StagedBatch<'t> {
     overlay: Overlay<'t>,
+    ecosystems: EcosystemCache,
     pub report: BatchReport,
 }
 
 impl<'t> StagedBatch<'t> {
     /// The batch's state as it will commit, for a [`BatchHook`] to read and add rows to.
     pub fn state(&mut self) -> SledState<'_, 't> {
-        SledState::new(&mut self.overlay)
+        SledState::with_cache(&mut self.overlay, self.ecosystems.clone())
     }
 
     /// Commits state, pending rows and positions as one atomic sled batch.
@@ -281,6 +288,7 @@ impl<'t> StagedBatch<'t> {
 #[derive(Clone)]
 pub struct StateProjection {
     tree: sled::Tree,
+    ecosystems: EcosystemCache,
 }
 
 fn state_error(error: StateError) -> ProjectionError {
@@ -294,6 +302,7 @@ impl StateProjection {
     pub fn open(db: &sled::Db, name: &str) -> Result<StateProjection, ProjectionError> {
         Ok(StateProjection {
             tree: db.open_tree(name)?,
+            ecosystems: EcosystemCache::default(),
         })
     }
 
@@ -351,7 +360,7 @@ impl StateProjection {
     /// Reads the read model as committed (for the scheduler, the SPARFA consumer and tests).
     pub fn with_view<T>(&self, read: impl FnOnce(&SledState<'_, '_>) -> T) -> T {
         let mut overlay = Overlay::new(&self.tree);
-        let view = SledState::new(&mut overlay);
+        let view = SledState::with_cache(&mut overlay, self.ecosystems.clone());
         read(&view)
     }
 
@@ -363,6 +372,7 @@ impl StateProjection {
         now_micros: i64,
     ) -> Result<StagedBatch<'t>, ProjectionError> {
         let mut staging = Staging {
+            ecosystems: self.ecosystems.clone(),
             overlay: Overlay::new(&self.tree),
             aggregates: HashMap::new(),
             report: BatchReport::default(),
@@ -386,7 +396,11 @@ impl StateProjection {
         for (topic, partition, offset) in positions {
             overlay.insert(position_key(topic, *partition), offset.to_be_bytes().to_vec());
         }
-        Ok(StagedBatch { overlay, report })
+        Ok(StagedBatch {
+            overlay,
+            ecosystems: self.ecosystems.clone(),
+            report,
+        })
     }
 
     /// A deterministic digest of the derived state: every row except stream positions and
@@ -400,13 +414,18 @@ impl StateProjection {
 
 /// One batch being staged: the overlay, the aggregates it touched, and the report.
 struct Staging<'t> {
+    ecosystems: EcosystemCache,
     overlay: Overlay<'t>,
     aggregates: HashMap<(StreamKind, Uuid), AggregateSequence>,
     report: BatchReport,
     now_micros: i64,
 }
 
-impl Staging<'_> {
+impl<'t> Staging<'t> {
+    fn state(&mut self) -> SledState<'_, 't> {
+        SledState::with_cache(&mut self.overlay, self.ecosystems.clone())
+    }
+
     fn aggregate(
         &mut self,
         stream: StreamKind,
@@ -429,7 +448,7 @@ impl Staging<'_> {
         let mut prepared: Option<PreparationUuid> = None;
         if let StateRecord::Course { event, .. } = record {
             if let CoursePayload::PrepareCourseEcosystem(prepare) = &event.payload {
-                register_preparation(&mut SledState::new(&mut self.overlay), prepare)
+                register_preparation(&mut self.state(), prepare)
                     .map_err(state_error)?;
                 prepared = Some(prepare.preparation_uuid);
             }
@@ -441,6 +460,7 @@ impl Staging<'_> {
                 overlay: &self.overlay,
                 stream,
                 aggregate,
+                none_pending: state.n_pending == 0,
             };
             receive(
                 &state,
@@ -519,7 +539,7 @@ impl Staging<'_> {
                             &decoded
                         }
                     };
-                    match apply_course_event(&mut SledState::new(&mut self.overlay), event)
+                    match apply_course_event(&mut self.state(), event)
                         .map_err(state_error)?
                     {
                         Applied::Done(effects) => {
@@ -563,7 +583,7 @@ impl Staging<'_> {
                         }
                     };
                     let effects =
-                        apply_ecosystem_event(&mut SledState::new(&mut self.overlay), event)
+                        apply_ecosystem_event(&mut self.state(), event)
                             .map_err(state_error)?;
                     *self
                         .report
@@ -631,6 +651,7 @@ impl Staging<'_> {
                 overlay: &self.overlay,
                 stream: StreamKind::Course,
                 aggregate: course,
+                none_pending: false,
             },
             state.next_seq,
         ) else {

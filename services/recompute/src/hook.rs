@@ -2,7 +2,7 @@
 //! timers in the same sled batch as the events that caused them (spec scheduler.md §4).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
@@ -12,7 +12,7 @@ use biglearn_scheduler::{ModelView, PublishedView, Scheduler, Target, Timer, Tim
 use tokio::sync::Notify;
 
 use crate::clock::{LogicalClock, WallClock};
-use crate::rows::{dirty_key, timer_key, waiting_key, DirtyMark, TimerAction};
+use crate::rows::{dirty_key, timer_key, waiting_key, whole_course_key, DirtyMark, TimerAction};
 use crate::SettingsSource;
 
 /// What every part of the shell shares: the clock, the views the core reads besides the
@@ -26,6 +26,9 @@ pub struct Shared {
     pub settings: SettingsSource,
     /// Notified after every batch that dirtied something.
     pub wake: Arc<Notify>,
+    /// Whether the live state consumers are caught up (set by the loop every pass). While
+    /// they are not, the hook marks whole courses dirty instead of deriving targets.
+    pub caught_up: Arc<AtomicBool>,
 }
 
 /// The batch hook of the state projection.
@@ -38,6 +41,8 @@ pub struct DirtyTargets {
 /// Everything one batch makes dirty, before it is written.
 #[derive(Default)]
 struct Marks {
+    /// Courses whose every target is dirty (while catching up).
+    courses: BTreeSet<CourseUuid>,
     targets: BTreeSet<(CourseUuid, Target)>,
     waits: BTreeSet<(EcosystemUuid, CourseUuid)>,
     timers: BTreeSet<(CourseUuid, Timer)>,
@@ -66,26 +71,48 @@ impl DirtyTargets {
 
     fn collect(&self, view: &dyn StateView, effects: &[Effect]) -> Result<Marks, StateError> {
         let now = self.shared.clock.now();
+        let catching_up = !self.shared.caught_up.load(Ordering::Acquire);
         let mut marks = Marks::default();
+        // Effects are evaluated against the batch's final state, so a repeated response
+        // of one student to one exercise yields the same targets: derive them once.
+        let mut responses_seen = BTreeSet::new();
         for effect in effects {
             let Some(course) = effect_course(effect) else {
                 continue;
             };
-            let scheduler = Scheduler {
-                view,
-                published: self.shared.published.as_ref(),
-                models: self.shared.models.as_ref(),
-                settings: (self.shared.settings)(course),
-            };
-            let triggered = scheduler
-                .targets_for(effect, now)
-                .map_err(|error| StateError(error.to_string()))?;
-            marks
-                .targets
-                .extend(triggered.targets.into_iter().map(|target| (course, target)));
-            marks
-                .waits
-                .extend(triggered.waits_for.into_iter().map(|eco| (eco, course)));
+            if let Effect::ResponseRecorded {
+                response, counts, ..
+            } = effect
+            {
+                let seen = (
+                    course,
+                    response.student,
+                    response.ecosystem,
+                    response.exercise,
+                );
+                if !*counts || !responses_seen.insert(seen) {
+                    continue;
+                }
+            }
+            if catching_up {
+                marks.courses.insert(course);
+            } else {
+                let scheduler = Scheduler {
+                    view,
+                    published: self.shared.published.as_ref(),
+                    models: self.shared.models.as_ref(),
+                    settings: (self.shared.settings)(course),
+                };
+                let triggered = scheduler
+                    .targets_for(effect, now)
+                    .map_err(|error| StateError(error.to_string()))?;
+                marks
+                    .targets
+                    .extend(triggered.targets.into_iter().map(|target| (course, target)));
+                marks
+                    .waits
+                    .extend(triggered.waits_for.into_iter().map(|eco| (eco, course)));
+            }
             if let Effect::AssignmentChanged {
                 assignment,
                 student,
@@ -123,10 +150,21 @@ impl BatchHook for DirtyTargets {
         effects: &[Effect],
     ) -> Result<(), StateError> {
         let marks = self.collect(&*state, effects)?;
-        if marks.targets.is_empty() && marks.waits.is_empty() && marks.timers.is_empty() {
+        if marks.courses.is_empty()
+            && marks.targets.is_empty()
+            && marks.waits.is_empty()
+            && marks.timers.is_empty()
+        {
             return Ok(());
         }
         let dirty_at_micros = (self.shared.wall)();
+        for course in &marks.courses {
+            let mark = DirtyMark {
+                dirty_at_micros,
+                stamp: self.stamp.fetch_add(1, Ordering::Relaxed),
+            };
+            state.put_hook_row(&whole_course_key(*course), mark.encode());
+        }
         for (course, target) in &marks.targets {
             let mark = DirtyMark {
                 dirty_at_micros,

@@ -10,7 +10,8 @@
 //!   re-dirtied it meanwhile (its stamp is unchanged); a crash in between recomputes, and
 //!   unchanged content is not republished.
 //! - A lower result version is never published over a higher one (`publish_decision`).
-//! - Nothing is computed while the state consumers catch up (spec §12 replay mode).
+//! - Nothing is computed while the state consumers catch up (spec §12 replay mode); the
+//!   hook then marks whole courses dirty, expanded into targets once caught up.
 //! - The projection's state is never written by the loop: the past-due history rule, a
 //!   function of the logical clock, is applied to an uncommitted batch each pass.
 //! - The logical clock never moves backwards. Simplification of §2.3: it advances to
@@ -39,6 +40,7 @@ pub mod settings;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
@@ -124,6 +126,7 @@ pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
         models: Arc::new(models),
         settings: inputs.settings,
         wake: Arc::new(Notify::new()),
+        caught_up: Arc::new(AtomicBool::new(false)),
     };
     let versions = PublishedVersions::open(&inputs.db).map_err(|source| RecomputeError::Sled {
         doing: "opening the published versions",

@@ -245,6 +245,57 @@ mod tests {
     }
 
     #[test]
+    fn results_about_a_subject_come_from_the_event_log() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .expect("sled opens");
+        let log = EventLog::open(&db, "event_log").expect("the log opens");
+        let assignment = Uuid::from_u128(5);
+        let pes = |subject: Uuid, algorithm: &str| ResultRecord {
+            assignment_uuid: Some(subject),
+            algorithm_name: algorithm.into(),
+            exercise_uuids: Some(vec![Uuid::from_u128(6)]),
+            ..base(ResultKind::AssignmentPes)
+        };
+        let records = [
+            pes(assignment, "local_query"),
+            pes(assignment, "biglearn_sparfa"),
+            pes(Uuid::from_u128(50), "local_query"),
+            ResultRecord {
+                assignment_uuid: Some(assignment),
+                exercise_uuids: Some(vec![]),
+                ..base(ResultKind::AssignmentSpes)
+            },
+        ];
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| (r.key(), version_of(r), stored_content(r).to_string()))
+            .collect();
+        log.apply_results(&rows, &[]).expect("results are stored");
+        let published = EventLogPublished { log };
+        let about = published
+            .results_about(ResultKind::AssignmentPes, assignment)
+            .expect("a scan");
+        let keys: Vec<String> = about.iter().map(ResultRecord::key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                format!("assignment_pes|{assignment}|biglearn_sparfa"),
+                format!("assignment_pes|{assignment}|local_query"),
+            ]
+        );
+        assert_eq!(
+            published
+                .result(&records[0].key())
+                .expect("a read")
+                .and_then(|r| r.exercise_uuids),
+            Some(vec![Uuid::from_u128(6)])
+        );
+    }
+
+    #[test]
     fn stored_results_read_back_as_records() {
         check(ResultRecord {
             student_uuid: Some(Uuid::from_u128(2)),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use biglearn_domain::events::StreamKind;
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
-use biglearn_domain::state::StateView;
+use biglearn_domain::state::{Effect, StateView};
 use biglearn_events::{result_record, ResultKind, ResultRecord};
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::overlay::Overlay;
@@ -24,8 +24,9 @@ use tokio::sync::watch;
 use crate::hook::Shared;
 use crate::published::{EventLogPublished, PublishedVersions};
 use crate::rows::{
-    dirty_key, in_tree, parse_dirty_key, parse_timer_key, parse_waiting_key, timers_until,
-    DirtyMark, TimerAction, DIRTY, TIMER, WAITING,
+    dirty_key, in_tree, parse_dirty_key, parse_timer_key, parse_waiting_key,
+    parse_whole_course_key, timers_until, waiting_key, DirtyMark, TimerAction, DIRTY, TIMER,
+    WAITING, WHOLE_COURSE,
 };
 use crate::RecomputeError;
 
@@ -163,9 +164,13 @@ impl Recompute {
             caught_up: self.caught_up(),
             ..PassReport::default()
         };
+        self.shared
+            .caught_up
+            .store(report.caught_up, std::sync::atomic::Ordering::Release);
         if report.caught_up {
             let wall = (self.shared.wall)();
             let now = self.shared.clock.advance_with_wall(wall);
+            self.expand_whole_courses(&projection, &tree, now)?;
             self.release_waits(&projection, &tree)?;
             report.timers_fired = self.fire_timers(&projection, &tree, now)?;
         }
@@ -249,6 +254,48 @@ impl Recompute {
         for target in targets {
             batch.insert(in_tree(&dirty_key(course, target)), mark.encode());
         }
+    }
+
+    /// Courses marked dirty as a whole while catching up get every target dirty: what an
+    /// ecosystem "switch" to the current ecosystem dirties (every CLUE target, and the
+    /// rankings, PEs, SPEs and worst areas of every active student).
+    fn expand_whole_courses(
+        &self,
+        projection: &StateProjection,
+        tree: &sled::Tree,
+        now: i64,
+    ) -> Result<(), RecomputeError> {
+        for row in tree.scan_prefix(in_tree(&[WHOLE_COURSE])) {
+            let (key, value) = row.map_err(sled_error("scanning whole-course rows"))?;
+            let Some(course) = parse_whole_course_key(&key[1..]) else {
+                continue;
+            };
+            let triggered = projection.with_view(|view| -> Result<_, RecomputeError> {
+                let Some(state) = view.course(course)? else {
+                    return Ok(None);
+                };
+                let everything = Effect::EcosystemSwitched {
+                    course,
+                    from: state.current_ecosystem,
+                    to: state.current_ecosystem,
+                };
+                Ok(Some(
+                    self.scheduler(view, course).targets_for(&everything, now)?,
+                ))
+            })?;
+            let mut batch = sled::Batch::default();
+            if let Some(triggered) = triggered {
+                self.mark_dirty(&mut batch, course, &triggered.targets);
+                for ecosystem in triggered.waits_for {
+                    batch.insert(in_tree(&waiting_key(ecosystem, course)), Vec::new());
+                }
+            }
+            tree.apply_batch(batch)
+                .map_err(sled_error("expanding whole-course rows"))?;
+            // Unless a batch marked the course again meanwhile.
+            remove_unchanged(tree, &[(key.to_vec(), value.to_vec())])?;
+        }
+        Ok(())
     }
 
     /// Courses waiting for an ecosystem that now exists get their targets back (spec §4).
@@ -353,14 +400,13 @@ impl Recompute {
         // The past-due history rule (spec §10.1) is a function of the clock: it is applied
         // to a batch that is never committed, so the projection's state stays a function
         // of the log alone (its hash is replay-stable).
-        let mut overlay = Overlay::new(tree);
-        let mut state = SledState::new(&mut overlay);
-        enter_past_due_history(&mut state, course, now)?;
-        let computed = self
-            .scheduler(&state, course)
-            .compute(course, &targets, now, input_seq)?;
-        drop(state);
-        drop(overlay);
+        let computed = {
+            let mut overlay = Overlay::new(tree);
+            let mut state = SledState::new(&mut overlay);
+            enter_past_due_history(&mut state, course, now)?;
+            self.scheduler(&state, course)
+                .compute(course, &targets, now, input_seq)?
+        };
         let elapsed = started.elapsed();
         let per_result = elapsed / computed.records.len().max(1) as u32;
 

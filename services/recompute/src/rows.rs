@@ -12,6 +12,24 @@ pub const DIRTY: u8 = b'd';
 pub const WAITING: u8 = b'w';
 /// `t ‖ at ‖ course ‖ action`: something to re-dirty when the logical clock reaches `at`.
 pub const TIMER: u8 = b't';
+/// `a ‖ course`: every target of the course is dirty (written while catching up, when
+/// deriving each effect's targets would only slow the replay down).
+pub const WHOLE_COURSE: u8 = b'a';
+
+/// The whole-course row of `course`.
+pub fn whole_course_key(course: CourseUuid) -> Vec<u8> {
+    let mut key = vec![WHOLE_COURSE];
+    key.extend_from_slice(course.0.as_bytes());
+    key
+}
+
+/// Parses a whole-course row key (without the hook tag).
+pub fn parse_whole_course_key(key: &[u8]) -> Option<CourseUuid> {
+    if key.first() != Some(&WHOLE_COURSE) || key.len() != 17 {
+        return None;
+    }
+    Some(CourseUuid(uuid_at(key, 1)?))
+}
 
 /// A hook-row key as stored in the tree (the projection prefixes hook rows with its tag);
 /// the shell's loop reads and removes rows directly on the tree.

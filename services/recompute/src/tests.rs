@@ -230,6 +230,7 @@ impl World {
             models: Arc::new(models),
             settings: Arc::new(|_| SchedulerSettings::INITIAL),
             wake: Arc::new(Notify::new()),
+            caught_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         let (caught_up, progress) = watch::channel(ConsumerProgress {
             caught_up: true,
@@ -524,7 +525,11 @@ async fn feedback_opening_recomputes_the_student_clue() {
     assert_eq!(report.timers_fired, 0, "{report:?}");
 
     world.set_wall(feedback_at + CLOCK_SAFETY_LAG.as_micros() as i64);
+    let hash_before = world.projection.state_hash().expect("a hash");
     let report = world.recompute.pass().await.expect("a pass");
+    // The assignment is past due now: the history rule applies to the computation only,
+    // never to the projection's state.
+    assert_eq!(world.projection.state_hash().expect("a hash"), hash_before);
     assert!(report.timers_fired > 0, "{report:?}");
     let after = world.published().await;
     let visible = latest(&after, &student_clue_key()).expect("a student CLUE");
@@ -634,5 +639,55 @@ fn a_row_redirtied_during_computation_stays_dirty() {
     assert_eq!(
         tree.get(key(2)).expect("a read").as_deref(),
         Some(mark(3).as_slice())
+    );
+}
+
+#[tokio::test]
+async fn a_course_replayed_while_catching_up_is_computed_whole_once_caught_up() {
+    let mut world = World::new(Duration::ZERO).await;
+    world
+        .caught_up
+        .send_modify(|progress| progress.caught_up = false);
+    world.recompute.pass().await.expect("a pass");
+    world.feed_ecosystem();
+    world.feed_course(&course_events(T0 + 20 * DAY));
+    assert_eq!(
+        world.dirty(),
+        Vec::new(),
+        "no per-effect targets while catching up"
+    );
+    assert_eq!(
+        world
+            .projection
+            .tree()
+            .scan_prefix(in_tree(&[crate::rows::WHOLE_COURSE]))
+            .count(),
+        1
+    );
+
+    world
+        .caught_up
+        .send_modify(|progress| progress.caught_up = true);
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.dirty_left, 0, "{report:?}");
+    let records = world.published().await;
+    assert!(latest(
+        &records,
+        &format!("assignment_pes|{}|local_query", ASSIGNMENT.0)
+    )
+    .is_some());
+    assert!(latest(&records, &student_clue_key()).is_some());
+    assert!(latest(
+        &records,
+        &format!("practice_worst_areas|{}|local_query", STUDENT.0)
+    )
+    .is_some());
+    assert_eq!(
+        world
+            .projection
+            .tree()
+            .scan_prefix(in_tree(&[crate::rows::WHOLE_COURSE]))
+            .count(),
+        0
     );
 }

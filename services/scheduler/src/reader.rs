@@ -3,6 +3,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use biglearn_domain::ids::{
     AssignmentUuid, BookContainerUuid, CourseUuid, EcosystemUuid, ExerciseGroupUuid, ExerciseUuid,
@@ -17,7 +18,7 @@ use biglearn_domain::state::{
 pub struct Reader<'a> {
     pub view: &'a dyn StateView,
     pub course: CourseUuid,
-    ecosystems: RefCell<BTreeMap<EcosystemUuid, Option<Rc<EcosystemState>>>>,
+    ecosystems: RefCell<BTreeMap<EcosystemUuid, Option<Arc<EcosystemState>>>>,
     groups: RefCell<HashMap<ExerciseUuid, Option<ExerciseGroupUuid>>>,
     versions: RefCell<HashMap<ExerciseGroupUuid, Rc<Vec<ExerciseUuid>>>>,
     mappings: OnceCell<Rc<MappingSet>>,
@@ -48,11 +49,11 @@ impl<'a> Reader<'a> {
     pub fn ecosystem(
         &self,
         ecosystem: EcosystemUuid,
-    ) -> Result<Option<Rc<EcosystemState>>, StateError> {
+    ) -> Result<Option<Arc<EcosystemState>>, StateError> {
         if let Some(cached) = self.ecosystems.borrow().get(&ecosystem) {
             return Ok(cached.clone());
         }
-        let loaded = self.view.ecosystem(ecosystem)?.map(Rc::new);
+        let loaded = self.view.ecosystem(ecosystem)?;
         self.ecosystems
             .borrow_mut()
             .insert(ecosystem, loaded.clone());

@@ -655,6 +655,14 @@ impl Metrics {
             .observe(age.as_secs_f64());
     }
 
+    /// Events were applied at these ages (one label lookup for the whole batch).
+    pub fn events_aged(&self, component: &str, ages: &[Duration]) {
+        let histogram = self.event_age_seconds.with_label_values(&[component]);
+        for age in ages {
+            histogram.observe(age.as_secs_f64());
+        }
+    }
+
     /// `count` events of `event_type` were applied by a projection.
     pub fn events_applied(&self, component: &str, event_type: &str, count: u64) {
         self.events_applied_total

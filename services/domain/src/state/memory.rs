@@ -32,8 +32,11 @@ pub struct MemoryState {
 }
 
 impl StateView for MemoryState {
-    fn ecosystem(&self, ecosystem: EcosystemUuid) -> Result<Option<EcosystemState>, StateError> {
-        Ok(self.ecosystems.get(&ecosystem).cloned())
+    fn ecosystem(
+        &self,
+        ecosystem: EcosystemUuid,
+    ) -> Result<Option<std::sync::Arc<EcosystemState>>, StateError> {
+        Ok(self.ecosystems.get(&ecosystem).cloned().map(std::sync::Arc::new))
     }
 
     fn exercise(&self, exercise: ExerciseUuid) -> Result<Option<ExerciseState>, StateError> {

@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn paths_round_trip_and_are_unique() {
-        assert_eq!(Endpoint::ALL.len(), 35);
+        assert_eq!(Endpoint::ALL.len(), 39);
         for endpoint in Endpoint::ALL {
             assert_eq!(Endpoint::from_path(endpoint.path()), Some(*endpoint));
         }

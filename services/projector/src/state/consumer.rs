@@ -327,6 +327,7 @@ async fn apply_batch(
             .events_applied(&config.component, event_type, *count);
     }
     let mut last_accepted_at = None;
+    let mut ages = Vec::with_capacity(decoded.len());
     for item in &decoded {
         let accepted_at = match item {
             Decoded::Course(event) => event.meta.accepted_at_micros,
@@ -334,11 +335,9 @@ async fn apply_batch(
             _ => continue,
         };
         last_accepted_at = Some(accepted_at);
-        config.metrics.event_applied(
-            &config.component,
-            Duration::from_micros((now - accepted_at).max(0) as u64),
-        );
+        ages.push(Duration::from_micros((now - accepted_at).max(0) as u64));
     }
+    config.metrics.events_aged(&config.component, &ages);
     config
         .metrics
         .apply_batch_finished(&config.component, started.elapsed());

@@ -13,6 +13,10 @@ use biglearn_domain::state::{
     AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState, ExerciseState, MappingSet,
     PreparationState, ResponseState, StateError, StateStore, StateView, StudentState, TrialState,
 };
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
@@ -131,15 +135,31 @@ fn decode_trial(bytes: &[u8]) -> Result<TrialState, StateError> {
     })
 }
 
+/// Decoded ecosystems shared by every batch of one projection: an ecosystem is written once
+/// and never changes, and decoding one (pools, container lists) per response would dominate.
+pub type EcosystemCache = Arc<RwLock<HashMap<EcosystemUuid, Arc<EcosystemState>>>>;
+
 /// The read model as one batch over one sled tree sees it.
 pub struct SledState<'o, 't> {
     overlay: &'o mut Overlay<'t>,
+    ecosystems: Option<EcosystemCache>,
 }
 
 impl<'o, 't> SledState<'o, 't> {
     /// Reads and writes through `overlay`; nothing is durable until it commits.
     pub fn new(overlay: &'o mut Overlay<'t>) -> Self {
-        SledState { overlay }
+        SledState {
+            overlay,
+            ecosystems: None,
+        }
+    }
+
+    /// Like [`SledState::new`], sharing decoded ecosystems through `cache`.
+    pub fn with_cache(overlay: &'o mut Overlay<'t>, cache: EcosystemCache) -> Self {
+        SledState {
+            overlay,
+            ecosystems: Some(cache),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -189,8 +209,19 @@ impl<'o, 't> SledState<'o, 't> {
 }
 
 impl StateView for SledState<'_, '_> {
-    fn ecosystem(&self, ecosystem: EcosystemUuid) -> Result<Option<EcosystemState>, StateError> {
-        self.get_decoded(&key(TAG_ECOSYSTEM, &[ecosystem.0]))
+    fn ecosystem(&self, ecosystem: EcosystemUuid) -> Result<Option<Arc<EcosystemState>>, StateError> {
+        if let Some(cache) = &self.ecosystems {
+            if let Some(found) = cache.read().get(&ecosystem) {
+                return Ok(Some(found.clone()));
+            }
+        }
+        let decoded: Option<EcosystemState> =
+            self.get_decoded(&key(TAG_ECOSYSTEM, &[ecosystem.0]))?;
+        let decoded = decoded.map(Arc::new);
+        if let (Some(cache), Some(found)) = (&self.ecosystems, &decoded) {
+            cache.write().insert(ecosystem, found.clone());
+        }
+        Ok(decoded)
     }
 
     fn exercise(&self, exercise: ExerciseUuid) -> Result<Option<ExerciseState>, StateError> {
