@@ -28,7 +28,10 @@ async fn settled_hash(node: &Node) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     loop {
-        let hash = status(node).await["state_hash"].as_str().unwrap().to_owned();
+        let hash = status(node).await["state_hash"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         if hash == last {
             return hash;
         }
@@ -50,21 +53,30 @@ async fn rebuild_and_wait(node: &Node) -> Value {
             _ => {}
         }
         // The old state keeps serving while the rebuild runs.
-        assert!(Instant::now() < deadline, "the rebuild did not finish: {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild did not finish: {answer}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn write_course(node: &Node, course: &str, n_responses: i64) {
     let ecosystem = new_uuid();
-    let (code, answer) = node.post("/create_ecosystem", &create_ecosystem(&ecosystem)).await;
+    let (code, answer) = node
+        .post("/create_ecosystem", &create_ecosystem(&ecosystem))
+        .await;
     assert_eq!(code, 200, "{answer}");
-    let (code, answer) = node.post("/create_course", &create_course(course, &ecosystem)).await;
+    let (code, answer) = node
+        .post("/create_course", &create_course(course, &ecosystem))
+        .await;
     assert_eq!(code, 200, "{answer}");
     let items = (1..=n_responses)
         .map(|seq| response_item(course, seq, &new_uuid()))
         .collect();
-    let (code, answer) = node.post("/record_responses", &record_responses(items)).await;
+    let (code, answer) = node
+        .post("/record_responses", &record_responses(items))
+        .await;
     assert_eq!(code, 200, "{answer}");
 }
 
@@ -78,7 +90,11 @@ async fn an_online_rebuild_keeps_serving_and_switches_to_an_equal_state() {
     assert_eq!(status(&node).await["generation"], 1);
 
     let (code, started) = node.admin("/admin/rebuild", &json!({})).await;
-    assert_eq!((code, started["status"].as_str()), (200, Some("started")), "{started}");
+    assert_eq!(
+        (code, started["status"].as_str()),
+        (200, Some("started")),
+        "{started}"
+    );
     // Reads keep working while the new generation is built beside the live one.
     let (code, answer) = node
         .post(
@@ -101,22 +117,34 @@ async fn an_online_rebuild_keeps_serving_and_switches_to_an_equal_state() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(finished["generation"], 2);
-    assert_eq!(finished["rebuilt_state_hash"].as_str(), Some(before.as_str()));
+    assert_eq!(
+        finished["rebuilt_state_hash"].as_str(),
+        Some(before.as_str())
+    );
     assert_eq!(finished["state_hash"].as_str(), Some(before.as_str()));
     assert!(finished["records"].as_u64().unwrap() >= 32, "{finished}");
 
     // The new generation is live: a new event changes it.
     let (code, answer) = node
-        .post("/record_responses", &record_responses(vec![response_item(&course, 31, &new_uuid())]))
+        .post(
+            "/record_responses",
+            &record_responses(vec![response_item(&course, 31, &new_uuid())]),
+        )
         .await;
     assert_eq!(code, 200, "{answer}");
     let after_write = settled_hash(&node).await;
-    assert_ne!(after_write, before, "the state must change when an event is applied");
+    assert_ne!(
+        after_write, before,
+        "the state must change when an event is applied"
+    );
 
     // Rebuilding again lands on the live state once more, and a restart keeps generation 3.
     let again = rebuild_and_wait(&node).await;
     assert_eq!(again["generation"], 3);
-    assert_eq!(again["rebuilt_state_hash"].as_str(), Some(after_write.as_str()));
+    assert_eq!(
+        again["rebuilt_state_hash"].as_str(),
+        Some(after_write.as_str())
+    );
     node.stop().await.unwrap();
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
     let restarted = status(&node).await;
@@ -130,7 +158,10 @@ async fn an_admin_rebuild_needs_the_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
     let (code, _) = node.post("/admin/rebuild", &json!({})).await;
-    assert_eq!(code, 401, "the API token is not accepted on admin endpoints");
+    assert_eq!(
+        code, 401,
+        "the API token is not accepted on admin endpoints"
+    );
     let (code, answer) = node.admin("/admin/rebuild", &json!({"now": true})).await;
     assert_eq!(code, 400, "unknown members are refused: {answer}");
     node.stop().await.unwrap();
@@ -138,7 +169,9 @@ async fn an_admin_rebuild_needs_the_admin_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_replayed_without_losing_anything() {
-    let broker = tokio::task::spawn_blocking(TestBroker::start).await.unwrap();
+    let broker = tokio::task::spawn_blocking(TestBroker::start)
+        .await
+        .unwrap();
     let prefix = unique_topic_prefix("e2e-dlq");
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(
@@ -154,12 +187,16 @@ async fn dead_letters_are_listed_and_replayed_without_losing_anything() {
 
     // Poison: one record without routing headers, one with headers but an undecodable value.
     let topics = Topics::new(prefix.clone());
-    let producer = KafkaStore::connect(KafkaConfig::new(broker.bootstrap(), "dlq-test").single_broker())
-        .await
-        .unwrap();
+    let producer =
+        KafkaStore::connect(KafkaConfig::new(broker.bootstrap(), "dlq-test").single_broker())
+            .await
+            .unwrap();
     let blocked_course = new_uuid();
     let headers = vec![
-        (HEADER_AGGREGATE_UUID.to_owned(), blocked_course.as_bytes().to_vec()),
+        (
+            HEADER_AGGREGATE_UUID.to_owned(),
+            blocked_course.as_bytes().to_vec(),
+        ),
         (HEADER_SEQUENCE_NUMBER.to_owned(), b"0".to_vec()),
         (HEADER_EVENT_UUID.to_owned(), new_uuid().as_bytes().to_vec()),
         (HEADER_EVENT_TYPE.to_owned(), b"create_course".to_vec()),
@@ -168,8 +205,16 @@ async fn dead_letters_are_listed_and_replayed_without_losing_anything() {
         .append(
             &topics.course_events(),
             vec![
-                OutgoingRecord { key: b"poison".to_vec(), value: b"\x00not avro".to_vec(), headers: Vec::new() },
-                OutgoingRecord { key: blocked_course.as_bytes().to_vec(), value: b"\xc3\x01garbage".to_vec(), headers },
+                OutgoingRecord {
+                    key: b"poison".to_vec(),
+                    value: b"\x00not avro".to_vec(),
+                    headers: Vec::new(),
+                },
+                OutgoingRecord {
+                    key: blocked_course.as_bytes().to_vec(),
+                    value: b"\xc3\x01garbage".to_vec(),
+                    headers,
+                },
             ],
         )
         .await
@@ -188,19 +233,37 @@ async fn dead_letters_are_listed_and_replayed_without_losing_anything() {
         assert!(Instant::now() < deadline, "dead letters missing: {answer}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(letters.iter().all(|l| l["reason"] == "undecodable" && l["source_topic"] == topics.course_events().as_str()), "{letters:?}");
-    let components: std::collections::BTreeSet<&str> = letters.iter().filter_map(|l| l["component"].as_str()).collect();
-    assert!(components.contains("projector") && components.contains("event_log"), "{components:?}");
+    assert!(
+        letters.iter().all(|l| l["reason"] == "undecodable"
+            && l["source_topic"] == topics.course_events().as_str()),
+        "{letters:?}"
+    );
+    let components: std::collections::BTreeSet<&str> = letters
+        .iter()
+        .filter_map(|l| l["component"].as_str())
+        .collect();
+    assert!(
+        components.contains("projector") && components.contains("event_log"),
+        "{components:?}"
+    );
 
     // The healthy course is unaffected by the poison.
     let (code, answer) = node
-        .post("/record_responses", &record_responses(vec![response_item(&course, 4, &new_uuid())]))
+        .post(
+            "/record_responses",
+            &record_responses(vec![response_item(&course, 4, &new_uuid())]),
+        )
         .await;
     assert_eq!(code, 200, "{answer}");
 
     // Replay one dead letter: its original record goes back to its source topic, where it
     // is dead-lettered again (the cause is not fixed), and nothing else changes.
-    let high_before: i64 = producer.high_watermarks(&topics.course_events()).await.unwrap().iter().sum();
+    let high_before: i64 = producer
+        .high_watermarks(&topics.course_events())
+        .await
+        .unwrap()
+        .iter()
+        .sum();
     let first = &letters[0];
     let (code, answer) = node
         .admin(
@@ -210,22 +273,39 @@ async fn dead_letters_are_listed_and_replayed_without_losing_anything() {
         .await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["replayed"].as_array().map(Vec::len), Some(1));
-    let high_after: i64 = producer.high_watermarks(&topics.course_events()).await.unwrap().iter().sum();
-    assert_eq!(high_after, high_before + 1, "the original record is appended once");
+    let high_after: i64 = producer
+        .high_watermarks(&topics.course_events())
+        .await
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(
+        high_after,
+        high_before + 1,
+        "the original record is appended once"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, answer) = node.admin("/admin/dlq/list", &json!({"limit": 100})).await;
         if answer["dead_letters"].as_array().map_or(0, Vec::len) >= letters.len() + 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the replayed record was not dead-lettered again");
+        assert!(
+            Instant::now() < deadline,
+            "the replayed record was not dead-lettered again"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A replay of an offset that holds no dead letter is refused with a clear error.
     let (code, answer) = node
-        .admin("/admin/dlq/replay", &json!({"partition": 0, "offsets": [999_999], "reason": "x"}))
+        .admin(
+            "/admin/dlq/replay",
+            &json!({"partition": 0, "offsets": [999_999], "reason": "x"}),
+        )
         .await;
     assert_eq!(code, 400, "{answer}");
     node.stop().await.unwrap();
-    tokio::task::spawn_blocking(move || drop(broker)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
 }

@@ -56,7 +56,7 @@ impl Node {
             listen: "127.0.0.1:0".parse().expect("a valid address"),
             backend,
             topic_prefix,
-            roles: vec![Role::Writer, Role::Reader],
+            roles: vec![Role::Writer, Role::Reader, Role::Projector],
             api_token: API_TOKEN.into(),
             admin_token: ADMIN_TOKEN.into(),
             writer_id: "test-writer".into(),

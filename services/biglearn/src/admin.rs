@@ -102,7 +102,10 @@ pub async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
                 body["after_offset"] = json!(after);
             }
             let answer = call(&target, "/admin/dlq/list", body).await?;
-            let letters = answer["dead_letters"].as_array().cloned().unwrap_or_default();
+            let letters = answer["dead_letters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if letters.is_empty() {
                 println!("no dead letters");
             }

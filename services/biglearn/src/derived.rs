@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use biglearn_domain::events::StreamKind;
-use biglearn_projector::consumer::{run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig};
+use biglearn_projector::consumer::{
+    run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig,
+};
 use biglearn_projector::event_log::EventLog;
 use biglearn_projector::service::{
     combined_hash, state_hash_parts, Generations, ProjectionService, RebuildProgress, EVENT_LOG,
@@ -114,13 +116,15 @@ async fn rebuild_event_log(
         let (stop_tx, stop_rx) = watch::channel(false);
         watchers.push(progress_rx);
         stops.push(stop_tx);
-        tasks.push(tokio::spawn(biglearn_projector::results::run_results_consumer(
-            log.clone(),
-            store.clone(),
-            topics.results(),
-            progress_tx,
-            stop_rx,
-        )));
+        tasks.push(tokio::spawn(
+            biglearn_projector::results::run_results_consumer(
+                log.clone(),
+                store.clone(),
+                topics.results(),
+                progress_tx,
+                stop_rx,
+            ),
+        ));
     }
     let progress_bar = bar(0, "event log");
     loop {
@@ -145,7 +149,8 @@ async fn rebuild_event_log(
                 stop.send_replace(true);
             }
             for task in tasks {
-                task.await.context("an event-log rebuild consumer panicked")??;
+                task.await
+                    .context("an event-log rebuild consumer panicked")??;
             }
             let old = generations.active(EVENT_LOG)?;
             generations.switch(EVENT_LOG, generation)?;
@@ -171,8 +176,7 @@ pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
     println!("event log rebuilt from {records} records");
 
     let (failed_tx, _failed_rx) = tokio::sync::mpsc::channel(4);
-    let projections =
-        ProjectionService::open(db.clone(), store, topics, metrics, failed_tx, None)?;
+    let projections = ProjectionService::open(db.clone(), store, topics, metrics, failed_tx, None)?;
     let progress_bar = Arc::new(bar(0, "state"));
     let report = {
         let progress_bar = progress_bar.clone();
@@ -184,7 +188,9 @@ pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
             .await?
     };
     progress_bar.finish();
-    db.flush_async().await.context("cannot flush the rebuilt state")?;
+    db.flush_async()
+        .await
+        .context("cannot flush the rebuilt state")?;
     println!(
         "state projection rebuilt: generation {}, {} records in {:.1} s ({:.0} records/s); state hash {}",
         report.generation,
@@ -230,7 +236,11 @@ pub async fn rebuild_online(target: &str, data_dir: PathBuf, actor: &str) -> any
         }
     };
     let started = call("/admin/rebuild").await?;
-    println!("rebuild {}: generation {}", started["status"].as_str().unwrap_or("?"), started["generation"]);
+    println!(
+        "rebuild {}: generation {}",
+        started["status"].as_str().unwrap_or("?"),
+        started["generation"]
+    );
     let progress_bar = bar(0, "state");
     // Bounded by the rebuild itself; a process that stops answering ends the loop.
     loop {

@@ -122,7 +122,7 @@ struct UpArgs {
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Roles to run, comma-separated: writer, reader.
+    /// Roles to run, comma-separated: writer, reader, projector.
     #[arg(long, value_delimiter = ',', required = true)]
     role: Vec<Role>,
 }
@@ -163,7 +163,10 @@ fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> 
 async fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => {
-            let config = run_config(&args.store, vec![Role::Writer, Role::Reader])?;
+            let config = run_config(
+                &args.store,
+                vec![Role::Writer, Role::Reader, Role::Projector],
+            )?;
             run::run(config, run::termination_signal()).await
         }
         Command::Serve(args) => {

@@ -79,9 +79,14 @@ pub async fn generate_into(
             .await?
             .with_context(|| format!("cannot open the embedded log at {}", log_dir.display()))?,
     );
-    generate_into_store(workload, store, topic_prefix, partitions_scale(&Backend::Embedded))
-        .await
-        .with_context(|| format!("offline generation into {}", data_dir.display()))
+    generate_into_store(
+        workload,
+        store,
+        topic_prefix,
+        partitions_scale(&Backend::Embedded),
+    )
+    .await
+    .with_context(|| format!("offline generation into {}", data_dir.display()))
 }
 
 /// Generates the workload into any stream store (the Kafka crash-loop test uses this);

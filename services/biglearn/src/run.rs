@@ -26,8 +26,9 @@ pub enum Role {
     Writer,
     /// The read endpoints, from a full replica of the projections.
     Reader,
-    /// Only the state projection and the scheduler: no event-log index, no writer. With
-    /// no other role, `/readyz` means "the state has caught up with the log".
+    /// The scheduler: computes and publishes results from the state projection. Exactly
+    /// one process of a deployment runs it (`up` does). Alone, it keeps no event-log index
+    /// and `/readyz` means "the state has caught up with the log".
     Projector,
 }
 
@@ -240,6 +241,9 @@ pub async fn run_with(
     })
     .context("cannot open the scheduler's state")?;
 
+    // Only the process with the projector role computes results: replicas that computed
+    // too would publish duplicates.
+    let computes_results = config.roles.contains(&Role::Projector);
     // The state projection (courses, rosters, assignments, responses, content).
     let projections = biglearn_projector::service::ProjectionService::open(
         db.clone(),
@@ -247,10 +251,11 @@ pub async fn run_with(
         topics.clone(),
         metrics.clone(),
         failed_tx.clone(),
-        Some(recompute_shell.hook.clone()),
+        computes_results
+            .then(|| recompute_shell.hook.clone() as Arc<dyn biglearn_projector::state::BatchHook>),
     )?;
     projections.start().await;
-    {
+    if computes_results {
         let source = projections.clone();
         let recompute = recompute_shell.into_loop(
             Arc::new(move || source.current()),

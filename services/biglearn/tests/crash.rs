@@ -33,7 +33,14 @@ enum Backend {
 fn biglearn_up(data_dir: &Path, backend: &Backend) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_biglearn"));
     command
-        .args(["serve", "--role", "projector", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--role",
+            "projector",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("BIGLEARN_API_TOKEN", "crash-test-api-token-0123456789")
         .env("BIGLEARN_ADMIN_TOKEN", "crash-test-admin-token-0123456789")
@@ -41,14 +48,23 @@ fn biglearn_up(data_dir: &Path, backend: &Backend) -> (Child, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Backend::Kafka { bootstrap, prefix } = backend {
-        command.args(["--kafka", bootstrap, "--single-broker", "--topic-prefix", prefix]);
+        command.args([
+            "--kafka",
+            bootstrap,
+            "--single-broker",
+            "--topic-prefix",
+            prefix,
+        ]);
     }
     let mut child = command.spawn().expect("biglearn starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     let base = loop {
-        assert!(Instant::now() < deadline, "biglearn did not report its address");
+        assert!(
+            Instant::now() < deadline,
+            "biglearn did not report its address"
+        );
         let line = lines
             .next()
             .expect("biglearn prints its address")
@@ -83,7 +99,10 @@ fn is_ready(base: &str) -> bool {
 fn wait_ready(base: &str) -> Duration {
     let started = Instant::now();
     while !is_ready(base) {
-        assert!(started.elapsed() < Duration::from_secs(900), "/readyz did not turn 200");
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "/readyz did not turn 200"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     started.elapsed()
@@ -99,6 +118,9 @@ fn stop_cleanly(mut child: Child) {
     assert_eq!(exit.code(), Some(0), "SIGTERM ends biglearn cleanly");
 }
 
+/// The `state` part of `biglearn state-hash --parts`: the projection this test replays.
+/// (Results are computed once a process has caught up, so a SIGTERM right after readiness
+/// may land mid-computation; they are compared elsewhere.)
 fn state_hash(data_dir: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_biglearn"))
         .args(["state-hash", "--parts", "--data-dir"])
@@ -110,7 +132,11 @@ fn state_hash(data_dir: &Path) -> String {
         "state-hash failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).expect("utf-8")
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    text.lines()
+        .find(|line| line.starts_with("state "))
+        .unwrap_or_else(|| panic!("no state part in {text}"))
+        .to_owned()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -149,7 +175,10 @@ fn crash_loop_equals_clean_replay(backend: Backend, clean_dir: PathBuf, crash_di
     let window_ms = (replay_time.as_millis() as u64 / 30).max(150);
     let mut kills_mid_replay = 0;
     for attempt in 0.. {
-        assert!(attempt < 3 * KILLS, "the replay finished before {KILLS} kills landed in it");
+        assert!(
+            attempt < 3 * KILLS,
+            "the replay finished before {KILLS} kills landed in it"
+        );
         if kills_mid_replay == KILLS {
             break;
         }
@@ -171,7 +200,10 @@ fn crash_loop_equals_clean_replay(backend: Backend, clean_dir: PathBuf, crash_di
         crashed, clean,
         "{KILLS} crashes must leave the state of a clean replay"
     );
-    assert!(clean.starts_with("state "), "the hash covers the state projection: {clean}");
+    assert!(
+        clean.starts_with("state "),
+        "the hash covers the state projection: {clean}"
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -189,9 +221,14 @@ fn embedded_crash_loop_leaves_the_state_of_a_clean_replay() {
     let report = runtime().block_on(async {
         let log_dir = source.join("log");
         let store: SharedStreamStore = Arc::new(EmbeddedStore::open(&log_dir).unwrap());
-        generate_into_store(workload(), store, "biglearn", biglearn::run::partitions_scale(&biglearn::run::Backend::Embedded))
-            .await
-            .unwrap()
+        generate_into_store(
+            workload(),
+            store,
+            "biglearn",
+            biglearn::run::partitions_scale(&biglearn::run::Backend::Embedded),
+        )
+        .await
+        .unwrap()
     });
     assert!(
         report.course_events + report.ecosystem_events >= 200_000,
@@ -210,15 +247,18 @@ fn kafka_crash_loop_leaves_the_state_of_a_clean_replay() {
     let prefix = unique_topic_prefix("crash");
     let report = runtime().block_on(async {
         let store: SharedStreamStore = Arc::new(
-            KafkaStore::connect(
-                KafkaConfig::new(broker.bootstrap(), "crash-test").single_broker(),
-            )
-            .await
-            .unwrap(),
+            KafkaStore::connect(KafkaConfig::new(broker.bootstrap(), "crash-test").single_broker())
+                .await
+                .unwrap(),
         );
-        generate_into_store(workload(), store, &prefix, 1).await.unwrap()
+        generate_into_store(workload(), store, &prefix, 1)
+            .await
+            .unwrap()
     });
-    assert!(report.course_events + report.ecosystem_events >= 200_000, "{report:?}");
+    assert!(
+        report.course_events + report.ecosystem_events >= 200_000,
+        "{report:?}"
+    );
     let root = tempfile::tempdir().unwrap();
     crash_loop_equals_clean_replay(
         Backend::Kafka {

@@ -21,8 +21,9 @@ mod tests;
 pub use apply::{apply_course_event, apply_ecosystem_event, register_preparation, Applied, Effect};
 pub use memory::MemoryState;
 pub use model::{
-    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState, ExerciseState, MappingSet,
-    PoolState, PreparationState, ResponseState, StudentState, TrialState,
+    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState,
+    ExerciseState, MappingSet, PoolState, PreparationState, ResponseState, StudentState,
+    TrialState,
 };
 
 /// A storage failure below the read model (the shell's database).

@@ -19,19 +19,38 @@ fn stream_error(error: biglearn_stream::StreamError) -> HandlerError {
 }
 
 /// `/admin/rebuild`: starts a rebuild in the background and answers at once.
-pub(crate) async fn start_rebuild(state: &Arc<GatewayState>, actor: &str) -> Result<Value, HandlerError> {
-    let projections = state.projections.clone().ok_or_else(|| HandlerError::Unavailable {
-        message: "this process keeps no state projection".into(),
-    })?;
+pub(crate) async fn start_rebuild(
+    state: &Arc<GatewayState>,
+    actor: &str,
+) -> Result<Value, HandlerError> {
+    let projections = state
+        .projections
+        .clone()
+        .ok_or_else(|| HandlerError::Unavailable {
+            message: "this process keeps no state projection".into(),
+        })?;
     if let RebuildStatus::Running(progress) = projections.rebuild_status() {
-        return Ok(json!({"status": "running", "applied": progress.applied, "total": progress.total}));
+        return Ok(
+            json!({"status": "running", "applied": progress.applied, "total": progress.total}),
+        );
     }
     let generation = projections.generation() + 1;
-    tracing::info!(actor, generation, "An operator started a rebuild of the derived state.");
+    tracing::info!(
+        actor,
+        generation,
+        "An operator started a rebuild of the derived state."
+    );
     tokio::spawn(async move {
         match projections.rebuild(|_| {}).await {
-            Ok(report) => tracing::info!(generation = report.generation, records = report.records, seconds = report.seconds, "Rebuild finished."),
-            Err(error) => tracing::error!(%error, "Rebuild failed; the previous state stays active."),
+            Ok(report) => tracing::info!(
+                generation = report.generation,
+                records = report.records,
+                seconds = report.seconds,
+                "Rebuild finished."
+            ),
+            Err(error) => {
+                tracing::error!(%error, "Rebuild failed; the previous state stays active.")
+            }
         }
     });
     Ok(json!({"status": "started", "generation": generation}))
@@ -39,9 +58,12 @@ pub(crate) async fn start_rebuild(state: &Arc<GatewayState>, actor: &str) -> Res
 
 /// `/admin/rebuild_status`.
 pub(crate) fn rebuild_status(state: &Arc<GatewayState>) -> Result<Value, HandlerError> {
-    let projections = state.projections.as_ref().ok_or_else(|| HandlerError::Unavailable {
-        message: "this process keeps no state projection".into(),
-    })?;
+    let projections = state
+        .projections
+        .as_ref()
+        .ok_or_else(|| HandlerError::Unavailable {
+            message: "this process keeps no state projection".into(),
+        })?;
     let generation = projections.generation();
     // The digest of the live state, so that an operator can compare it with a rebuild's.
     let state_hash = projections.current().state_hash()?;
@@ -85,14 +107,22 @@ async fn read_topic(
     start: impl Fn(i32) -> i64,
     limit: usize,
 ) -> Result<Vec<ConsumedRecord>, HandlerError> {
-    let high = state.store.high_watermarks(topic).await.map_err(stream_error)?;
+    let high = state
+        .store
+        .high_watermarks(topic)
+        .await
+        .map_err(stream_error)?;
     let starts: Vec<(i32, i64)> = (0..high.len() as i32).map(|p| (p, start(p))).collect();
     let mut remaining: i64 = starts
         .iter()
         .zip(&high)
         .map(|((_, from), high)| (high - from).max(0))
         .sum();
-    let mut reader = state.store.open_reader(topic, &starts).await.map_err(stream_error)?;
+    let mut reader = state
+        .store
+        .open_reader(topic, &starts)
+        .await
+        .map_err(stream_error)?;
     let mut records = Vec::new();
     // Bounded: at most one empty poll ends the read (the records below the high
     // watermarks are durable and readable at once).
@@ -158,17 +188,30 @@ pub(crate) async fn replay_dead_letters(
         });
     }
     let topic = state.topics.dlq();
-    let n_partitions = state.store.partition_count(&topic).await.map_err(stream_error)?;
+    let n_partitions = state
+        .store
+        .partition_count(&topic)
+        .await
+        .map_err(stream_error)?;
     if request.partition >= n_partitions {
         return Err(HandlerError::BadRequest {
             path: "/partition".into(),
             message: format!("{topic} has {n_partitions} partitions"),
         });
     }
-    let high = state.store.high_watermarks(&topic).await.map_err(stream_error)?;
+    let high = state
+        .store
+        .high_watermarks(&topic)
+        .await
+        .map_err(stream_error)?;
     let high = high.get(request.partition as usize).copied().unwrap_or(0);
     // Bad offsets are refused before anything is appended.
-    let beyond: Vec<i64> = request.offsets.iter().copied().filter(|offset| *offset >= high).collect();
+    let beyond: Vec<i64> = request
+        .offsets
+        .iter()
+        .copied()
+        .filter(|offset| *offset >= high)
+        .collect();
     if !beyond.is_empty() {
         return Err(HandlerError::BadRequest {
             path: "/offsets".into(),
@@ -196,12 +239,13 @@ pub(crate) async fn replay_dead_letters(
             missing.push(*offset);
             continue;
         };
-        let letter = decode_dead_letter(record.value.as_deref().unwrap_or_default()).map_err(|error| {
-            HandlerError::BadRequest {
-                path: "/offsets".into(),
-                message: format!("offset {offset} is not a readable dead letter: {error}"),
-            }
-        })?;
+        let letter =
+            decode_dead_letter(record.value.as_deref().unwrap_or_default()).map_err(|error| {
+                HandlerError::BadRequest {
+                    path: "/offsets".into(),
+                    message: format!("offset {offset} is not a readable dead letter: {error}"),
+                }
+            })?;
         let Some(value) = letter.original_value.clone() else {
             missing.push(*offset);
             continue;

@@ -961,6 +961,31 @@ impl EventLog {
         Ok(stored)
     }
 
+    /// Digest of the stored results by their content: key and answer, without the version
+    /// (input_seq, model_seq, computed_at) or the calculation uuid, which name *when* a
+    /// result was computed rather than what it says. `None` when no result is stored.
+    pub fn results_digest(&self) -> Result<Option<String>, ProjectionError> {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        let mut any = false;
+        for row in self.tree.scan_prefix([TAG_RESULT]) {
+            let (key, value) = row?;
+            let (_, content) = decode_result(&value).ok_or_else(|| corrupt("result"))?;
+            let mut content: serde_json::Value =
+                serde_json::from_str(&content).map_err(|_| corrupt("result content"))?;
+            if let Some(object) = content.as_object_mut() {
+                object.remove("calculation_uuid");
+            }
+            let content = content.to_string();
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(&key);
+            hasher.update((content.len() as u64).to_be_bytes());
+            hasher.update(content.as_bytes());
+            any = true;
+        }
+        Ok(any.then(|| hex::encode(hasher.finalize())))
+    }
+
     /// The stored result under `key`: its version and content JSON.
     pub fn result(&self, key: &str) -> Result<Option<(ResultVersion, String)>, ProjectionError> {
         match self.tree.get(result_key(key))? {

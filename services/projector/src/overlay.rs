@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use sled::IVec;
 
+/// Rows of a prefix scan: `(key, value)` in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Pending writes to one tree, readable before they commit.
 pub struct Overlay<'t> {
     tree: &'t sled::Tree,
@@ -37,7 +40,7 @@ impl<'t> Overlay<'t> {
     }
 
     /// Every `(key, value)` under `prefix`, in key order, as the batch would leave them.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Rows, sled::Error> {
         let mut rows = BTreeMap::new();
         for row in self.tree.scan_prefix(prefix) {
             let (key, value) = row?;

@@ -145,8 +145,7 @@ impl ProjectionService {
     ) -> Result<Arc<ProjectionService>, ProjectionError> {
         let generations = Generations::open(&db)?;
         let generation = generations.active(STATE)?;
-        let projection =
-            StateProjection::open(&db, &Generations::tree_name(STATE, generation))?;
+        let projection = StateProjection::open(&db, &Generations::tree_name(STATE, generation))?;
         let progress = [
             (StreamKind::Course, topics.course_events()),
             (StreamKind::Ecosystem, topics.ecosystem_events()),
@@ -185,7 +184,12 @@ impl ProjectionService {
     pub fn progress(&self) -> Vec<(String, watch::Receiver<ConsumerProgress>)> {
         self.progress
             .iter()
-            .map(|(_, topic, sender)| (format!("the state projection of {topic}"), sender.subscribe()))
+            .map(|(_, topic, sender)| {
+                (
+                    format!("the state projection of {topic}"),
+                    sender.subscribe(),
+                )
+            })
             .collect()
     }
 
@@ -194,9 +198,19 @@ impl ProjectionService {
         self.status.read().clone()
     }
 
-    fn consumer_config(&self, stream: StreamKind, topic: &str, rebuild: bool) -> StateConsumerConfig {
+    fn consumer_config(
+        &self,
+        stream: StreamKind,
+        topic: &str,
+        rebuild: bool,
+    ) -> StateConsumerConfig {
         StateConsumerConfig {
-            component: if rebuild { "projector_rebuild" } else { "projector" }.into(),
+            component: if rebuild {
+                "projector_rebuild"
+            } else {
+                "projector"
+            }
+            .into(),
             stream,
             topic: topic.to_owned(),
             dlq_topic: self.topics.dlq(),
@@ -291,7 +305,10 @@ impl ProjectionService {
         // A tree left by an interrupted rebuild is incomplete: start it afresh.
         self.db.drop_tree(name.as_bytes())?;
         let fresh = StateProjection::open(&self.db, &name)?;
-        tracing::info!(generation, "Rebuilding the state projection from the beginning of the log.");
+        tracing::info!(
+            generation,
+            "Rebuilding the state projection from the beginning of the log."
+        );
         *self.status.write() = RebuildStatus::Running(RebuildProgress::default());
 
         let records = self
@@ -301,7 +318,10 @@ impl ProjectionService {
         self.stop().await;
         // The live consumers advanced while the rebuild ran: catch up with them.
         // Positions are absolute, so this pass reports every record read into `fresh`.
-        let records = records.max(self.replay_until_caught_up(&fresh, started, &|_| {}).await?);
+        let records = records.max(
+            self.replay_until_caught_up(&fresh, started, &|_| {})
+                .await?,
+        );
         self.generations.switch(STATE, generation)?;
         let old = {
             let mut current = self.current.write();
@@ -318,7 +338,12 @@ impl ProjectionService {
             seconds: started.elapsed().as_secs_f64(),
             state_hash: fresh.state_hash()?,
         };
-        tracing::info!(generation, records, seconds = report.seconds, "The state projection is rebuilt and active.");
+        tracing::info!(
+            generation,
+            records,
+            seconds = report.seconds,
+            "The state projection is rebuilt and active."
+        );
         Ok(report)
     }
 
@@ -391,11 +416,19 @@ pub fn state_hash_parts(db: &sled::Db) -> Result<Vec<(String, String)>, Projecti
     let generation = generations.active(STATE)?;
     let name = Generations::tree_name(STATE, generation);
     let mut parts = Vec::new();
-    if db.tree_names().iter().any(|tree| tree.as_ref() == name.as_bytes()) {
+    let trees = db.tree_names();
+    let exists = |name: &str| trees.iter().any(|tree| tree.as_ref() == name.as_bytes());
+    if exists(&name) {
         parts.push((
             STATE.to_owned(),
             StateProjection::open(db, &name)?.state_hash()?,
         ));
+    }
+    let event_log = generations.active_tree(EVENT_LOG)?;
+    if exists(&event_log) {
+        if let Some(digest) = crate::event_log::EventLog::open(db, &event_log)?.results_digest()? {
+            parts.push(("results".to_owned(), digest));
+        }
     }
     Ok(parts)
 }

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use biglearn_domain::events::{CourseEvent, CoursePayload, EcosystemEvent, StreamKind};
 use biglearn_domain::ids::{EventUuid, PreparationUuid, SequenceNumber};
 use biglearn_domain::sequencing::{
-    identities_not_kept, receive, AggregateSequence, Incoming, Outcome, PendingChange,
-    PendingView, Sequenced, Slot,
+    identities_not_kept, receive, AggregateSequence, Incoming, Outcome, PendingChange, PendingView,
+    Sequenced, Slot,
 };
 use biglearn_domain::state::{
     apply_course_event, apply_ecosystem_event, register_preparation, Applied, Effect, StateError,
@@ -45,7 +45,8 @@ pub const TAG_HOOK: u8 = b'D';
 pub trait BatchHook: Send + Sync {
     /// `state` reads the batch's state as it will commit; rows written with
     /// [`SledState::put_hook_row`] commit with it.
-    fn on_batch(&self, state: &mut SledState<'_, '_>, effects: &[Effect]) -> Result<(), StateError>;
+    fn on_batch(&self, state: &mut SledState<'_, '_>, effects: &[Effect])
+        -> Result<(), StateError>;
 }
 
 fn stream_byte(stream: StreamKind) -> u8 {
@@ -92,7 +93,12 @@ fn encode_aggregate(state: &AggregateSequence) -> Vec<u8> {
     bytes.extend_from_slice(&state.n_pending.to_be_bytes());
     bytes.extend_from_slice(&state.n_opaque.to_be_bytes());
     bytes.extend_from_slice(&state.highest_pending.map_or(-1, |s| s.0).to_be_bytes());
-    bytes.extend_from_slice(&state.first_pending_at_micros.unwrap_or(i64::MIN).to_be_bytes());
+    bytes.extend_from_slice(
+        &state
+            .first_pending_at_micros
+            .unwrap_or(i64::MIN)
+            .to_be_bytes(),
+    );
     bytes
 }
 
@@ -242,11 +248,15 @@ impl<'r> StateRecord<'r> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordOutcome {
     /// The record (and `released` parked events after it) were applied.
-    Applied { released: usize },
+    Applied {
+        released: usize,
+    },
     Parked,
     Duplicate,
     /// Another event holds the slot: dead-letter this record.
-    Conflict { taken_by: EventUuid },
+    Conflict {
+        taken_by: EventUuid,
+    },
 }
 
 /// The result of staging one batch.
@@ -314,11 +324,14 @@ impl StateProjection {
     /// The next offset to read from `topic`/`partition`, if any record was applied.
     pub fn position(&self, topic: &str, partition: i32) -> Result<Option<i64>, ProjectionError> {
         match self.tree.get(position_key(topic, partition))? {
-            Some(bytes) => Ok(Some(i64::from_be_bytes(bytes.as_ref().try_into().map_err(
-                |_| ProjectionError::Corrupt {
-                    detail: "position row of the state projection is not 8 bytes".into(),
-                },
-            )?))),
+            Some(bytes) => Ok(Some(i64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| ProjectionError::Corrupt {
+                        detail: "position row of the state projection is not 8 bytes".into(),
+                    })?,
+            ))),
             None => Ok(None),
         }
     }
@@ -390,11 +403,17 @@ impl StateProjection {
         } = staging;
         // Aggregate rows are written once per batch, however many records touched them.
         for ((stream, aggregate), sequence) in aggregates {
-            overlay.insert(aggregate_key(stream, aggregate), encode_aggregate(&sequence));
+            overlay.insert(
+                aggregate_key(stream, aggregate),
+                encode_aggregate(&sequence),
+            );
             report.aggregates.insert((stream, aggregate), sequence);
         }
         for (topic, partition, offset) in positions {
-            overlay.insert(position_key(topic, *partition), offset.to_be_bytes().to_vec());
+            overlay.insert(
+                position_key(topic, *partition),
+                offset.to_be_bytes().to_vec(),
+            );
         }
         Ok(StagedBatch {
             overlay,
@@ -448,8 +467,7 @@ impl<'t> Staging<'t> {
         let mut prepared: Option<PreparationUuid> = None;
         if let StateRecord::Course { event, .. } = record {
             if let CoursePayload::PrepareCourseEcosystem(prepare) = &event.payload {
-                register_preparation(&mut self.state(), prepare)
-                    .map_err(state_error)?;
+                register_preparation(&mut self.state(), prepare).map_err(state_error)?;
                 prepared = Some(prepare.preparation_uuid);
             }
         }
@@ -482,9 +500,10 @@ impl<'t> Staging<'t> {
                     pending_key(stream, aggregate, *sequence_number),
                     encode_slot(slot),
                 ),
-                PendingChange::Remove { sequence_number } => self
-                    .overlay
-                    .remove(pending_key(stream, aggregate, *sequence_number)),
+                PendingChange::Remove { sequence_number } => {
+                    self.overlay
+                        .remove(pending_key(stream, aggregate, *sequence_number))
+                }
             }
         }
         let mut next_state = received.state;
@@ -539,9 +558,7 @@ impl<'t> Staging<'t> {
                             &decoded
                         }
                     };
-                    match apply_course_event(&mut self.state(), event)
-                        .map_err(state_error)?
-                    {
+                    match apply_course_event(&mut self.state(), event).map_err(state_error)? {
                         Applied::Done(effects) => {
                             *self
                                 .report
@@ -552,10 +569,8 @@ impl<'t> Staging<'t> {
                         }
                         Applied::WaitForPreparation(preparation) => {
                             self.report.unknown_preparation_blocks += 1;
-                            self.overlay.insert(
-                                waiting_key(aggregate),
-                                preparation.0.as_bytes().to_vec(),
-                            );
+                            self.overlay
+                                .insert(waiting_key(aggregate), preparation.0.as_bytes().to_vec());
                             let mut parked = vec![item];
                             parked.extend(run.by_ref());
                             self.repark(stream, aggregate, parked, state);
@@ -583,8 +598,7 @@ impl<'t> Staging<'t> {
                         }
                     };
                     let effects =
-                        apply_ecosystem_event(&mut self.state(), event)
-                            .map_err(state_error)?;
+                        apply_ecosystem_event(&mut self.state(), event).map_err(state_error)?;
                     *self
                         .report
                         .applied_by_type

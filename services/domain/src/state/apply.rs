@@ -13,8 +13,8 @@ use crate::ids::{
 };
 
 use super::model::{
-    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState, ExerciseState, PoolState,
-    PreparationState, ResponseState, StudentState, TrialState,
+    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState,
+    ExerciseState, PoolState, PreparationState, ResponseState, StudentState, TrialState,
 };
 use super::{StateError, StateStore};
 

@@ -8,8 +8,8 @@ use crate::ids::{
 };
 
 use super::model::{
-    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState, ExerciseState, MappingSet,
-    PreparationState, ResponseState, StudentState, TrialState,
+    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState,
+    ExerciseState, MappingSet, PreparationState, ResponseState, StudentState, TrialState,
 };
 use super::{StateError, StateStore, StateView};
 
@@ -36,7 +36,11 @@ impl StateView for MemoryState {
         &self,
         ecosystem: EcosystemUuid,
     ) -> Result<Option<std::sync::Arc<EcosystemState>>, StateError> {
-        Ok(self.ecosystems.get(&ecosystem).cloned().map(std::sync::Arc::new))
+        Ok(self
+            .ecosystems
+            .get(&ecosystem)
+            .cloned()
+            .map(std::sync::Arc::new))
     }
 
     fn exercise(&self, exercise: ExerciseUuid) -> Result<Option<ExerciseState>, StateError> {

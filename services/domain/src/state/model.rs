@@ -304,7 +304,10 @@ impl CompletionState {
             if let Err(at) = self.answered.binary_search(&trial) {
                 self.answered.insert(at, trial);
             }
-            self.latest_on_time = Some(self.latest_on_time.map_or(responded_at, |l| l.max(responded_at)));
+            self.latest_on_time = Some(
+                self.latest_on_time
+                    .map_or(responded_at, |l| l.max(responded_at)),
+            );
         }
         self.is_complete()
     }

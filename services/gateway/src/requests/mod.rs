@@ -22,9 +22,8 @@ use serde_json::Value;
 pub use admin::{
     AdminRequest, AppliesTo, AuditSettingsRequest, ChangeDefaultRequest,
     ClearCourseOverrideRequest, DefineSettingRequest, DlqListRequest, DlqReplayRequest,
-    FillSequenceGapRequest, GetSettingRequest,
-    KillSwitchRequest, ListSequenceGapsRequest, ListSettingsRequest, OverridesPolicy,
-    SetCourseOverrideRequest, SettingScope, SettingValueType,
+    FillSequenceGapRequest, GetSettingRequest, KillSwitchRequest, ListSequenceGapsRequest,
+    ListSettingsRequest, OverridesPolicy, SetCourseOverrideRequest, SettingScope, SettingValueType,
 };
 pub use endpoint::{Endpoint, EndpointFamily, MAX_BODY_BYTES, MAX_CREATE_ECOSYSTEM_BODY_BYTES};
 pub use push::{

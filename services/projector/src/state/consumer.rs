@@ -108,14 +108,22 @@ pub async fn run_state_consumer(
             records = reader.poll(config.max_batch, config.poll_timeout) => records?,
         };
         if !records.is_empty() {
-            let (applied, accepted_at) =
-                apply_batch(&projection, &store, &config, &records, &mut state, &mut blocked)
-                    .await?;
+            let (applied, accepted_at) = apply_batch(
+                &projection,
+                &store,
+                &config,
+                &records,
+                &mut state,
+                &mut blocked,
+            )
+            .await?;
             last_accepted_at = accepted_at.or(last_accepted_at);
             if let (Some(effects_tx), false) = (&effects, applied.is_empty()) {
                 // The scheduler is behind: wait for it rather than dropping effects.
                 if effects_tx.send(applied).await.is_err() {
-                    tracing::debug!("The effects receiver is gone; effects are no longer forwarded.");
+                    tracing::debug!(
+                        "The effects receiver is gone; effects are no longer forwarded."
+                    );
                 }
             }
             state.caught_up =
@@ -286,7 +294,10 @@ async fn apply_batch(
     }
     // Dead letters are durable before the positions move past their records.
     if !config.write_dead_letters && !dead_letters.is_empty() {
-        tracing::debug!(n = dead_letters.len(), "Replay: records the live pass dead-lettered.");
+        tracing::debug!(
+            n = dead_letters.len(),
+            "Replay: records the live pass dead-lettered."
+        );
         dead_letters.clear();
     }
     if !dead_letters.is_empty() {

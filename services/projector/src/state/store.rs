@@ -10,8 +10,9 @@ use biglearn_domain::ids::{
     ExerciseUuid, PreparationUuid, ResponseUuid, SequenceNumber, StudentUuid, TrialUuid,
 };
 use biglearn_domain::state::{
-    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState, ExerciseState, MappingSet,
-    PreparationState, ResponseState, StateError, StateStore, StateView, StudentState, TrialState,
+    AssignmentState, CompletionState, CourseContainerState, CourseState, EcosystemState,
+    ExerciseState, MappingSet, PreparationState, ResponseState, StateError, StateStore, StateView,
+    StudentState, TrialState,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, Rows};
 
 pub(crate) const TAG_ECOSYSTEM: u8 = b'x';
 pub(crate) const TAG_EXERCISE: u8 = b'e';
@@ -170,7 +171,7 @@ impl<'o, 't> SledState<'o, 't> {
         self.get(key)?.map(|bytes| decode(&bytes)).transpose()
     }
 
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Rows, StateError> {
         self.overlay.scan_prefix(prefix).map_err(storage)
     }
 
@@ -191,7 +192,7 @@ impl<'o, 't> SledState<'o, 't> {
     }
 
     /// Hook rows under `prefix` (without the tag), in key order.
-    pub fn hook_rows(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn hook_rows(&self, prefix: &[u8]) -> Result<Rows, StateError> {
         let mut full = vec![super::TAG_HOOK];
         full.extend_from_slice(prefix);
         Ok(self
@@ -209,7 +210,10 @@ impl<'o, 't> SledState<'o, 't> {
 }
 
 impl StateView for SledState<'_, '_> {
-    fn ecosystem(&self, ecosystem: EcosystemUuid) -> Result<Option<Arc<EcosystemState>>, StateError> {
+    fn ecosystem(
+        &self,
+        ecosystem: EcosystemUuid,
+    ) -> Result<Option<Arc<EcosystemState>>, StateError> {
         if let Some(cache) = &self.ecosystems {
             if let Some(found) = cache.read().get(&ecosystem) {
                 return Ok(Some(found.clone()));
@@ -307,7 +311,11 @@ impl StateView for SledState<'_, '_> {
         Ok(assignments)
     }
 
-    fn trial(&self, course: CourseUuid, trial: TrialUuid) -> Result<Option<TrialState>, StateError> {
+    fn trial(
+        &self,
+        course: CourseUuid,
+        trial: TrialUuid,
+    ) -> Result<Option<TrialState>, StateError> {
         self.get(&key(TAG_TRIAL, &[course.0, trial.0]))?
             .map(|bytes| decode_trial(&bytes))
             .transpose()
@@ -353,7 +361,11 @@ impl StateStore for SledState<'_, '_> {
         self.put(key(TAG_ECOSYSTEM, &[ecosystem.uuid.0]), &ecosystem)
     }
 
-    fn put_exercise(&mut self, exercise: ExerciseUuid, state: ExerciseState) -> Result<(), StateError> {
+    fn put_exercise(
+        &mut self,
+        exercise: ExerciseUuid,
+        state: ExerciseState,
+    ) -> Result<(), StateError> {
         let mut bytes = state.group_uuid.0.as_bytes().to_vec();
         bytes.extend_from_slice(&state.version.to_be_bytes());
         self.overlay.insert(key(TAG_EXERCISE, &[exercise.0]), bytes);
@@ -379,7 +391,10 @@ impl StateStore for SledState<'_, '_> {
         course: CourseUuid,
         preparation: PreparationState,
     ) -> Result<(), StateError> {
-        self.put(key(TAG_PREPARATION, &[course.0, preparation.uuid.0]), &preparation)
+        self.put(
+            key(TAG_PREPARATION, &[course.0, preparation.uuid.0]),
+            &preparation,
+        )
     }
 
     fn put_mappings(&mut self, course: CourseUuid, mappings: MappingSet) -> Result<(), StateError> {
@@ -436,7 +451,10 @@ impl StateStore for SledState<'_, '_> {
             ),
             Vec::new(),
         );
-        self.put(key(TAG_ASSIGNMENT, &[course.0, assignment.uuid.0]), &assignment)
+        self.put(
+            key(TAG_ASSIGNMENT, &[course.0, assignment.uuid.0]),
+            &assignment,
+        )
     }
 
     fn put_trial(
@@ -450,7 +468,11 @@ impl StateStore for SledState<'_, '_> {
         Ok(())
     }
 
-    fn put_response(&mut self, course: CourseUuid, response: ResponseState) -> Result<(), StateError> {
+    fn put_response(
+        &mut self,
+        course: CourseUuid,
+        response: ResponseState,
+    ) -> Result<(), StateError> {
         let mut k = key(
             TAG_RESPONSE,
             &[course.0, response.student.0, response.exercise.0],
@@ -494,7 +516,10 @@ mod tests {
             responded_at: -7,
             course_seq: SequenceNumber(42),
         };
-        assert_eq!(decode_response(&encode_response(&response)).unwrap(), response);
+        assert_eq!(
+            decode_response(&encode_response(&response)).unwrap(),
+            response
+        );
         assert!(decode_response(&[0; 3]).is_err());
         let trial = TrialState {
             assignment: AssignmentUuid(Uuid::from_u128(9)),
@@ -512,8 +537,15 @@ mod tests {
             active: true,
         };
         let bytes = encode(&student).unwrap();
-        assert!(bytes.len() < 24, "16 bytes per uuid, not 36 characters: {}", bytes.len());
+        assert!(
+            bytes.len() < 24,
+            "16 bytes per uuid, not 36 characters: {}",
+            bytes.len()
+        );
         assert_eq!(decode::<StudentState>(&bytes).unwrap(), student);
-        assert!(decode::<StudentState>(&bytes[..5]).is_err(), "a short row is an error");
+        assert!(
+            decode::<StudentState>(&bytes[..5]).is_err(),
+            "a short row is an error"
+        );
     }
 }

@@ -144,7 +144,11 @@ fn response(course: CourseUuid, seq: i64, n: u128) -> CourseEvent {
 
 /// A course's log: create, roster, assignment, then `n_responses` responses.
 fn course_log(course: CourseUuid, n_responses: i64) -> Vec<CourseEvent> {
-    let mut log = vec![create_course(course), roster(course, 1), assignment(course, 2)];
+    let mut log = vec![
+        create_course(course),
+        roster(course, 1),
+        assignment(course, 2),
+    ];
     for seq in 3..3 + n_responses {
         log.push(response(course, seq, seq as u128));
     }
@@ -174,7 +178,11 @@ fn offer(projection: &StateProjection, events: &[CourseEvent], batch: usize) -> 
 }
 
 fn n_responses(projection: &StateProjection, course: CourseUuid) -> usize {
-    projection.with_view(|view| view.student_responses(course, StudentUuid(id(1))).unwrap().len())
+    projection.with_view(|view| {
+        view.student_responses(course, StudentUuid(id(1)))
+            .unwrap()
+            .len()
+    })
 }
 
 #[test]
@@ -195,7 +203,11 @@ fn shuffled_delivery_gives_the_in_order_state_and_hash() {
     for batch in [1, 3, 50] {
         let other = projection();
         offer(&other, &shuffled, batch);
-        assert_eq!(other.state_hash().unwrap(), in_order.state_hash().unwrap(), "batch {batch}");
+        assert_eq!(
+            other.state_hash().unwrap(),
+            in_order.state_hash().unwrap(),
+            "batch {batch}"
+        );
         assert_eq!(n_responses(&other, COURSE), 40);
         assert_eq!(n_responses(&other, OTHER_COURSE), 25);
         assert!(other.blocked().unwrap().is_empty());
@@ -223,7 +235,11 @@ fn a_gap_parks_only_its_course_until_the_real_event_or_a_no_op_fills_it() {
         without_4.extend(course_log(OTHER_COURSE, 5));
         let outcomes = offer(&projection, &without_4, 4);
         assert_eq!(outcomes[4], RecordOutcome::Parked);
-        assert_eq!(n_responses(&projection, COURSE), 1, "only seq 3 applied before the gap");
+        assert_eq!(
+            n_responses(&projection, COURSE),
+            1,
+            "only seq 3 applied before the gap"
+        );
         assert_eq!(n_responses(&projection, OTHER_COURSE), 5);
         let blocked = projection.blocked().unwrap();
         assert_eq!(blocked.len(), 1);
@@ -231,13 +247,21 @@ fn a_gap_parks_only_its_course_until_the_real_event_or_a_no_op_fills_it() {
         assert_eq!(blocked[0].2.n_pending, 3);
         let before = projection.state_hash().unwrap();
 
-        let filler = if fill_with_no_op { no_op(COURSE, 4) } else { missing };
+        let filler = if fill_with_no_op {
+            no_op(COURSE, 4)
+        } else {
+            missing
+        };
         let outcomes = offer(&projection, &[filler], 1);
         assert_eq!(outcomes, vec![RecordOutcome::Applied { released: 3 }]);
         assert!(projection.blocked().unwrap().is_empty());
         let expected = if fill_with_no_op { 4 } else { 5 };
         assert_eq!(n_responses(&projection, COURSE), expected);
-        assert_ne!(projection.state_hash().unwrap(), before, "applying changes the hash");
+        assert_ne!(
+            projection.state_hash().unwrap(),
+            before,
+            "applying changes the hash"
+        );
     }
 }
 
@@ -248,18 +272,33 @@ fn duplicates_are_dropped_and_conflicts_reported() {
     offer(&projection, &log, 10);
     let hash = projection.state_hash().unwrap();
     // A re-delivery of an applied event: duplicate.
-    assert_eq!(offer(&projection, &log[3..4], 1), vec![RecordOutcome::Duplicate]);
+    assert_eq!(
+        offer(&projection, &log[3..4], 1),
+        vec![RecordOutcome::Duplicate]
+    );
     // A parked event re-delivered with another identity: conflict (first received wins).
     let ahead = response(COURSE, 9, 1);
-    assert_eq!(offer(&projection, &[ahead.clone()], 1), vec![RecordOutcome::Parked]);
+    assert_eq!(
+        offer(&projection, std::slice::from_ref(&ahead), 1),
+        vec![RecordOutcome::Parked]
+    );
     let mut impostor = response(COURSE, 9, 2);
     impostor.meta.event_uuid = EventUuid(id(0xBAD));
     assert_eq!(
         offer(&projection, &[impostor], 1),
-        vec![RecordOutcome::Conflict { taken_by: ahead.meta.event_uuid }]
+        vec![RecordOutcome::Conflict {
+            taken_by: ahead.meta.event_uuid
+        }]
     );
-    assert_eq!(offer(&projection, &[ahead], 1), vec![RecordOutcome::Duplicate]);
-    assert_ne!(projection.state_hash().unwrap(), hash, "a parked event is part of the state");
+    assert_eq!(
+        offer(&projection, &[ahead], 1),
+        vec![RecordOutcome::Duplicate]
+    );
+    assert_ne!(
+        projection.state_hash().unwrap(),
+        hash,
+        "a parked event is part of the state"
+    );
 }
 
 #[test]
@@ -279,10 +318,16 @@ fn an_opaque_entry_blocks_its_course_until_a_build_decodes_it() {
     assert_eq!(staged.report.outcomes, vec![RecordOutcome::Parked]);
     staged.commit().unwrap();
     // The next event parks behind the opaque entry.
-    assert_eq!(offer(&projection, &log[4..5], 1), vec![RecordOutcome::Parked]);
+    assert_eq!(
+        offer(&projection, &log[4..5], 1),
+        vec![RecordOutcome::Parked]
+    );
     assert_eq!(n_responses(&projection, COURSE), 0);
     // An upgraded build re-reads the record and decodes it: the run is released.
-    assert_eq!(offer(&projection, &log[3..4], 1), vec![RecordOutcome::Applied { released: 1 }]);
+    assert_eq!(
+        offer(&projection, &log[3..4], 1),
+        vec![RecordOutcome::Applied { released: 1 }]
+    );
     assert_eq!(n_responses(&projection, COURSE), 2);
 }
 
@@ -304,7 +349,11 @@ fn an_update_with_an_unknown_preparation_waits_until_the_preparation_arrives() {
     log.push(update);
     log.push(roster(COURSE, 2));
     offer(&projection, &log, 10);
-    assert_eq!(projection.blocked().unwrap().len(), 1, "the course waits at the update");
+    assert_eq!(
+        projection.blocked().unwrap().len(),
+        1,
+        "the course waits at the update"
+    );
     let course = |p: &StateProjection| p.with_view(|v| v.course(COURSE).unwrap().unwrap());
     assert_eq!(course(&projection).current_ecosystem, ECO);
     assert!(projection.with_view(|v| v.students(COURSE).unwrap().is_empty()));
@@ -330,8 +379,17 @@ fn an_update_with_an_unknown_preparation_waits_until_the_preparation_arrives() {
     offer(&projection, &[prepare], 1);
     assert!(projection.blocked().unwrap().is_empty());
     assert_eq!(course(&projection).current_ecosystem, next);
-    assert_eq!(projection.with_view(|v| v.students(COURSE).unwrap().len()), 1);
-    assert_eq!(projection.aggregate(StreamKind::Course, COURSE.0).unwrap().next_seq, SequenceNumber(4));
+    assert_eq!(
+        projection.with_view(|v| v.students(COURSE).unwrap().len()),
+        1
+    );
+    assert_eq!(
+        projection
+            .aggregate(StreamKind::Course, COURSE.0)
+            .unwrap()
+            .next_seq,
+        SequenceNumber(4)
+    );
 }
 
 #[test]
@@ -345,10 +403,18 @@ fn positions_are_committed_with_the_state_and_excluded_from_the_hash() {
         .map(|(event, raw)| StateRecord::Course { event, raw })
         .collect();
     let staged = projection.stage(&records, &[("topic", 2, 5)], 0).unwrap();
-    assert_eq!(projection.position("topic", 2).unwrap(), None, "nothing before commit");
+    assert_eq!(
+        projection.position("topic", 2).unwrap(),
+        None,
+        "nothing before commit"
+    );
     staged.commit().unwrap();
     assert_eq!(projection.position("topic", 2).unwrap(), Some(5));
     let hash = projection.state_hash().unwrap();
-    projection.stage(&[], &[("topic", 2, 9)], 0).unwrap().commit().unwrap();
+    projection
+        .stage(&[], &[("topic", 2, 9)], 0)
+        .unwrap()
+        .commit()
+        .unwrap();
     assert_eq!(projection.state_hash().unwrap(), hash);
 }
