@@ -309,3 +309,213 @@ async fn dead_letters_are_listed_and_replayed_without_losing_anything() {
         .await
         .unwrap();
 }
+
+/// A small course whose results depend on a setting: 12 exercises in one chapter, one
+/// student, and an assignment that leaves its number of PEs to
+/// `scheduler.default_num_pes_per_book_container`.
+struct SettingsCourse {
+    ecosystem: String,
+    chapter: String,
+    course: String,
+    student: String,
+    exercises: Vec<String>,
+}
+
+impl SettingsCourse {
+    async fn create(node: &Node) -> SettingsCourse {
+        let this = SettingsCourse {
+            ecosystem: new_uuid(),
+            chapter: new_uuid(),
+            course: new_uuid(),
+            student: new_uuid(),
+            exercises: (0..12).map(|_| new_uuid()).collect(),
+        };
+        let ecosystem = json!({
+            "ecosystem_uuid": this.ecosystem,
+            "book": {"contents": [{
+                "container_uuid": this.chapter,
+                "container_parent_uuid": this.ecosystem,
+                "pools": [{
+                    "use_for_clue": true,
+                    "use_for_personalized_for_assignment_types": ["reading"],
+                    "exercise_uuids": this.exercises,
+                }],
+            }]},
+            "exercises": this.exercises.iter().map(|exercise| json!({
+                "exercise_uuid": exercise, "group_uuid": new_uuid(), "version": 1, "los": ["lo1"],
+            })).collect::<Vec<_>>(),
+            "imported_at": "2017-06-27T23:26:40.000000Z",
+        });
+        let period = new_uuid();
+        for (path, body) in [
+            ("/create_ecosystem", ecosystem),
+            (
+                "/create_course",
+                create_course(&this.course, &this.ecosystem),
+            ),
+            (
+                "/update_rosters",
+                json!({"rosters": [{
+                    "request_uuid": new_uuid(), "course_uuid": this.course, "sequence_number": 1,
+                    "course_containers": [{"container_uuid": period, "parent_container_uuid": this.course, "created_at": "2017-06-27T23:26:45.927417Z"}],
+                    "students": [{"student_uuid": this.student, "container_uuid": period, "enrolled_at": "2017-06-27T23:26:46.047659Z", "last_course_container_change_at": "2017-06-27T23:26:46.077294Z"}],
+                }]}),
+            ),
+        ] {
+            let (code, answer) = node.post(path, &body).await;
+            assert_eq!(code, 200, "{path}: {answer}");
+        }
+        this
+    }
+
+    /// An assignment at `sequence_number` with no PE goal; returns its uuid.
+    async fn assignment(&self, node: &Node, sequence_number: i64) -> String {
+        let assignment = new_uuid();
+        let (code, answer) = node
+            .post(
+                "/create_update_assignments",
+                &json!({"assignments": [{
+                    "request_uuid": new_uuid(), "course_uuid": self.course,
+                    "sequence_number": sequence_number, "assignment_uuid": assignment,
+                    "is_deleted": false, "ecosystem_uuid": self.ecosystem, "student_uuid": self.student,
+                    "assignment_type": "reading",
+                    "assigned_book_container_uuids": [self.chapter],
+                    "goal_num_tutor_assigned_spes": 0, "spes_are_assigned": false,
+                    "pes_are_assigned": false,
+                    "assigned_exercises": [{"trial_uuid": new_uuid(), "exercise_uuid": self.exercises[sequence_number as usize], "is_spe": false, "is_pe": false}],
+                    "created_at": "2017-06-27T23:26:49.142898Z", "updated_at": "2017-06-27T23:26:49.142925Z",
+                }]}),
+            )
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        assignment
+    }
+}
+
+/// The number of `local_query` PEs served for `assignment`, once they are ready (bounded).
+async fn ready_pes(node: &Node, assignment: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, answer) = node
+            .post(
+                "/fetch_assignment_pes",
+                &json!({"pe_requests": [{"request_uuid": new_uuid(), "assignment_uuid": assignment, "algorithm_name": "local_query", "max_num_exercises": 10}]}),
+            )
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        let item = &answer["pe_responses"][0];
+        if item["assignment_status"] == "assignment_ready" {
+            return item["exercise_uuids"].as_array().map_or(0, Vec::len);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PEs never became ready: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_state_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), TestBackend::Embedded).await;
+    let course = SettingsCourse::create(&node).await;
+    let before_change = course.assignment(&node, 2).await;
+    assert_eq!(
+        ready_pes(&node, &before_change).await,
+        3,
+        "the initial default: 3 per chapter"
+    );
+
+    let (code, answer) = node
+        .admin(
+            "/admin/settings/change_default",
+            &json!({"key": "scheduler.default_num_pes_per_book_container", "value": 2, "overrides": "keep", "applies_to": "all", "reason": "TICKET-7 fewer PEs"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let after_change = course.assignment(&node, 3).await;
+    assert_eq!(
+        ready_pes(&node, &after_change).await,
+        2,
+        "the new default applies to new work"
+    );
+    settled_hash(&node).await;
+    node.stop().await.unwrap();
+
+    let state_dir = dir.path().join("state");
+    let hash = || {
+        let db = sled::Config::new().path(&state_dir).open().unwrap();
+        let parts = biglearn_projector::service::state_hash_parts(&db).unwrap();
+        drop(db);
+        parts
+    };
+    let live = hash();
+    assert_eq!(
+        live.iter()
+            .map(|(part, _)| part.as_str())
+            .collect::<Vec<_>>(),
+        ["state", "results"],
+        "{live:?}"
+    );
+    let config = biglearn::run::RunConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backend: biglearn::run::Backend::Embedded,
+        topic_prefix: "test".into(),
+        roles: vec![],
+        api_token: "unused-api-token-0123456789".into(),
+        admin_token: "unused-admin-token-0123456789".into(),
+        writer_id: "rebuild".into(),
+        flags: Default::default(),
+    };
+    biglearn::derived::rebuild_offline(config).await.unwrap();
+    assert_eq!(
+        hash(),
+        live,
+        "an offline rebuild reproduces the live state and results"
+    );
+
+    // The rebuilt node serves what the live one served.
+    let node = Node::start(dir.path(), TestBackend::Embedded).await;
+    assert_eq!(ready_pes(&node, &before_change).await, 3);
+    assert_eq!(ready_pes(&node, &after_change).await, 2);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_flag_turns_online_rebuilds_off_in_one_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = biglearn::run::FeatureFlags::parse("online_rebuild=off").unwrap();
+    let node = Node::start_with_flags(dir.path(), TestBackend::Embedded, flags).await;
+    let (code, answer) = node.admin("/admin/rebuild", &json!({})).await;
+    assert_eq!(code, 403, "{answer}");
+    assert!(
+        answer.to_string().contains("online_rebuild"),
+        "the refusal names the flag: {answer}"
+    );
+    // Nothing started, and the status still answers.
+    let status = status(&node).await;
+    assert_eq!(
+        (status["status"].as_str(), &status["generation"]),
+        (Some("idle"), &json!(1))
+    );
+    // Flags are listed beside the toggles.
+    let (code, listed) = node.admin("/admin/settings/list", &json!({})).await;
+    assert_eq!(code, 200, "{listed}");
+    let flags = listed["feature_flags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let online = flags
+        .iter()
+        .find(|flag| flag["name"] == "online_rebuild")
+        .expect("listed");
+    assert_eq!(online["enabled"], false);
+    let inbox = flags
+        .iter()
+        .find(|flag| flag["name"] == "kafka_inbox")
+        .expect("listed");
+    assert_eq!(inbox["enabled"], true);
+    node.stop().await.unwrap();
+}

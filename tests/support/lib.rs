@@ -41,6 +41,15 @@ pub enum TestBackend {
 impl Node {
     /// Starts a node with every role on `data_dir`.
     pub async fn start(data_dir: &Path, backend: TestBackend) -> Node {
+        Node::start_with_flags(data_dir, backend, Default::default()).await
+    }
+
+    /// Starts a node with every role and these feature flags.
+    pub async fn start_with_flags(
+        data_dir: &Path,
+        backend: TestBackend,
+        flags: biglearn::run::FeatureFlags,
+    ) -> Node {
         let (topic_prefix, backend) = match backend {
             TestBackend::Embedded => ("test".to_owned(), Backend::Embedded),
             TestBackend::Kafka { bootstrap, prefix } => (
@@ -60,6 +69,7 @@ impl Node {
             api_token: API_TOKEN.into(),
             admin_token: ADMIN_TOKEN.into(),
             writer_id: "test-writer".into(),
+            flags,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();

@@ -81,6 +81,10 @@ struct StoreArgs {
     /// Create topics with replication factor 1 (a single development or test broker).
     #[arg(long, requires = "kafka")]
     single_broker: bool,
+    /// Feature flags of this environment, e.g. `online_rebuild=off,kafka_inbox=on`
+    /// (`biglearn settings list` shows them; unknown names are refused).
+    #[arg(long, default_value = "", env = "BIGLEARN_FEATURE_FLAGS")]
+    feature_flags: String,
     /// Topic prefix of this environment, e.g. `prod` or `staging`.
     #[arg(long, default_value = "biglearn", env = "BIGLEARN_TOPIC_PREFIX")]
     topic_prefix: String,
@@ -157,6 +161,8 @@ fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> 
         api_token: tokens.api,
         admin_token: tokens.admin,
         writer_id: format!("biglearn-{}", uuid::Uuid::new_v4().simple()),
+        flags: biglearn_settings::FeatureFlags::parse(&store.feature_flags)
+            .map_err(|error| anyhow::anyhow!("--feature-flags: {error}"))?,
     })
 }
 

@@ -32,6 +32,8 @@ pub enum Role {
     Projector,
 }
 
+pub use biglearn_settings::FeatureFlags;
+
 /// Where the stream store lives.
 #[derive(Clone, Debug)]
 pub enum Backend {
@@ -56,6 +58,8 @@ pub struct RunConfig {
     pub api_token: String,
     pub admin_token: String,
     pub writer_id: String,
+    /// Per-environment feature flags (static; spec operations.md §6.1).
+    pub flags: biglearn_settings::FeatureFlags,
 }
 
 /// How much to divide the production partition counts by when creating topics.
@@ -353,26 +357,30 @@ pub async fn run_with(
             store.clone(),
             progresses.clone(),
         )));
-        let inbox = biglearn_gateway::inbox::run_inbox_consumer(
-            writer.clone(),
-            log.clone(),
-            store.clone(),
-            topics.inbox(),
-            topics.dlq(),
-            stop_rx.clone(),
-        );
-        let failed_tx = failed_tx.clone();
-        let inbox_topic = topics.inbox();
-        let task = tokio::spawn(async move {
-            let result = inbox.await;
-            if let Err(error) = &result {
-                let _ = failed_tx
-                    .send(format!("the inbox consumer failed: {error}"))
-                    .await;
-            }
-            result
-        });
-        consumer_tasks.push((inbox_topic, task));
+        if config.flags.is_enabled("kafka_inbox") {
+            let inbox = biglearn_gateway::inbox::run_inbox_consumer(
+                writer.clone(),
+                log.clone(),
+                store.clone(),
+                topics.inbox(),
+                topics.dlq(),
+                stop_rx.clone(),
+            );
+            let failed_tx = failed_tx.clone();
+            let inbox_topic = topics.inbox();
+            let task = tokio::spawn(async move {
+                let result = inbox.await;
+                if let Err(error) = &result {
+                    let _ = failed_tx
+                        .send(format!("the inbox consumer failed: {error}"))
+                        .await;
+                }
+                result
+            });
+            consumer_tasks.push((inbox_topic, task));
+        } else {
+            tracing::info!("The inbox is off in this environment (feature flag kafka_inbox).");
+        }
         Some(writer)
     } else {
         None
@@ -413,6 +421,7 @@ pub async fn run_with(
         store: store.clone(),
         topics: topics.clone(),
         projections: Some(projections.clone()),
+        flags: config.flags.clone(),
         settings,
     });
     let app = biglearn_gateway::http::router(state);

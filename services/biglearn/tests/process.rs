@@ -129,3 +129,27 @@ fn up_exits_zero_on_sigint_and_keeps_its_tokens_across_restarts() {
     );
     assert_eq!(signal_and_wait(&mut child, "-TERM").code(), Some(0));
 }
+
+#[test]
+fn an_unknown_feature_flag_stops_the_start_with_the_known_ones_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = biglearn()
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--feature-flags",
+            "online_rebuld=off",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("BIGLEARN_FEATURE_FLAGS")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("online_rebuld") && stderr.contains("online_rebuild"),
+        "the error names the bad flag and the known ones: {stderr}"
+    );
+}

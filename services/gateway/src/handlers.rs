@@ -25,6 +25,8 @@ pub enum HandlerError {
     BadRequest { path: String, message: String },
     /// 503: retry with the same body.
     Unavailable { message: String },
+    /// 403: a feature flag of this environment turns the capability off.
+    Disabled { message: String },
     /// 500.
     Internal { detail: String },
 }
@@ -61,6 +63,9 @@ impl HandlerError {
             }
             HandlerError::Unavailable { message } => {
                 error_response(StatusCode::SERVICE_UNAVAILABLE, "", message)
+            }
+            HandlerError::Disabled { message } => {
+                error_response(StatusCode::FORBIDDEN, "", message)
             }
             HandlerError::Internal { detail } => {
                 tracing::error!(request_id, %detail, "A request failed with an internal error.");

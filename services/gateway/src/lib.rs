@@ -96,6 +96,8 @@ pub struct GatewayState {
     pub store: biglearn_stream::SharedStreamStore,
     /// Topic names of this environment.
     pub topics: biglearn_stream::Topics,
+    /// This environment's feature flags.
+    pub flags: biglearn_settings::FeatureFlags,
     /// The state projection and its rebuilds (absent in processes that keep none).
     pub projections: Option<Arc<biglearn_projector::service::ProjectionService>>,
     /// The settings history, kept by this process's settings follower.

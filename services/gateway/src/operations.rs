@@ -23,6 +23,11 @@ pub(crate) async fn start_rebuild(
     state: &Arc<GatewayState>,
     actor: &str,
 ) -> Result<Value, HandlerError> {
+    if !state.flags.is_enabled("online_rebuild") {
+        return Err(HandlerError::Disabled {
+            message: "online rebuilds are off in this environment (feature flag online_rebuild); stop the process and run `biglearn rebuild --data-dir DIR`, or start it with --feature-flags online_rebuild=on".into(),
+        });
+    }
     let projections = state
         .projections
         .clone()

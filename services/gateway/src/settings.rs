@@ -554,6 +554,12 @@ fn answer_settings_read(
                 "value": setting.value.to_json(),
                 "source": setting.source.as_str(),
             })).collect::<Vec<_>>(),
+            // Flags are static per environment, listed here so one call shows both kinds.
+            "feature_flags": state.flags.describe().iter().map(|(flag, enabled)| json!({
+                "name": flag.name,
+                "enabled": enabled,
+                "description": flag.description,
+            })).collect::<Vec<_>>(),
         })),
         AdminRequest::AuditSettings(audit) => {
             let micros = |timestamp: &Option<biglearn_domain::events::Timestamp>| {

@@ -20,6 +20,7 @@
 //! - [`command`]: admin commands to events, with validation.
 //! - [`catalog`]: the initial settings of §6.5, typed [`keys`], bootstrap events.
 //! - [`avro`]: conversion to and from the Avro `SettingsEvent` records.
+//! - [`flags`]: per-environment feature flags, static configuration beside the toggles.
 //! - `error`: [`SettingsError`].
 
 pub mod avro;
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod command;
 mod error;
 pub mod event;
+pub mod flags;
 pub mod history;
 pub mod value;
 
@@ -34,5 +36,6 @@ pub use catalog::{bootstrap_events, keys, Key, SettingType, INITIAL_SETTINGS};
 pub use command::{ChangeContext, ChangeDefault, CoursesAtChange, DefineSetting, ExistingCourse};
 pub use error::SettingsError;
 pub use event::{Definition, SettingsBody, SettingsEvent};
+pub use flags::{FeatureFlags, FlagError};
 pub use history::{Applied, AuditFilter, ListedSetting, Resolution, SettingsHistory, Source};
 pub use value::{AppliesTo, OverridesIntent, Scope, SettingValue, ValueType};
