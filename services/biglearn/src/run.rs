@@ -227,6 +227,13 @@ pub async fn run_with(
     // settings follower exists (below); until then the §6.5 initial values apply.
     let scheduler_settings: Arc<std::sync::OnceLock<Arc<biglearn_gateway::settings::Settings>>> =
         Arc::default();
+    // Settings resolve at the version stamped in the course's last applied event, which
+    // the state projection keeps; it exists only once the projection is opened below. Weak:
+    // the projection holds the scheduler's hook, which holds this closure, and a strong
+    // reference would keep sled (and its directory lock) alive after shutdown.
+    let settings_projection: Arc<
+        std::sync::OnceLock<std::sync::Weak<biglearn_projector::service::ProjectionService>>,
+    > = Arc::default();
     let recompute_shell = biglearn_recompute::build(biglearn_recompute::ShellInputs {
         db: db.clone(),
         log: log.clone(),
@@ -235,9 +242,21 @@ pub async fn run_with(
         metrics: metrics.clone(),
         settings: {
             let cell = scheduler_settings.clone();
+            let projection = settings_projection.clone();
             Arc::new(move |course| match cell.get() {
                 Some(settings) => {
-                    biglearn_recompute::settings::resolve(&settings.history(), course)
+                    let history = settings.history();
+                    let version = projection
+                        .get()
+                        .and_then(std::sync::Weak::upgrade)
+                        .and_then(|service| service.current().settings_version(course.0).ok())
+                        .flatten();
+                    match version {
+                        Some(version) => {
+                            biglearn_recompute::settings::resolve_at(&history, course, version)
+                        }
+                        None => biglearn_recompute::settings::resolve(&history, course),
+                    }
                 }
                 None => biglearn_scheduler::SchedulerSettings::INITIAL,
             })
@@ -258,6 +277,7 @@ pub async fn run_with(
         computes_results
             .then(|| recompute_shell.hook.clone() as Arc<dyn biglearn_projector::state::BatchHook>),
     )?;
+    let _ = settings_projection.set(Arc::downgrade(&projections));
     projections.start().await;
     if computes_results {
         let source = projections.clone();

@@ -36,6 +36,10 @@ const TAG_AGGREGATE: u8 = b'A';
 const TAG_PENDING: u8 = b'Q';
 /// A course waiting at its next event for a preparation (spec scheduler.md §3.2).
 const TAG_WAITING: u8 = b'W';
+/// The `settings_version` stamped in a course's last applied event: the version its
+/// settings resolve at (spec operations.md §6.4).
+const TAG_SETTINGS_VERSION: u8 = b'V';
+
 /// Rows a [`BatchHook`] adds (the scheduler's dirty targets): transient work, committed
 /// with the events that caused it but not part of the state's digest.
 pub const TAG_HOOK: u8 = b'D';
@@ -74,6 +78,12 @@ fn pending_key(stream: StreamKind, aggregate: Uuid, seq: SequenceNumber) -> Vec<
     let mut key = vec![TAG_PENDING, stream_byte(stream)];
     key.extend_from_slice(aggregate.as_bytes());
     key.extend_from_slice(&seq.0.to_be_bytes());
+    key
+}
+
+fn settings_version_key(course: Uuid) -> Vec<u8> {
+    let mut key = vec![TAG_SETTINGS_VERSION];
+    key.extend_from_slice(course.as_bytes());
     key
 }
 
@@ -348,6 +358,23 @@ impl StateProjection {
         }
     }
 
+    /// The `settings_version` of the course's last applied event, if any was applied: the
+    /// version at which the scheduler resolves the course's settings.
+    pub fn settings_version(&self, course: Uuid) -> Result<Option<i64>, ProjectionError> {
+        match self.tree.get(settings_version_key(course))? {
+            Some(bytes) => Ok(Some(i64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| ProjectionError::Corrupt {
+                        detail: "settings-version row of the state projection is not 8 bytes"
+                            .into(),
+                    })?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Every aggregate currently blocked (pending entries behind a gap or an opaque entry).
     pub fn blocked(&self) -> Result<Vec<(StreamKind, Uuid, AggregateSequence)>, ProjectionError> {
         let mut blocked = Vec::new();
@@ -388,6 +415,7 @@ impl StateProjection {
             ecosystems: self.ecosystems.clone(),
             overlay: Overlay::new(&self.tree),
             aggregates: HashMap::new(),
+            settings_versions: HashMap::new(),
             report: BatchReport::default(),
             now_micros,
         };
@@ -398,9 +426,13 @@ impl StateProjection {
         let Staging {
             mut overlay,
             aggregates,
+            settings_versions,
             mut report,
             ..
         } = staging;
+        for (course, version) in settings_versions {
+            overlay.insert(settings_version_key(course), version.to_be_bytes().to_vec());
+        }
         // Aggregate rows are written once per batch, however many records touched them.
         for ((stream, aggregate), sequence) in aggregates {
             overlay.insert(
@@ -436,6 +468,8 @@ struct Staging<'t> {
     ecosystems: EcosystemCache,
     overlay: Overlay<'t>,
     aggregates: HashMap<(StreamKind, Uuid), AggregateSequence>,
+    /// Per course, the `settings_version` of the last event applied in this batch.
+    settings_versions: HashMap<Uuid, i64>,
     report: BatchReport,
     now_micros: i64,
 }
@@ -560,6 +594,8 @@ impl<'t> Staging<'t> {
                     };
                     match apply_course_event(&mut self.state(), event).map_err(state_error)? {
                         Applied::Done(effects) => {
+                            self.settings_versions
+                                .insert(aggregate, event.meta.settings_version);
                             *self
                                 .report
                                 .applied_by_type

@@ -418,3 +418,27 @@ fn positions_are_committed_with_the_state_and_excluded_from_the_hash() {
         .unwrap();
     assert_eq!(projection.state_hash().unwrap(), hash);
 }
+
+#[test]
+fn the_settings_version_of_the_last_applied_event_is_kept_per_course() {
+    let projection = projection();
+    assert_eq!(projection.settings_version(COURSE.0).unwrap(), None);
+    let mut log = course_log(COURSE, 2);
+    for (idx, event) in log.iter_mut().enumerate() {
+        event.meta.settings_version = 7 + idx as i64 / 3;
+    }
+    // Seq 4 is held back: the course's version is that of the last *applied* event.
+    let last = log.pop().unwrap();
+    offer(&projection, &log, 2);
+    assert_eq!(projection.settings_version(COURSE.0).unwrap(), Some(8));
+    let mut parked = response(COURSE, 6, 1);
+    parked.meta.settings_version = 99;
+    offer(&projection, &[parked], 1);
+    assert_eq!(
+        projection.settings_version(COURSE.0).unwrap(),
+        Some(8),
+        "parked events do not count"
+    );
+    offer(&projection, &[last], 1);
+    assert_eq!(projection.settings_version(COURSE.0).unwrap(), Some(8));
+}
