@@ -16,7 +16,7 @@ pub struct AdminTarget {
     /// Data directory whose `admin-token` file to use when no token is given.
     #[arg(long, default_value = "./biglearn-data", env = "BIGLEARN_DATA_DIR")]
     data_dir: std::path::PathBuf,
-    /// Who is acting, recorded in the audit trail.
+    /// Who is acting, recorded in the audit trail (and the settings audit log).
     #[arg(long, env = "USER", default_value = "operator")]
     actor: String,
 }
@@ -149,7 +149,8 @@ pub async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn call(target: &AdminTarget, path: &str, body: Value) -> anyhow::Result<Value> {
+/// POSTs `body` to the admin endpoint `path`; a non-2xx answer is an error naming it.
+pub(crate) async fn call(target: &AdminTarget, path: &str, body: Value) -> anyhow::Result<Value> {
     let token = match &target.admin_token {
         Some(token) => token.clone(),
         None => std::fs::read_to_string(target.data_dir.join("admin-token"))

@@ -111,7 +111,6 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                     hook: None,
                 },
                 progress_tx,
-                None,
                 stop_rx.clone(),
             )));
             continue;

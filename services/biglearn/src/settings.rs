@@ -1,24 +1,14 @@
 //! `biglearn settings …`: the `/admin/settings/*` endpoints from the command line.
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
-/// How to reach the writer's admin endpoints (the same options as `biglearn gap`).
+/// How to reach the writer's admin endpoints (the options of `biglearn gap`), and how
+/// to print the answer.
 #[derive(Args, Debug)]
 pub struct SettingsTarget {
-    /// Base URL of the writer.
-    #[arg(long, default_value = "http://127.0.0.1:3000", env = "BIGLEARN_TARGET")]
-    target: String,
-    /// The admin token (default: $BIGLEARN_ADMIN_TOKEN, else `<data-dir>/admin-token`).
-    #[arg(long, env = "BIGLEARN_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Data directory whose `admin-token` file to use when no token is given.
-    #[arg(long, default_value = "./biglearn-data", env = "BIGLEARN_DATA_DIR")]
-    data_dir: std::path::PathBuf,
-    /// Who is acting, recorded in the audit log.
-    #[arg(long, env = "USER", default_value = "operator")]
-    actor: String,
+    #[command(flatten)]
+    admin: crate::admin::AdminTarget,
     /// Print the endpoint's JSON answer instead of text.
     #[arg(long)]
     json: bool,
@@ -159,35 +149,6 @@ fn with_optional(mut body: Value, optional: &[(&str, Option<Value>)]) -> Value {
         }
     }
     body
-}
-
-async fn call(target: &SettingsTarget, path: &str, body: Value) -> anyhow::Result<Value> {
-    let token = match &target.admin_token {
-        Some(token) => token.clone(),
-        None => std::fs::read_to_string(target.data_dir.join("admin-token"))
-            .map(|text| text.trim().to_owned())
-            .with_context(|| {
-                format!(
-                    "no admin token: set BIGLEARN_ADMIN_TOKEN or pass --admin-token (none found in {})",
-                    target.data_dir.display()
-                )
-            })?,
-    };
-    let url = format!("{}{path}", target.target.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("Biglearn-Admin-Token", token)
-        .header("Biglearn-Actor", &target.actor)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}; is the writer running?"))?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        anyhow::bail!("{url} answered {status}: {answer}");
-    }
-    Ok(answer)
 }
 
 /// One event of a `because` chain or the audit log, on one line.
@@ -337,7 +298,7 @@ pub async fn run_settings(command: SettingsCommand) -> anyhow::Result<()> {
             ),
         ),
     };
-    let answer = call(&target, path, body.clone()).await?;
+    let answer = crate::admin::call(&target.admin, path, body.clone()).await?;
     if target.json {
         println!("{answer}");
         return Ok(());

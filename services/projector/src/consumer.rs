@@ -62,24 +62,10 @@ pub async fn run_event_log_consumer(
     progress: watch::Sender<ConsumerProgress>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    let n_partitions = store.partition_count(&config.topic).await?;
-    let mut positions = Vec::with_capacity(n_partitions as usize);
-    for partition in 0..n_partitions {
-        positions.push(log.position(&config.topic, partition)?.unwrap_or(0));
-    }
-    let start_high_watermarks = store.high_watermarks(&config.topic).await?;
-    let start: Vec<(i32, i64)> = positions
-        .iter()
-        .enumerate()
-        .map(|(partition, offset)| (partition as i32, *offset))
-        .collect();
-    let mut reader = store.open_reader(&config.topic, &start).await?;
-    let mut state = ConsumerProgress {
-        caught_up: is_caught_up(&positions, &start_high_watermarks),
-        positions,
-        start_high_watermarks,
-        ..ConsumerProgress::default()
-    };
+    let (mut reader, mut state) = resume_from_positions(&store, &config.topic, |partition| {
+        log.position(&config.topic, partition)
+    })
+    .await?;
     progress.send_replace(state.clone());
     tracing::info!(topic = %config.topic, component = %config.component, "Event-log consumer started.");
     while !*shutdown.borrow() {
@@ -98,6 +84,34 @@ pub async fn run_event_log_consumer(
     }
     tracing::info!(topic = %config.topic, "Event-log consumer stopped.");
     Ok(())
+}
+
+/// Opens a reader of every partition of `topic` at the positions stored with a
+/// projection's state (0 where none is stored), with the progress it starts from.
+pub(crate) async fn resume_from_positions(
+    store: &SharedStreamStore,
+    topic: &str,
+    stored_position: impl Fn(i32) -> Result<Option<i64>, ProjectionError>,
+) -> Result<(Box<dyn biglearn_stream::StreamReader>, ConsumerProgress), ProjectionError> {
+    let n_partitions = store.partition_count(topic).await?;
+    let mut positions = Vec::with_capacity(n_partitions as usize);
+    for partition in 0..n_partitions {
+        positions.push(stored_position(partition)?.unwrap_or(0));
+    }
+    let start_high_watermarks = store.high_watermarks(topic).await?;
+    let start: Vec<(i32, i64)> = positions
+        .iter()
+        .enumerate()
+        .map(|(partition, offset)| (partition as i32, *offset))
+        .collect();
+    let reader = store.open_reader(topic, &start).await?;
+    let progress = ConsumerProgress {
+        caught_up: is_caught_up(&positions, &start_high_watermarks),
+        positions,
+        start_high_watermarks,
+        ..ConsumerProgress::default()
+    };
+    Ok((reader, progress))
 }
 
 pub(crate) fn is_caught_up(positions: &[i64], high_watermarks: &[i64]) -> bool {

@@ -239,7 +239,6 @@ impl ProjectionService {
                 self.store.clone(),
                 self.consumer_config(*stream, topic, false),
                 progress.clone(),
-                None,
                 stop_rx.clone(),
             );
             let failed = self.failed.clone();
@@ -366,7 +365,6 @@ impl ProjectionService {
                 self.store.clone(),
                 self.consumer_config(*stream, topic, true),
                 progress_tx,
-                None,
                 stop_rx.clone(),
             )));
         }

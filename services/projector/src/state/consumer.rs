@@ -7,16 +7,17 @@ use std::time::{Duration, Instant};
 use biglearn_domain::events::{CourseEvent, EcosystemEvent, StreamKind};
 use biglearn_domain::ids::{EventUuid, SequenceNumber};
 use biglearn_domain::sequencing::AggregateSequence;
-use biglearn_domain::state::Effect;
 use biglearn_events::{
     decode_course_event, decode_ecosystem_event, routing_headers, DeadLetterReason, DecodeError,
 };
 use biglearn_stream::{ConsumedRecord, OutgoingRecord, SharedStreamStore};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{RecordOutcome, StateProjection, StateRecord};
-use crate::consumer::{dead_letter_for, is_caught_up, now_micros, ConsumerProgress};
+use crate::consumer::{
+    dead_letter_for, is_caught_up, now_micros, resume_from_positions, ConsumerProgress,
+};
 use crate::ProjectionError;
 
 /// What one state consumer reads, where it reports, and when it stops by itself.
@@ -60,34 +61,19 @@ enum Decoded {
 }
 
 /// Consumes `config.topic` into `projection` until `shutdown` turns true (or, with
-/// `stop_when_caught_up`, until the start high watermarks are reached). Effects of applied
-/// events go to `effects` when given (the scheduler's input).
+/// `stop_when_caught_up`, until the start high watermarks are reached). The effects of
+/// applied events go to `config.hook`, inside the batch they belong to.
 pub async fn run_state_consumer(
     projection: StateProjection,
     store: SharedStreamStore,
     config: StateConsumerConfig,
     progress: watch::Sender<ConsumerProgress>,
-    effects: Option<mpsc::Sender<Vec<Effect>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    let n_partitions = store.partition_count(&config.topic).await?;
-    let mut positions = Vec::with_capacity(n_partitions as usize);
-    for partition in 0..n_partitions {
-        positions.push(projection.position(&config.topic, partition)?.unwrap_or(0));
-    }
-    let start_high_watermarks = store.high_watermarks(&config.topic).await?;
-    let start: Vec<(i32, i64)> = positions
-        .iter()
-        .enumerate()
-        .map(|(partition, offset)| (partition as i32, *offset))
-        .collect();
-    let mut reader = store.open_reader(&config.topic, &start).await?;
-    let mut state = ConsumerProgress {
-        caught_up: is_caught_up(&positions, &start_high_watermarks),
-        positions,
-        start_high_watermarks,
-        ..ConsumerProgress::default()
-    };
+    let (mut reader, mut state) = resume_from_positions(&store, &config.topic, |partition| {
+        projection.position(&config.topic, partition)
+    })
+    .await?;
     progress.send_replace(state.clone());
     let mut blocked: BTreeMap<Uuid, AggregateSequence> = projection
         .blocked()?
@@ -108,7 +94,7 @@ pub async fn run_state_consumer(
             records = reader.poll(config.max_batch, config.poll_timeout) => records?,
         };
         if !records.is_empty() {
-            let (applied, accepted_at) = apply_batch(
+            let accepted_at = apply_batch(
                 &projection,
                 &store,
                 &config,
@@ -118,14 +104,6 @@ pub async fn run_state_consumer(
             )
             .await?;
             last_accepted_at = accepted_at.or(last_accepted_at);
-            if let (Some(effects_tx), false) = (&effects, applied.is_empty()) {
-                // The scheduler is behind: wait for it rather than dropping effects.
-                if effects_tx.send(applied).await.is_err() {
-                    tracing::debug!(
-                        "The effects receiver is gone; effects are no longer forwarded."
-                    );
-                }
-            }
             state.caught_up =
                 state.caught_up || is_caught_up(&state.positions, &state.start_high_watermarks);
             progress.send_replace(state.clone());
@@ -191,7 +169,7 @@ async fn apply_batch(
     records: &[ConsumedRecord],
     progress: &mut ConsumerProgress,
     blocked: &mut BTreeMap<Uuid, AggregateSequence>,
-) -> Result<(Vec<Effect>, Option<i64>), ProjectionError> {
+) -> Result<Option<i64>, ProjectionError> {
     let started = Instant::now();
     let mut dead_letters: Vec<(OutgoingRecord, DeadLetterReason)> = Vec::new();
     let mut decoded = Vec::with_capacity(records.len());
@@ -357,5 +335,5 @@ async fn apply_batch(
             *position = offset;
         }
     }
-    Ok((report.effects, last_accepted_at))
+    Ok(last_accepted_at)
 }
