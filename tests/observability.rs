@@ -50,10 +50,11 @@ const ALLOWED_LABELS: [&str; 18] = [
 ];
 
 /// One alert per situation of spec operations.md §7.3 (some situations have two).
-const REQUIRED_ALERTS: [(&str, &str); 18] = [
+const REQUIRED_ALERTS: [(&str, &str); 19] = [
     ("BiglearnSequenceGap", "warn"),
     ("BiglearnSequenceGapStallingCourses", "page"),
     ("BiglearnConsumerLag", "page"),
+    ("BiglearnStagingBehindProduction", "warn"),
     ("BiglearnDeadLetters", "warn"),
     ("BiglearnProducerErrors", "page"),
     ("BiglearnWriterResyncs", "page"),
@@ -983,10 +984,12 @@ fn the_compose_file_runs_kafka_biglearn_prometheus_grafana_and_staging() {
         .iter()
         .filter_map(Yaml::as_str)
         .collect();
+    // `staging run` refuses the writer role and reads production's topics read-only.
     assert!(
-        staging_command
-            .windows(2)
-            .any(|pair| pair == ["--role", "reader"]),
+        staging_command.starts_with(&["staging", "run"])
+            && !staging_command
+                .windows(2)
+                .any(|pair| pair[0] == "--role" && pair[1].contains("writer")),
         "staging must not run a writer against production's topics: {staging_command:?}"
     );
 

@@ -16,3 +16,4 @@ mod results;
 mod scheduler;
 mod settings;
 mod simulator;
+mod staging;

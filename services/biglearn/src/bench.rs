@@ -38,6 +38,10 @@ pub enum BenchCommand {
     /// Rebuild of the event-log projection from an embedded log (e.g. one written by
     /// `biglearn simulate --offline`), beside a raw sled batch insert of as many keys.
     Replay(crate::replay::ReplayArgs),
+    /// Scheduler latencies: fetch_student_clues and fetch_assignment_pes at a fixed
+    /// request rate beside a /ping baseline, then response → served CLUE under
+    /// simulator load, measured with probe courses of its own.
+    Scheduler(crate::bench_latency::SchedulerBenchArgs),
 }
 
 /// Options of `biglearn bench ingest`.
@@ -102,6 +106,7 @@ pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Append(args) => append(args).await,
         BenchCommand::Replay(args) => crate::replay::replay(args).await,
+        BenchCommand::Scheduler(args) => crate::bench_latency::scheduler_bench(args).await,
     }
 }
 
@@ -295,13 +300,13 @@ fn record_response_event(item: &ResponseItem, accepted_at_micros: i64) -> Course
 
 /// Latency percentiles in milliseconds (nearest rank).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct LatencySummary {
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+pub(crate) struct LatencySummary {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
-fn summarize(mut micros: Vec<u64>) -> LatencySummary {
+pub(crate) fn summarize(mut micros: Vec<u64>) -> LatencySummary {
     micros.sort_unstable();
     let at = |quantile: f64| -> f64 {
         if micros.is_empty() {
@@ -318,7 +323,7 @@ fn summarize(mut micros: Vec<u64>) -> LatencySummary {
 }
 
 /// Rounds to microseconds for the JSON line.
-fn ms3(value: f64) -> f64 {
+pub(crate) fn ms3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 

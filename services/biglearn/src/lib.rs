@@ -19,10 +19,15 @@
 //! - [`offline`]: the simulator's events written straight into an embedded log.
 //! - [`replay`]: the replay benchmark (event-log projection rebuilt from a log).
 //! - [`sparfa`]: offline evaluation of the SPARFA models.
+//! - [`staging`]: staging on production's topics (read-only), `staging verify`, `results diff`.
+//! - [`bench_staging`]: staging's lag behind production under load (BENCHMARKS.md).
 //! - [`bench`]: load generators for BENCHMARKS.md (ingest over HTTP, raw appends).
+//! - [`bench_latency`]: scheduler latencies (reads at a fixed rate, response → CLUE).
 
 pub mod admin;
 pub mod bench;
+pub mod bench_latency;
+pub mod bench_staging;
 pub mod derived;
 pub mod offline;
 pub mod publish;
@@ -31,4 +36,5 @@ pub mod run;
 pub mod settings;
 pub mod simulate;
 pub mod sparfa;
+pub mod staging;
 pub mod tokens;

@@ -56,6 +56,12 @@ enum Command {
     /// Benchmarks that print one JSON line each (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(biglearn::bench::BenchCommand),
+    /// Staging on production's topics, read-only (docs/staging.md): run, verify.
+    #[command(subcommand)]
+    Staging(biglearn::staging::StagingCommand),
+    /// Served results: diff two deployments by result key.
+    #[command(subcommand)]
+    Results(biglearn::staging::ResultsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -126,7 +132,7 @@ struct UpArgs {
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Roles to run, comma-separated: writer, reader, projector.
+    /// Roles to run, comma-separated: writer, reader, projector, sparfa.
     #[arg(long, value_delimiter = ',', required = true)]
     role: Vec<Role>,
 }
@@ -171,7 +177,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => {
             let config = run_config(
                 &args.store,
-                vec![Role::Writer, Role::Reader, Role::Projector],
+                vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
             )?;
             run::run(config, run::termination_signal()).await
         }
@@ -195,6 +201,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Bench(command) => biglearn::bench::run_bench(command).await,
         Command::Simulate(args) => biglearn::simulate::run_simulate(args).await,
         Command::Sparfa(command) => biglearn::sparfa::run_sparfa(command),
+        Command::Staging(command) => biglearn::staging::run_staging(command).await,
+        Command::Results(command) => biglearn::staging::run_results(command).await,
         Command::Publish(args) => {
             let config = run_config(&args.store, Vec::new())?;
             let n_published = biglearn::publish::publish(&config, &args.file).await?;

@@ -15,7 +15,7 @@ use biglearn_projector::consumer::{
 use biglearn_projector::event_log::EventLog;
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
-use biglearn_stream::{SharedStreamStore, Topics};
+use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::watch;
 
@@ -30,6 +30,10 @@ pub enum Role {
     /// one process of a deployment runs it (`up` does). Alone, it keeps no event-log index
     /// and `/readyz` means "the state has caught up with the log".
     Projector,
+    /// A response router and a SPARFA consumer (any number: they share the course-event
+    /// partitions and the ecosystems through consumer groups): fits models and publishes
+    /// them to `<prefix>.models`.
+    Sparfa,
 }
 
 pub use biglearn_settings::FeatureFlags;
@@ -45,6 +49,9 @@ pub enum Backend {
         /// Use replication factor 1 (a single test broker).
         single_broker: bool,
     },
+    /// Staging: production's system-of-record topics read-only, the rest on its own
+    /// store (spec operations.md §5; `crate::staging`).
+    Staging(Box<crate::staging::StagingBackend>),
 }
 
 /// Everything a running process needs to know.
@@ -71,12 +78,27 @@ pub fn partitions_scale(backend: &Backend) -> i32 {
     match backend {
         Backend::Embedded => 12,
         Backend::Kafka { .. } => 1,
+        Backend::Staging(staging) => partitions_scale(&staging.target),
     }
 }
 
 /// Opens the configured stream store and creates missing topics.
 pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore> {
-    let store: SharedStreamStore = match &config.backend {
+    let store = open_backend(&config.backend, config).await?;
+    let topics = crate::staging::topics_of(config);
+    store
+        .ensure_topics(&topics.all_specs(partitions_scale(&config.backend)))
+        .await
+        .context("cannot create the topics")?;
+    Ok(store)
+}
+
+/// Opens `backend` (for `config`'s data directory and client id) without creating topics.
+pub(crate) async fn open_backend(
+    backend: &Backend,
+    config: &RunConfig,
+) -> anyhow::Result<SharedStreamStore> {
+    let store: SharedStreamStore = match backend {
         Backend::Embedded => {
             let dir = config.data_dir.join("log");
             // Opening checks every segment: blocking I/O, kept off the async workers.
@@ -104,12 +126,8 @@ pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore>
                 format!("cannot reach Kafka at {bootstrap_servers}; check --kafka and that the brokers are up")
             })?)
         }
+        Backend::Staging(staging) => crate::staging::open_split_store(config, staging).await?,
     };
-    let topics = Topics::new(config.topic_prefix.clone());
-    store
-        .ensure_topics(&topics.all_specs(partitions_scale(&config.backend)))
-        .await
-        .context("cannot create the topics")?;
     Ok(store)
 }
 
@@ -139,6 +157,23 @@ pub async fn termination_signal() {
     }
 }
 
+/// Spawns a SPARFA component; its failure stops the process like a consumer's.
+fn spawn_sparfa_task(
+    name: &'static str,
+    component: impl std::future::Future<Output = Result<(), biglearn_sparfa_consumer::SparfaConsumerError>>
+        + Send
+        + 'static,
+    failed_tx: &tokio::sync::mpsc::Sender<String>,
+) -> tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>> {
+    let failed_tx = failed_tx.clone();
+    tokio::spawn(async move {
+        if let Err(error) = component.await {
+            let _ = failed_tx.send(format!("{name} failed: {error}")).await;
+        }
+        Ok(())
+    })
+}
+
 /// Runs the configured roles until `shutdown` resolves, then stops in order: the HTTP
 /// listener drains, consumers finish their batch in flight, sled is flushed.
 pub async fn run(
@@ -162,7 +197,7 @@ pub async fn run_with(
     })?;
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
     let store = open_store(&config).await?;
-    let topics = Topics::new(config.topic_prefix.clone());
+    let topics = crate::staging::topics_of(&config);
     let state_dir = config.data_dir.join("state");
     let db = sled::Config::new()
         .path(&state_dir)
@@ -181,7 +216,10 @@ pub async fn run_with(
     let mut consumer_tasks = Vec::new();
     let mut progresses: Vec<(String, watch::Receiver<ConsumerProgress>)> = Vec::new();
     // The event-log index serves the API and the writer; a projector-only process skips it.
-    let keeps_event_log = config.roles.iter().any(|role| *role != Role::Projector);
+    let keeps_event_log = config
+        .roles
+        .iter()
+        .any(|role| !matches!(role, Role::Projector | Role::Sparfa));
     for (stream, topic) in [
         (StreamKind::Course, topics.course_events()),
         (StreamKind::Ecosystem, topics.ecosystem_events()),
@@ -234,7 +272,13 @@ pub async fn run_with(
     let settings_projection: Arc<
         std::sync::OnceLock<std::sync::Weak<biglearn_projector::service::ProjectionService>>,
     > = Arc::default();
+    // The latest SPARFA models, read from `<prefix>.models` by the process that computes
+    // results (below), and served to the scheduler.
+    let models = Arc::new(
+        biglearn_sparfa_consumer::ModelStore::open(&db).context("cannot open the model store")?,
+    );
     let recompute_shell = biglearn_recompute::build(biglearn_recompute::ShellInputs {
+        models: models.clone(),
         db: db.clone(),
         log: log.clone(),
         store: store.clone(),
@@ -278,6 +322,21 @@ pub async fn run_with(
             .then(|| recompute_shell.hook.clone() as Arc<dyn biglearn_projector::state::BatchHook>),
     )?;
     let _ = settings_projection.set(Arc::downgrade(&projections));
+    if computes_results {
+        // An ecosystem's first model dirties its courses (spec scheduler.md §4). Weak: the
+        // recompute hook holds the model store (as the scheduler's `ModelView`), so a strong
+        // reference here would be a cycle keeping sled open after shutdown.
+        let projection = Arc::downgrade(&projections);
+        let hook = Arc::downgrade(&recompute_shell.hook);
+        models.on_new_model(Arc::new(move |ecosystem, model_seq| {
+            let (Some(service), Some(hook)) = (projection.upgrade(), hook.upgrade()) else {
+                return;
+            };
+            if let Err(error) = hook.model_arrived(service.current().tree(), ecosystem, model_seq) {
+                tracing::error!(%error, ecosystem = %ecosystem.0, "Cannot mark the courses of a new model dirty; they are recomputed on their next event.");
+            }
+        }));
+    }
     projections.start().await;
     if computes_results {
         let source = projections.clone();
@@ -295,6 +354,64 @@ pub async fn run_with(
             Ok::<(), biglearn_projector::ProjectionError>(())
         });
         consumer_tasks.push(("the recompute loop".to_owned(), task));
+        let (caught_up_tx, _) = watch::channel(false);
+        let consumer = biglearn_sparfa_consumer::run_model_store(
+            models.clone(),
+            store.clone(),
+            topics.models(),
+            caught_up_tx,
+            stop_rx.clone(),
+        );
+        consumer_tasks.push((
+            topics.models(),
+            spawn_sparfa_task("the model store", consumer, &failed_tx),
+        ));
+    }
+    if config.roles.contains(&Role::Sparfa) {
+        let router_membership = store
+            .join_group(
+                &biglearn_sparfa_consumer::router_group_id(&topics),
+                &[topics.course_events()],
+            )
+            .await
+            .context("cannot join the response routers' group")?;
+        let router = biglearn_sparfa_consumer::run_response_router(
+            db.clone(),
+            store.clone(),
+            router_membership,
+            biglearn_sparfa_consumer::RouterConfig::new(topics.clone()),
+            stop_rx.clone(),
+        );
+        consumer_tasks.push((
+            topics.sparfa_responses(),
+            spawn_sparfa_task("the response router", router, &failed_tx),
+        ));
+        let membership = store
+            .join_group(
+                &biglearn_sparfa_consumer::group_id(&topics),
+                &biglearn_sparfa_consumer::group_topics(&topics),
+            )
+            .await
+            .context("cannot join the SPARFA consumer group")?;
+        let settings_cell = scheduler_settings.clone();
+        let sparfa_settings: biglearn_sparfa_consumer::SparfaSettingsSource =
+            Arc::new(move || match settings_cell.get() {
+                Some(settings) => {
+                    biglearn_sparfa_consumer::SparfaSettings::resolve(&settings.history())
+                }
+                None => biglearn_sparfa_consumer::SparfaSettings::INITIAL,
+            });
+        let consumer = biglearn_sparfa_consumer::run_sparfa_consumer(
+            store.clone(),
+            membership,
+            biglearn_sparfa_consumer::SparfaConsumerConfig::new(topics.clone(), metrics.clone()),
+            sparfa_settings,
+            stop_rx.clone(),
+        );
+        consumer_tasks.push((
+            biglearn_sparfa_consumer::group_id(&topics),
+            spawn_sparfa_task("the SPARFA consumer", consumer, &failed_tx),
+        ));
     }
 
     let mut resync_task = None;

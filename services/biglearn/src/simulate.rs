@@ -58,7 +58,7 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as i64)

@@ -21,6 +21,7 @@
 //! - `course`, `ecosystem`: the envelope codecs.
 //! - `record`: Kafka key and `bl-*` headers, [`routing_headers`].
 //! - `dead_letter`: [`DeadLetter`] records of the DLQ.
+//! - `model`: [`ModelComputed`] records of `<prefix>.models`.
 //! - `error`: [`DecodeError`], [`EncodeError`].
 
 mod binary;
@@ -28,6 +29,7 @@ mod course;
 mod dead_letter;
 mod ecosystem;
 mod error;
+mod model;
 mod record;
 mod result_record;
 pub mod schemas;
@@ -45,6 +47,10 @@ pub use ecosystem::{
     encode_ecosystem_event_as,
 };
 pub use error::{DecodeError, EncodeError};
+pub use model::{
+    decode_model_computed, encode_model_computed, model_computed_record, ModelComputed,
+    ModelHyperparameters, TopicPosition,
+};
 pub use record::{
     aggregate_key, course_event_record, course_event_record_as, ecosystem_event_record,
     ecosystem_event_record_as, routing_headers, EncodedRecord, RoutingHeaders, ENCODING_CONFLUENT,

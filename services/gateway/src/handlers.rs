@@ -282,6 +282,8 @@ async fn handle_admin(
         AdminRequest::DlqReplay(replay) => {
             crate::operations::replay_dead_letters(state, replay, actor).await
         }
+        AdminRequest::StateDigest(digest) => crate::operations::state_digest(state, &digest),
+        AdminRequest::ResultsList(list) => crate::operations::list_results(state, &list),
         settings => crate::settings::answer_settings(state, settings, actor).await,
     }
 }

@@ -1,15 +1,17 @@
-//! Operator endpoints for derived state: blue/green rebuilds and the dead-letter topic.
+//! Operator endpoints for derived state: blue/green rebuilds, the dead-letter topic, and
+//! the state digest and result listing that compare two deployments (staging).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use biglearn_domain::events::StreamKind;
 use biglearn_events::decode_dead_letter;
 use biglearn_projector::service::RebuildStatus;
 use biglearn_stream::{ConsumedRecord, OutgoingRecord};
 use serde_json::{json, Value};
 
 use crate::handlers::HandlerError;
-use crate::requests::{DlqListRequest, DlqReplayRequest};
+use crate::requests::{DlqListRequest, DlqReplayRequest, ResultsListRequest, StateDigestRequest};
 use crate::GatewayState;
 
 fn stream_error(error: biglearn_stream::StreamError) -> HandlerError {
@@ -286,4 +288,159 @@ pub(crate) async fn replay_dead_letters(
         });
     }
     Ok(json!({ "replayed": replayed }))
+}
+
+/// `(stream, aggregate, next_sequence_number)` of every aggregate of the state projection,
+/// in key order.
+fn applied_sequences(
+    projection: &biglearn_projector::state::StateProjection,
+) -> Result<Vec<(StreamKind, uuid::Uuid, i64)>, HandlerError> {
+    // Rows of the projection's per-aggregate sequencing state are keyed
+    // `A`, stream byte (`c` or `e`), 16 uuid bytes; the row itself is read back through
+    // the projection's own decoder.
+    let mut rows = Vec::new();
+    for row in projection.tree().scan_prefix(b"A") {
+        let (key, _) = row.map_err(|error| HandlerError::Internal {
+            detail: format!("reading the state projection: {error}"),
+        })?;
+        let stream = match key.get(1) {
+            Some(b'c') => StreamKind::Course,
+            Some(b'e') => StreamKind::Ecosystem,
+            _ => continue,
+        };
+        let Some(aggregate) = key
+            .get(2..18)
+            .and_then(|bytes| uuid::Uuid::from_slice(bytes).ok())
+        else {
+            continue;
+        };
+        let sequence = projection.aggregate(stream, aggregate)?;
+        rows.push((stream, aggregate, sequence.next_seq.0));
+    }
+    Ok(rows)
+}
+
+/// One read of everything the digest reports.
+#[derive(PartialEq)]
+struct DigestRead {
+    sequences: Vec<(StreamKind, uuid::Uuid, i64)>,
+    settings_version: i64,
+    results: Option<String>,
+}
+
+fn read_digest_inputs(
+    state: &Arc<GatewayState>,
+    projection: &biglearn_projector::state::StateProjection,
+) -> Result<DigestRead, HandlerError> {
+    Ok(DigestRead {
+        sequences: applied_sequences(projection)?,
+        settings_version: state.settings.last_version(),
+        results: state.log.results_digest()?,
+    })
+}
+
+/// `/admin/state_digest`: the parts of the state hash and what they were computed from
+/// (the applied prefix of every aggregate, the settings version), from one consistent
+/// read: the inputs read before and after hashing are equal. Deployments whose offsets
+/// differ (staging, MirrorMaker 2) compare by these, never by offsets.
+pub(crate) fn state_digest(
+    state: &Arc<GatewayState>,
+    request: &StateDigestRequest,
+) -> Result<Value, HandlerError> {
+    let projections = state
+        .projections
+        .as_ref()
+        .ok_or_else(|| HandlerError::Unavailable {
+            message: "this process keeps no state projection".into(),
+        })?;
+    // Bounded: a busy process may move between the two reads; the caller retries.
+    for _ in 0..20 {
+        let projection = projections.current();
+        let before = read_digest_inputs(state, &projection)?;
+        let state_hash = projection.state_hash()?;
+        let after = read_digest_inputs(state, &projection)?;
+        if before != after {
+            continue;
+        }
+        let mut parts = vec![json!({"part": "state", "digest": state_hash})];
+        if let Some(results) = &after.results {
+            parts.push(json!({"part": "results", "digest": results}));
+        }
+        let rows: Vec<(String, String)> = after
+            .sequences
+            .iter()
+            .map(|(stream, aggregate, next)| {
+                (format!("{}/{aggregate}", stream.as_str()), next.to_string())
+            })
+            .collect();
+        let n_applied: i64 = after
+            .sequences
+            .iter()
+            .map(|(_, _, next)| (next - 1).max(0))
+            .sum();
+        let mut sequences = json!({
+            "digest": biglearn_projector::service::combined_hash(&rows),
+            "n_aggregates": after.sequences.len(),
+            "n_applied": n_applied,
+        });
+        if request.list_sequences {
+            sequences["list"] = after
+                .sequences
+                .iter()
+                .map(|(stream, aggregate, next)| {
+                    json!({
+                        "stream": stream.as_str(),
+                        "aggregate_uuid": aggregate,
+                        "next_sequence_number": next,
+                    })
+                })
+                .collect();
+        }
+        return Ok(json!({
+            "parts": parts,
+            "sequences": sequences,
+            "settings_version": after.settings_version,
+            "generation": projections.generation(),
+        }));
+    }
+    Err(HandlerError::Unavailable {
+        message: "the state changed during every read; retry".into(),
+    })
+}
+
+/// `/admin/results/list`: stored results in result-key order after `after_key`, with
+/// their versions and content (`biglearn results diff` compares them by key).
+pub(crate) fn list_results(
+    state: &Arc<GatewayState>,
+    request: &ResultsListRequest,
+) -> Result<Value, HandlerError> {
+    let after = request.after_key.as_deref().unwrap_or("");
+    let limit = request.limit as usize;
+    let mut results = Vec::with_capacity(limit);
+    let mut more = false;
+    for (key, version, content) in state.log.results_with_prefix("")? {
+        if request.after_key.is_some() && key.as_str() <= after {
+            continue;
+        }
+        if results.len() == limit {
+            more = true;
+            break;
+        }
+        let content: Value = serde_json::from_str(&content).unwrap_or(Value::String(content));
+        results.push(json!({
+            "key": key,
+            "version": {
+                "input_seq": version.input_seq,
+                "model_seq": version.model_seq,
+                "computed_at_micros": version.computed_at_micros,
+            },
+            "content": content,
+        }));
+    }
+    let next_after_key = if more {
+        results.last().map(|result| result["key"].clone())
+    } else {
+        None
+    };
+    Ok(json!({ "results": results, "next_after_key": next_after_key }))
 }

@@ -69,6 +69,45 @@ impl DirtyTargets {
         }
     }
 
+    /// An ecosystem's model arrived (spec scheduler.md §4): the first one (`model_seq` 0)
+    /// makes every course on that ecosystem dirty as a whole, so that its `biglearn_sparfa`
+    /// targets computed from the prior (or not at all: CLUEs) are computed with the model;
+    /// unchanged results are not republished. Later models dirty nothing. Returns the
+    /// number of courses marked.
+    pub fn model_arrived(
+        &self,
+        tree: &sled::Tree,
+        ecosystem: EcosystemUuid,
+        model_seq: i64,
+    ) -> Result<usize, StateError> {
+        if model_seq != 0 {
+            return Ok(0);
+        }
+        let courses = {
+            let mut overlay = biglearn_projector::overlay::Overlay::new(tree);
+            SledState::new(&mut overlay).courses_on_ecosystem(ecosystem)?
+        };
+        let dirty_at_micros = (self.shared.wall)();
+        let mut batch = sled::Batch::default();
+        for course in &courses {
+            let mark = DirtyMark {
+                dirty_at_micros,
+                stamp: self.stamp.fetch_add(1, Ordering::Relaxed),
+            };
+            batch.insert(
+                crate::rows::in_tree(&whole_course_key(*course)),
+                mark.encode(),
+            );
+        }
+        tree.apply_batch(batch).map_err(|error| {
+            StateError(format!("marking the courses of a new model dirty: {error}"))
+        })?;
+        if !courses.is_empty() {
+            self.shared.wake.notify_one();
+        }
+        Ok(courses.len())
+    }
+
     fn collect(&self, view: &dyn StateView, effects: &[Effect]) -> Result<Marks, StateError> {
         let now = self.shared.clock.now();
         let catching_up = !self.shared.caught_up.load(Ordering::Acquire);

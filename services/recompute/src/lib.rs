@@ -17,9 +17,10 @@
 //! - The logical clock never moves backwards. Simplification of §2.3: it advances to
 //!   `wall − CLOCK_SAFETY_LAG` while caught up; the `max(accepted_at)` term is not tracked.
 //!
-//! Does not: apply events (the projector does), hold business rules (the core does),
-//! fit or read SPARFA models (TODO: a `<prefix>.models` consumer feeding a `ModelView`; until
-//! then `biglearn_sparfa` uses the prior ranking and publishes no CLUEs).
+//! Does not: apply events (the projector does), hold business rules (the core does), or
+//! fit or store SPARFA models: it reads them through the `ModelView` it is given (the
+//! model store of `biglearn-sparfa-consumer`). TODO: a new model does not yet mark its
+//! ecosystem's `biglearn_sparfa` targets dirty; they pick it up when next recomputed.
 //!
 //! Modules, in reading order:
 //! - [`clock`]: the logical clock and the injectable wall clock.
@@ -39,15 +40,14 @@ pub mod settings;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
+use biglearn_domain::ids::CourseUuid;
 use biglearn_domain::state::StateError;
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::EventLog;
-use biglearn_scheduler::{EcosystemModel, SchedulerError, SchedulerSettings};
+use biglearn_scheduler::{ModelView, SchedulerError, SchedulerSettings};
 use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::{watch, Notify};
@@ -100,6 +100,8 @@ pub struct ShellInputs {
     pub results_topic: String,
     pub metrics: Metrics,
     pub settings: SettingsSource,
+    /// The latest SPARFA model per ecosystem.
+    pub models: Arc<dyn ModelView + Send + Sync>,
 }
 
 /// The shell before the projection exists: its hook goes to `ProjectionService::open`, then
@@ -118,12 +120,11 @@ pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
     let published = EventLogPublished {
         log: inputs.log.clone(),
     };
-    let models: BTreeMap<EcosystemUuid, Arc<EcosystemModel>> = BTreeMap::new();
     let shared = Shared {
         clock: LogicalClock::new(0),
         wall: system_wall_clock(),
         published: Arc::new(published.clone()),
-        models: Arc::new(models),
+        models: inputs.models,
         settings: inputs.settings,
         wake: Arc::new(Notify::new()),
         caught_up: Arc::new(AtomicBool::new(false)),

@@ -1,6 +1,6 @@
 //! The recompute loop (spec scheduler.md §4, §12): per course with dirty targets, at most
 //! once per debounce interval, compute in §4 order, publish what changed to
-//! `<prefix>.results`, then remove the computed dirty rows.
+//! `<prefix>.results` (one append per pass), then remove the computed dirty rows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -110,6 +110,7 @@ fn sled_error(doing: &'static str) -> impl Fn(sled::Error) -> RecomputeError {
     move |source| RecomputeError::Sled { doing, source }
 }
 
+#[derive(Clone)]
 struct DirtyRow {
     target: Target,
     key: Vec<u8>,
@@ -178,6 +179,7 @@ impl Recompute {
         if report.caught_up {
             let now = self.shared.clock.now();
             let wall = (self.shared.wall)();
+            let mut prepared = Vec::new();
             for (course, rows) in &dirty {
                 let due = self.last_computed.get(course).is_none_or(|last| {
                     wall.saturating_sub(*last) >= self.config.debounce.as_micros() as i64
@@ -185,21 +187,32 @@ impl Recompute {
                 if !due {
                     continue;
                 }
-                match self
-                    .compute_course(&projection, &tree, *course, rows, now)
-                    .await
-                {
-                    Ok(Some(outcome)) => {
-                        report.courses += 1;
-                        report.published += outcome.published;
-                        report.skipped_unchanged += outcome.skipped_unchanged;
-                        report.stale_dropped += outcome.stale_dropped;
-                        self.last_computed.insert(*course, wall);
-                    }
+                match self.prepare_course(&projection, &tree, *course, rows, now) {
+                    Ok(Some(course)) => prepared.push(course),
                     Ok(None) => {}
                     Err(error) => {
                         tracing::error!(%error, course = %course.0, "A course's recomputation failed; its targets stay dirty and are retried.");
                         self.last_computed.insert(*course, wall);
+                    }
+                }
+                // Computation is CPU work on a runtime worker: let the consumers and the
+                // HTTP handlers in between courses.
+                tokio::task::yield_now().await;
+            }
+            match self.publish_prepared(&tree, &mut prepared).await {
+                Ok(()) => {
+                    for course in &prepared {
+                        report.courses += 1;
+                        report.published += course.outcome.published;
+                        report.skipped_unchanged += course.outcome.skipped_unchanged;
+                        report.stale_dropped += course.outcome.stale_dropped;
+                        self.last_computed.insert(course.course, wall);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, courses = prepared.len(), "Publishing a pass's results failed; their targets stay dirty and are retried.");
+                    for course in &prepared {
+                        self.last_computed.insert(course.course, wall);
                     }
                 }
             }
@@ -369,19 +382,20 @@ impl Recompute {
         Ok(fired)
     }
 
-    /// Computes one course's dirty targets (those not deferred); `None` if there was
-    /// nothing to compute.
-    async fn compute_course(
+    /// Computes one course's dirty targets (those not deferred) and decides what to
+    /// publish; `None` if there was nothing to compute. Nothing is written yet.
+    fn prepare_course(
         &mut self,
         projection: &StateProjection,
         tree: &sled::Tree,
         course: CourseUuid,
         rows: &[DirtyRow],
         now: i64,
-    ) -> Result<Option<CourseOutcome>, RecomputeError> {
-        let rows: Vec<&DirtyRow> = rows
+    ) -> Result<Option<PreparedCourse>, RecomputeError> {
+        let rows: Vec<DirtyRow> = rows
             .iter()
             .filter(|row| !self.deferred.contains_key(&(course, row.target)))
+            .cloned()
             .collect();
         if rows.is_empty() {
             return Ok(None);
@@ -410,24 +424,45 @@ impl Recompute {
         let elapsed = started.elapsed();
         let per_result = elapsed / computed.records.len().max(1) as u32;
 
-        let mut outcome = CourseOutcome::default();
-        let mut to_publish: Vec<&ResultRecord> = Vec::new();
-        for record in &computed.records {
+        let mut prepared = PreparedCourse {
+            course,
+            rows,
+            to_publish: Vec::new(),
+            outcome: CourseOutcome::default(),
+            deferred: computed.deferred,
+            recalculate_at: computed.recalculate_at,
+        };
+        for record in computed.records {
             self.config
                 .metrics
                 .recomputed(record.kind.as_str(), per_result);
             let stored = self.versions.stored(&record.key(), &self.published)?;
-            match publish_decision(record, stored) {
-                PublishDecision::Publish => to_publish.push(record),
-                PublishDecision::SkipUnchanged => outcome.skipped_unchanged += 1,
+            match publish_decision(&record, stored) {
+                PublishDecision::Publish => prepared.to_publish.push(record),
+                PublishDecision::SkipUnchanged => prepared.outcome.skipped_unchanged += 1,
                 PublishDecision::SkipOlder => {
-                    outcome.stale_dropped += 1;
+                    prepared.outcome.stale_dropped += 1;
                     self.config
                         .metrics
                         .stale_result_dropped(record.kind.as_str());
                 }
             }
         }
+        Ok(Some(prepared))
+    }
+
+    /// Publishes the results of every prepared course in one append (one durable write
+    /// instead of one per course: a pass's latency is its computation plus one commit),
+    /// then records versions, timers and the removal of the computed dirty rows.
+    async fn publish_prepared(
+        &mut self,
+        tree: &sled::Tree,
+        prepared: &mut [PreparedCourse],
+    ) -> Result<(), RecomputeError> {
+        let to_publish: Vec<&ResultRecord> = prepared
+            .iter()
+            .flat_map(|course| course.to_publish.iter())
+            .collect();
         if !to_publish.is_empty() {
             let outgoing: Vec<OutgoingRecord> = to_publish
                 .iter()
@@ -457,8 +492,11 @@ impl Recompute {
             self.versions
                 .record(&to_publish)
                 .map_err(sled_error("recording published versions"))?;
-            let wall = (self.shared.wall)();
-            let clue_dirty_at: HashMap<(uuid::Uuid, uuid::Uuid), i64> = rows
+        }
+        let wall = (self.shared.wall)();
+        for course in prepared.iter_mut() {
+            let clue_dirty_at: HashMap<(uuid::Uuid, uuid::Uuid), i64> = course
+                .rows
                 .iter()
                 .filter_map(|row| match (row.target, row.mark) {
                     (
@@ -472,7 +510,7 @@ impl Recompute {
                     _ => None,
                 })
                 .collect();
-            for record in &to_publish {
+            for record in &course.to_publish {
                 self.config.metrics.result_published(
                     record.kind.as_str(),
                     algorithm_label(&record.algorithm_name),
@@ -489,35 +527,46 @@ impl Recompute {
                     }
                 }
             }
-            outcome.published = to_publish.len();
-        }
+            course.outcome.published = course.to_publish.len();
 
-        // Deferred targets stay dirty until their ecosystem exists; the rest are done,
-        // unless a batch re-dirtied them meanwhile (their stamp changed).
-        for (target, ecosystem) in &computed.deferred {
-            self.deferred.insert((course, *target), *ecosystem);
+            // Deferred targets stay dirty until their ecosystem exists; the rest are done,
+            // unless a batch re-dirtied them meanwhile (their stamp changed).
+            for (target, ecosystem) in &course.deferred {
+                self.deferred.insert((course.course, *target), *ecosystem);
+            }
+            let mut timers = sled::Batch::default();
+            for (target, at) in &course.recalculate_at {
+                timers.insert(
+                    in_tree(&crate::rows::timer_key(
+                        *at,
+                        course.course,
+                        &TimerAction::Target(*target),
+                    )),
+                    Vec::new(),
+                );
+            }
+            tree.apply_batch(timers)
+                .map_err(sled_error("writing recalculation timers"))?;
+            let done: Vec<(Vec<u8>, Vec<u8>)> = course
+                .rows
+                .iter()
+                .filter(|row| !self.deferred.contains_key(&(course.course, row.target)))
+                .map(|row| (row.key.clone(), row.value.clone()))
+                .collect();
+            remove_unchanged(tree, &done)?;
         }
-        let mut timers = sled::Batch::default();
-        for (target, at) in &computed.recalculate_at {
-            timers.insert(
-                in_tree(&crate::rows::timer_key(
-                    *at,
-                    course,
-                    &TimerAction::Target(*target),
-                )),
-                Vec::new(),
-            );
-        }
-        tree.apply_batch(timers)
-            .map_err(sled_error("writing recalculation timers"))?;
-        let done: Vec<(Vec<u8>, Vec<u8>)> = rows
-            .iter()
-            .filter(|row| !self.deferred.contains_key(&(course, row.target)))
-            .map(|row| (row.key.clone(), row.value.clone()))
-            .collect();
-        remove_unchanged(tree, &done)?;
-        Ok(Some(outcome))
+        Ok(())
     }
+}
+
+/// One course computed in a pass, waiting for the pass's publication.
+struct PreparedCourse {
+    course: CourseUuid,
+    rows: Vec<DirtyRow>,
+    to_publish: Vec<ResultRecord>,
+    outcome: CourseOutcome,
+    deferred: Vec<(Target, EcosystemUuid)>,
+    recalculate_at: Vec<(Target, i64)>,
 }
 
 /// Removes dirty rows whose value is still the one read (one sled transaction): a row a

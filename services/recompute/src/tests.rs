@@ -691,3 +691,31 @@ async fn a_course_replayed_while_catching_up_is_computed_whole_once_caught_up() 
         0
     );
 }
+
+#[tokio::test]
+async fn an_ecosystems_first_model_dirties_its_courses_and_later_models_do_not() {
+    let mut world = World::new(Duration::ZERO).await;
+    world.feed_ecosystem();
+    world.feed_course(&course_events(T0 + 20 * DAY));
+    world.recompute.pass().await.expect("a pass");
+    let whole_courses = |world: &World| {
+        world
+            .projection
+            .tree()
+            .scan_prefix(in_tree(&[crate::rows::WHOLE_COURSE]))
+            .count()
+    };
+    assert_eq!(whole_courses(&world), 0);
+
+    let tree = world.projection.tree().clone();
+    assert_eq!(world.hook.model_arrived(&tree, ECO, 1).expect("marks"), 0);
+    assert_eq!(whole_courses(&world), 0, "a refit dirties nothing");
+    let other = EcosystemUuid(Uuid::from_u128(0xEC02));
+    assert_eq!(world.hook.model_arrived(&tree, other, 0).expect("marks"), 0);
+    assert_eq!(world.hook.model_arrived(&tree, ECO, 0).expect("marks"), 1);
+    assert_eq!(whole_courses(&world), 1);
+
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.dirty_left, 0, "{report:?}");
+    assert_eq!(whole_courses(&world), 0, "expanded and computed");
+}

@@ -91,7 +91,7 @@ fn vm_hwm_kb() -> u64 {
         .unwrap_or(0)
 }
 
-fn large(n_learners: usize, n_questions: usize, k: usize, select: bool) {
+fn large(n_learners: usize, n_questions: usize, k: usize, select: bool, threads: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut hints = Array2::from_elem((k, n_questions), false);
     let mut w = Array2::zeros((k, n_questions));
@@ -131,6 +131,9 @@ fn large(n_learners: usize, n_questions: usize, k: usize, select: bool) {
         Observations::new(n_learners, n_questions, &observations).expect("indices in range");
     drop(observations);
     let build_seconds = started.elapsed().as_secs_f64();
+    let build_peak_mb = vm_hwm_kb() / 1024;
+    // Writing 5 to clear_refs resets VmHWM (Linux), so the peak below is the fit's own.
+    let reset_peak = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let candidates = if select {
         hinted_candidates()
     } else {
@@ -142,20 +145,25 @@ fn large(n_learners: usize, n_questions: usize, k: usize, select: bool) {
         train: &train,
         holdout: &holdout,
         selection_cap: 2_000_000,
-        threads: 2,
+        threads,
     };
     let started = Instant::now();
     let selected = fit_selected(&input, &candidates).expect("candidates");
     let fit_seconds = started.elapsed().as_secs_f64();
     println!(
-        "{{\"bench\":\"large\",\"learners\":{n_learners},\"questions\":{n_questions},\"concepts\":{k},\"training_observations\":{},\"holdout\":{},\"selection\":{select},\"candidate\":\"{}\",\"build_seconds\":{build_seconds:.2},\"fit_seconds\":{fit_seconds:.2},\"outer_iterations\":{},\"best_iteration\":{},\"holdout_accuracy\":{:.4},\"vm_hwm_mb\":{}}}",
+        "{{\"bench\":\"large\",\"learners\":{n_learners},\"questions\":{n_questions},\"concepts\":{k},\"training_observations\":{},\"holdout\":{},\"selection\":{select},\"threads\":{threads},\"candidate\":\"{}\",\"build_seconds\":{build_seconds:.2},\"fit_seconds\":{fit_seconds:.2},\"outer_iterations\":{},\"best_iteration\":{},\"holdout_accuracy\":{:.4},\"loadings_nonzero\":{},\"build_peak_rss_mb\":{build_peak_mb},\"fit_peak_rss_mb\":{}}}",
         train.len(),
         holdout.len(),
         selected.chosen.name,
         selected.fit.stats.outer_iterations,
         selected.fit.stats.best_iteration,
         selected.fit.stats.holdout_accuracy.unwrap_or(f64::NAN),
-        vm_hwm_kb() / 1024
+        selected.fit.loadings.iter().filter(|w| **w != 0.0).count(),
+        if reset_peak {
+            (vm_hwm_kb() / 1024).to_string()
+        } else {
+            "null".to_owned()
+        }
     );
 }
 
@@ -168,8 +176,13 @@ fn main() {
         "clue" => clue(),
         "large" => {
             let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-            let select = args.get(2).is_some_and(|s| s == "select");
-            large(n, 160, 16, select);
+            let select = args.iter().any(|s| s == "select");
+            // `threads=T` (default 2, the target machine's cores); the fit is the same for any T.
+            let threads = args
+                .iter()
+                .find_map(|s| s.strip_prefix("threads=").and_then(|t| t.parse().ok()))
+                .unwrap_or(2);
+            large(n, 160, 16, select, threads);
         }
         _ => {
             spisa(dir);

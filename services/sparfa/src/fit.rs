@@ -3,7 +3,7 @@
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::observations::{unpack, Observation, Observations};
+use crate::observations::{Observation, Observations};
 
 /// Inner proximal-gradient steps per block (§7).
 pub const INNER_STEPS: usize = 5;
@@ -15,6 +15,8 @@ pub const MAX_OUTER_ITERATIONS: usize = 500;
 pub const ITERATIONS_WITHOUT_EARLY_STOPPING: usize = 20;
 /// Below this many holdout or training observations there is no early stopping (§6).
 pub const MIN_OBSERVATIONS_FOR_EARLY_STOPPING: usize = 50;
+/// Question blocks of the (W, d)-step per worker thread (more blocks balance busy cores).
+const QUESTION_BLOCKS_PER_THREAD: usize = 2;
 /// A holdout log-likelihood improvement must exceed this (§6).
 pub const MIN_IMPROVEMENT: f64 = 1e-6;
 /// Probabilities are clipped to [ε, 1 − ε] in log-likelihoods (§6).
@@ -239,8 +241,9 @@ struct State {
 /// Fits the model: the zero-data model if Ω is empty, else outer iterations until the
 /// §6 stopping rule, keeping the best holdout iterate.
 ///
-/// `threads` (≥ 1) splits learners and questions into contiguous blocks; every block
-/// is computed sequentially in ascending order, so the result does not depend on it.
+/// `threads` (≥ 1) workers take learner ranges and question blocks from a queue; each
+/// learner's and question's update is computed by one worker with its sums in ascending
+/// order, so the result does not depend on `threads`.
 pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fit {
     let (k, n_questions) = problem.hints.dim();
     let train = problem.train;
@@ -287,30 +290,37 @@ pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fi
         ITERATIONS_WITHOUT_EARLY_STOPPING
     };
     let threads = threads.max(1);
-    let mut best: Option<(f64, f64, State)> = None;
+    // Blocks only spread work over threads: each question's sums are the same in any block.
+    let blocks = kernel::QuestionBlocks::new(
+        train,
+        if threads > 1 {
+            QUESTION_BLOCKS_PER_THREAD * threads
+        } else {
+            1
+        },
+    );
+    let mut terms = Vec::new();
+    let mut best: Option<(f64, f64)> = None;
+    let mut kept = State {
+        k,
+        w: Vec::new(),
+        d: Vec::new(),
+        u: Vec::new(),
+    };
     let mut since_best = 0;
     for iteration in 1..=max_iterations {
         update_knowledge(&mut state, train, hp, threads);
-        update_questions(&mut state, train, hp, &penalties, threads);
+        update_questions(&mut state, train, hp, &penalties, &blocks, threads);
         stats.outer_iterations = iteration;
         if !early_stopping {
             continue;
         }
-        let (ll, accuracy) = holdout_scores(&state, &holdout);
-        if best
-            .as_ref()
-            .is_none_or(|(b, _, _)| ll > b + MIN_IMPROVEMENT)
-        {
-            best = Some((
-                ll,
-                accuracy,
-                State {
-                    k,
-                    w: state.w.clone(),
-                    d: state.d.clone(),
-                    u: state.u.clone(),
-                },
-            ));
+        let (ll, accuracy) = holdout_scores(&state, &holdout, &mut terms, threads);
+        if best.is_none_or(|(b, _)| ll > b + MIN_IMPROVEMENT) {
+            best = Some((ll, accuracy));
+            kept.w.clone_from(&state.w);
+            kept.d.clone_from(&state.d);
+            kept.u.clone_from(&state.u);
             stats.best_iteration = iteration;
             since_best = 0;
         } else {
@@ -321,7 +331,7 @@ pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fi
         }
     }
     let kept = match best {
-        Some((ll, accuracy, kept)) => {
+        Some((ll, accuracy)) => {
             stats.holdout_log_likelihood = Some(ll);
             stats.holdout_log_loss = Some(-ll);
             stats.holdout_accuracy = Some(accuracy);
@@ -344,20 +354,93 @@ pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fi
     }
 }
 
+/// The U-step (§7): see [`kernel::knowledge_step`].
+fn update_knowledge(state: &mut State, train: &Observations, hp: &Hyperparameters, threads: usize) {
+    kernel::knowledge_step(
+        &state.w,
+        &state.d,
+        &mut state.u,
+        state.k,
+        train,
+        hp,
+        threads,
+    );
+}
+
+/// The (W, d)-step (§7): see [`kernel::question_step`].
+fn update_questions(
+    state: &mut State,
+    train: &Observations,
+    hp: &Hyperparameters,
+    penalties: &Penalties,
+    blocks: &kernel::QuestionBlocks,
+    threads: usize,
+) {
+    let rows = kernel::PenaltyRows {
+        l2: &penalties.l2,
+        l1: &penalties.l1,
+        max_l2: penalties.max_l2,
+    };
+    kernel::question_step(
+        &mut state.w,
+        &mut state.d,
+        &state.u,
+        state.k,
+        train,
+        hp,
+        &rows,
+        blocks,
+        threads,
+    );
+}
+
 /// Mean clipped log-likelihood and accuracy over the holdout, summed in its sorted order.
-fn holdout_scores(state: &State, holdout: &[Observation]) -> (f64, f64) {
+///
+/// The per-observation terms are computed on up to `threads` threads into one buffer;
+/// the sums then run sequentially, so the result does not depend on `threads`.
+fn holdout_scores(
+    state: &State,
+    holdout: &[Observation],
+    terms: &mut Vec<(f64, bool)>,
+    threads: usize,
+) -> (f64, f64) {
     let k = state.k;
+    terms.clear();
+    terms.resize(holdout.len(), (0.0, false));
+    let items: Vec<HoldoutItem<'_>> = holdout
+        .chunks(HOLDOUT_PER_ITEM)
+        .zip(terms.chunks_mut(HOLDOUT_PER_ITEM))
+        .collect();
+    kernel::run_queue(
+        items,
+        threads,
+        || (),
+        |(observations, out), _| {
+            for (o, t) in observations.iter().zip(out) {
+                let w = &state.w[o.question * k..(o.question + 1) * k];
+                let u = &state.u[o.learner * k..(o.learner + 1) * k];
+                let p = sigmoid(state.d[o.question] + dot(w, u));
+                *t = (
+                    clipped_log_likelihood(p, o.correct),
+                    (p >= 0.5) == o.correct,
+                );
+            }
+        },
+    );
     let (mut ll, mut hits) = (0.0, 0usize);
-    for o in holdout {
-        let w = &state.w[o.question * k..(o.question + 1) * k];
-        let u = &state.u[o.learner * k..(o.learner + 1) * k];
-        let p = sigmoid(state.d[o.question] + dot(w, u));
-        ll += clipped_log_likelihood(p, o.correct);
-        hits += usize::from((p >= 0.5) == o.correct);
+    for &(term, hit) in terms.iter() {
+        ll += term;
+        hits += usize::from(hit);
     }
     let n = holdout.len() as f64;
     (ll / n, hits as f64 / n)
 }
+
+/// A work item of the holdout scoring: observations and their (log-likelihood, hit) slots.
+type HoldoutItem<'a> = (&'a [Observation], &'a mut [(f64, bool)]);
+
+/// Holdout observations per work item of the scoring.
+const HOLDOUT_PER_ITEM: usize = 16_384;
 
 #[inline]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -368,238 +451,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
-/// Runs `f(first_row, rows)` on contiguous blocks of `rows_per_item`-sized rows, in
-/// parallel when `threads > 1`. Each row is computed by exactly one call.
-fn for_row_blocks<F>(data: &mut [f64], row_len: usize, threads: usize, f: F)
-where
-    F: Fn(usize, &mut [f64]) + Sync,
-{
-    let n_rows = data.len().checked_div(row_len).unwrap_or(0);
-    if threads <= 1 || n_rows < 2 * threads {
-        f(0, data);
-        return;
-    }
-    let rows_per_block = n_rows.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut blocks = data.chunks_mut(rows_per_block * row_len).enumerate();
-        let first = blocks.next();
-        for (b, block) in blocks {
-            let f = &f;
-            scope.spawn(move || f(b * rows_per_block, block));
-        }
-        if let Some((_, block)) = first {
-            f(0, block);
-        }
-    });
+/// ‖x‖², summed in ascending order.
+#[inline]
+fn squared_norm(x: &[f64]) -> f64 {
+    dot(x, x)
 }
 
-/// The U-step: INNER_STEPS gradient steps per learner with L_j = ¼ Σ ‖w_q‖² + γ_U.
-fn update_knowledge(state: &mut State, train: &Observations, hp: &Hyperparameters, threads: usize) {
-    let k = state.k;
-    if k == 0 {
-        return;
-    }
-    let d = &state.d;
-    // W is fixed during the U-step: keep only its non-zero entries per question, since
-    // loadings are sparse (a question loads on its pages and few others).
-    let mut offsets = Vec::with_capacity(d.len() + 1);
-    let mut nonzero: Vec<(usize, f64)> = Vec::new();
-    let mut norms = Vec::with_capacity(d.len());
-    offsets.push(0);
-    for wq in state.w.chunks(k) {
-        nonzero.extend(
-            wq.iter()
-                .enumerate()
-                .filter(|(_, w)| **w != 0.0)
-                .map(|(c, w)| (c, *w)),
-        );
-        offsets.push(nonzero.len());
-        norms.push(dot(wq, wq));
-    }
-    for_row_blocks(&mut state.u, k, threads, |first, block| {
-        let mut g = vec![0.0; k];
-        let mut residuals: Vec<f64> = Vec::new();
-        for (offset, u) in block.chunks_mut(k).enumerate() {
-            let entries = train.learner_entries(first + offset);
-            if entries.is_empty() {
-                continue;
-            }
-            let mut norm_sum = 0.0;
-            for &e in entries {
-                norm_sum += norms[unpack(e).0];
-            }
-            let lipschitz = hp.gamma_u + 0.25 * norm_sum;
-            for _ in 0..hp.inner_steps {
-                for (gc, uc) in g.iter_mut().zip(u.iter()) {
-                    *gc = hp.gamma_u * uc;
-                }
-                // Three passes (logits, residuals, gradient) keep the sigmoids independent
-                // of each other, which the CPU can overlap.
-                residuals.clear();
-                residuals.extend(entries.iter().map(|&e| {
-                    let (q, _) = unpack(e);
-                    let mut z = d[q];
-                    for &(c, w) in &nonzero[offsets[q]..offsets[q + 1]] {
-                        z += w * u[c];
-                    }
-                    z
-                }));
-                for (z, &e) in residuals.iter_mut().zip(entries) {
-                    *z = sigmoid(*z) - f64::from(u8::from(unpack(e).1));
-                }
-                for (r, &e) in residuals.iter().zip(entries) {
-                    let (q, _) = unpack(e);
-                    for &(c, w) in &nonzero[offsets[q]..offsets[q + 1]] {
-                        g[c] += r * w;
-                    }
-                }
-                for (uc, gc) in u.iter_mut().zip(&g) {
-                    *uc -= gc / lipschitz;
-                }
-            }
-        }
-    });
-}
-
-/// The (W, d)-step: INNER_STEPS proximal steps per question with
-/// L_q = ¼ Σ (‖u_j‖² + 1) + 2 max ℓ2 + 2 λ_d.
-///
-/// Each inner step is one pass over the learners in ascending order, accumulating every
-/// question's gradient: u_j is read once per step instead of once per question, and
-/// each question's sums still run over its learners in ascending order. Threads take
-/// contiguous question ranges and each passes over all learners.
-fn update_questions(
-    state: &mut State,
-    train: &Observations,
-    hp: &Hyperparameters,
-    penalties: &Penalties,
-    threads: usize,
-) {
-    let k = state.k;
-    let u = &state.u;
-    let n_questions = state.d.len();
-    let norms: Vec<f64> = if k == 0 {
-        vec![0.0; train.n_learners()]
-    } else {
-        u.chunks(k).map(|uj| dot(uj, uj)).collect()
-    };
-    let lipschitz: Vec<f64> = (0..n_questions)
-        .map(|q| {
-            let mut sum = 0.0;
-            for &e in train.question_entries(q) {
-                let (j, _) = unpack(e);
-                sum += if hp.learn_loadings {
-                    norms[j] + 1.0
-                } else {
-                    1.0
-                };
-            }
-            0.25 * sum
-                + 2.0 * hp.lambda_d_l2
-                + if hp.learn_loadings {
-                    2.0 * penalties.max_l2
-                } else {
-                    0.0
-                }
-        })
-        .collect();
-    // W and d are updated together; pack them as Q rows of K + 1 values (d last).
-    let mut wd: Vec<f64> = Vec::with_capacity(n_questions * (k + 1));
-    for (q, dq) in state.d.iter().enumerate() {
-        wd.extend_from_slice(&state.w[q * k..(q + 1) * k]);
-        wd.push(*dq);
-    }
-    let n_learners = train.n_learners();
-    for_row_blocks(&mut wd, k + 1, threads, |first, block| {
-        let rows = block.len() / (k + 1);
-        let last = first + rows;
-        let mut g = vec![0.0; rows * k];
-        let mut g_d = vec![0.0; rows];
-        let mut offsets = Vec::with_capacity(rows + 1);
-        let mut nonzero: Vec<(usize, f64)> = Vec::new();
-        let mut residuals: Vec<f64> = Vec::new();
-        for _ in 0..hp.inner_steps {
-            // w_q is sparse: the logits only need its non-zero entries.
-            offsets.clear();
-            nonzero.clear();
-            offsets.push(0);
-            for row in block.chunks(k + 1) {
-                nonzero.extend(
-                    row[..k]
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, w)| **w != 0.0)
-                        .map(|(c, w)| (c, *w)),
-                );
-                offsets.push(nonzero.len());
-            }
-            g.iter_mut().for_each(|x| *x = 0.0);
-            g_d.iter_mut().for_each(|x| *x = 0.0);
-            for j in 0..n_learners {
-                let entries = train.learner_entries(j);
-                let start = if first == 0 {
-                    0
-                } else {
-                    entries.partition_point(|&e| unpack(e).0 < first)
-                };
-                let end = if last == n_questions {
-                    entries.len()
-                } else {
-                    entries.partition_point(|&e| unpack(e).0 < last)
-                };
-                let entries = &entries[start..end];
-                if entries.is_empty() {
-                    continue;
-                }
-                let uj = &u[j * k..(j + 1) * k];
-                // Logits, then residuals, then gradients: the sigmoids stay independent.
-                residuals.clear();
-                residuals.extend(entries.iter().map(|&e| {
-                    let local = unpack(e).0 - first;
-                    let mut z = block[local * (k + 1) + k];
-                    for &(c, w) in &nonzero[offsets[local]..offsets[local + 1]] {
-                        z += w * uj[c];
-                    }
-                    z
-                }));
-                for (z, &e) in residuals.iter_mut().zip(entries) {
-                    *z = sigmoid(*z) - f64::from(u8::from(unpack(e).1));
-                }
-                for (r, &e) in residuals.iter().zip(entries) {
-                    let local = unpack(e).0 - first;
-                    if hp.learn_loadings {
-                        for (gc, uc) in g[local * k..(local + 1) * k].iter_mut().zip(uj) {
-                            *gc += r * uc;
-                        }
-                    }
-                    g_d[local] += r;
-                }
-            }
-            for (local, row) in block.chunks_mut(k + 1).enumerate() {
-                let q = first + local;
-                if train.question_entries(q).is_empty() {
-                    continue;
-                }
-                let lq = lipschitz[q];
-                let (wq, dq) = row.split_at_mut(k);
-                if hp.learn_loadings {
-                    let l2 = &penalties.l2[q * k..(q + 1) * k];
-                    let l1 = &penalties.l1[q * k..(q + 1) * k];
-                    for c in 0..k {
-                        let gc = g[local * k + c] + 2.0 * l2[c] * wq[c];
-                        wq[c] = (wq[c] - gc / lq - l1[c] / lq).max(0.0);
-                    }
-                }
-                let gd = g_d[local] + 2.0 * hp.lambda_d_l2 * dq[0];
-                dq[0] -= gd / lq;
-            }
-        }
-    });
-    for (q, row) in wd.chunks(k + 1).enumerate() {
-        state.w[q * k..(q + 1) * k].copy_from_slice(&row[..k]);
-        state.d[q] = row[k];
-    }
-}
+mod kernel;
 
 #[cfg(test)]
 mod tests;

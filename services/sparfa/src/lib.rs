@@ -4,11 +4,25 @@
 //! - Pure: no clock, no I/O and no randomness outside `eval` (which reads the files it
 //!   is given, times fits and seeds the `free` model's ChaCha8 generator with 0).
 //! - The same input gives a bit-identical model for any thread count: learners and
-//!   questions are independent blocks, and every sum runs sequentially in ascending order.
+//!   questions are independent blocks, each computed by one worker taken from a queue,
+//!   and every sum runs sequentially in ascending order. The hot loops run with AVX2
+//!   when the CPU has it; they only add and multiply lane by lane (never fused), so the
+//!   bits are the same without it.
 //! - Observations are stored per learner and per question; no dense Q × N matrix exists.
 //! - `hash64` is the first 8 bytes of SHA-256 of the '|'-joined parts, big-endian.
 //! - Ids are the caller's: this crate works with indices into ascending id lists and
 //!   does not depend on the domain crate.
+//!
+//! Decisions (beyond the spec's):
+//! - σ inside the fitting loops uses this crate's branch-free e^x (ln 2 range reduction,
+//!   degree-12 Taylor polynomial, argument clamped to ±708; within 4 ulp of libm), so
+//!   that it vectorises; holdout scores, predictions and serving use libm.
+//! - Learners who answered at least half of the questions take a dense path over all
+//!   questions (in the U-step only when a quarter of W is non-zero, over all concepts);
+//!   unanswered questions get a residual of exactly 0, so it adds the sparse path's
+//!   terms plus exact zeros. The choice depends on the data, never on the threads.
+//! - Hyper-parameter selection compares candidates on a learner subsample above
+//!   `selection_cap` observations; a single candidate is fitted once, on all data.
 //!
 //! Does not: read topics or sled, pick first responses per (student, group), or shuffle
 //! unknown exercises (the caller applies its `det_shuffle`).
@@ -16,7 +30,8 @@
 //! Modules, in reading order:
 //! - [`hash`]: `hash64`, the §6 holdout test and the §5 learner subsampling.
 //! - [`observations`]: the training set Ω in CSR form, both ways.
-//! - [`fit`]: the §4 objective and the §7 block proximal-gradient fit with §6 stopping.
+//! - [`fit`]: the §4 objective and the §7 block proximal-gradient fit with §6 stopping
+//!   (its private `kernel` holds the inner loops and the work queue).
 //! - [`select`]: hyper-parameter selection by holdout log-likelihood (§4 Decision).
 //! - [`serve`]: the §10 per-learner Newton solve, CLUE and exercise ranking.
 //! - [`eval`]: the §12 offline evaluation protocol.

@@ -147,7 +147,8 @@ pub struct SelectionInput<'a> {
     /// The holdout used for early stopping and selection.
     pub holdout: &'a [Observation],
     /// Above this many training observations, candidates are compared on every s-th
-    /// learner (s = ⌈|Ω| / cap⌉) and only the winner is fitted on all data.
+    /// learner (s = ⌈|Ω| / cap⌉) and only the winner is fitted on all data. A single
+    /// candidate is never fitted on a subsample.
     pub selection_cap: usize,
     /// Worker threads per fit (the result does not depend on it).
     pub threads: usize,
@@ -203,11 +204,13 @@ fn fit_candidate(
 /// Returns `None` only when `candidates` is empty.
 pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Option<SelectedFit> {
     let train = input.train;
-    let stride = if input.selection_cap > 0 && train.len() > input.selection_cap {
-        train.len().div_ceil(input.selection_cap)
-    } else {
-        1
-    };
+    // A single candidate needs no comparison: it is fitted once, on all data.
+    let stride =
+        if candidates.len() > 1 && input.selection_cap > 0 && train.len() > input.selection_cap {
+            train.len().div_ceil(input.selection_cap)
+        } else {
+            1
+        };
     let subsample;
     let sub_holdout: Vec<Observation>;
     let (sel_train, sel_holdout) = if stride > 1 {

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch};
 
+use crate::group::{GroupMembership, SoleMembership};
 use crate::record::{Delivered, DeliveryError, OutgoingRecord};
 use crate::topics::TopicSpec;
 use crate::{StreamError, StreamReader, StreamStore};
@@ -288,6 +289,20 @@ impl StreamStore for EmbeddedStore {
         start: &[(i32, i64)],
     ) -> Result<Box<dyn StreamReader>, StreamError> {
         Ok(Box::new(EmbeddedReader::new(self.topic(topic)?, start)?))
+    }
+
+    /// A single process owns the embedded log, so the membership owns every partition
+    /// of `topics` at generation 1, forever; `group_id` names nothing here.
+    async fn join_group(
+        &self,
+        _group_id: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn GroupMembership>, StreamError> {
+        let counts = topics
+            .iter()
+            .map(|name| Ok((name.clone(), self.topic(name)?.meta.partitions)))
+            .collect::<Result<Vec<_>, StreamError>>()?;
+        Ok(Box::new(SoleMembership::owning_all(&counts)))
     }
 }
 

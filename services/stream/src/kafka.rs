@@ -1,5 +1,7 @@
 //! The Kafka backend through rdkafka: an idempotent producer per events.md §6.3, manual-assign readers per §7.1.
 
+pub mod group;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
+use crate::group::GroupMembership;
 use crate::record::{ConsumedRecord, Delivered, DeliveryError, OutgoingRecord};
 use crate::topics::TopicSpec;
 use crate::{StreamError, StreamReader, StreamStore};
@@ -199,16 +202,22 @@ type WriterProducer = ThreadedProducer<DeliveryContext>;
 /// The Kafka stream store. Cheap to share behind an `Arc`.
 pub struct KafkaStore {
     config: KafkaConfig,
-    /// Replaced after a fatal error (librdkafka: a fatal producer must be recreated).
-    producer: RwLock<Arc<WriterProducer>>,
-    /// Serialises recreation so one fatal error creates one new producer.
-    recreate: Mutex<()>,
-    admin: AdminClient<DefaultClientContext>,
+    /// `None` for a read-only store ([`KafkaStore::connect_read_only`]).
+    writing: Option<Writing>,
     /// Metadata and watermark queries.
     metadata: Arc<BaseConsumer>,
     /// Topics seen to exist with their partition count (counts never change, §6.1).
     known_topics: Mutex<HashMap<String, i32>>,
     producers_created: Mutex<u64>,
+}
+
+/// The clients that write: absent from a read-only store.
+struct Writing {
+    /// Replaced after a fatal error (librdkafka: a fatal producer must be recreated).
+    producer: RwLock<Arc<WriterProducer>>,
+    /// Serialises recreation so one fatal error creates one new producer.
+    recreate: Mutex<()>,
+    admin: AdminClient<DefaultClientContext>,
 }
 
 impl std::fmt::Debug for KafkaStore {
@@ -233,18 +242,38 @@ impl KafkaStore {
             .admin_config()
             .create()
             .map_err(kafka_error("creating the Kafka admin client"))?;
+        let writing = Writing {
+            producer: RwLock::new(Arc::new(producer)),
+            recreate: Mutex::new(()),
+            admin,
+        };
+        Self::connect_with(config, Some(writing)).await
+    }
+
+    /// A store that only reads: it holds consumers and nothing else, so no code path can
+    /// produce to the cluster or create topics there (staging reading production, spec
+    /// operations.md §5). `append` answers [`StreamError::ReadOnly`]; `ensure_topics`
+    /// only checks that the topics exist. Its assign-only group ids are
+    /// `<client_id>.<role>.assign-only`: give it a client id the read-only ACL matches.
+    pub async fn connect_read_only(config: KafkaConfig) -> Result<KafkaStore, StreamError> {
+        Self::connect_with(config, None).await
+    }
+
+    async fn connect_with(
+        config: KafkaConfig,
+        writing: Option<Writing>,
+    ) -> Result<KafkaStore, StreamError> {
         let metadata: BaseConsumer = config
             .consumer_config("metadata", false)
             .create()
             .map_err(kafka_error("creating the Kafka metadata client"))?;
+        let producers_created = u64::from(writing.is_some());
         let store = KafkaStore {
             config,
-            producer: RwLock::new(Arc::new(producer)),
-            recreate: Mutex::new(()),
-            admin,
+            writing,
             metadata: Arc::new(metadata),
             known_topics: Mutex::new(HashMap::new()),
-            producers_created: Mutex::new(1),
+            producers_created: Mutex::new(producers_created),
         };
         let deadline = store.config.request_deadline;
         let metadata = store.metadata.clone();
@@ -262,7 +291,13 @@ impl KafkaStore {
         &self.config
     }
 
-    /// How many producers this store has created (1 + recreations after fatal errors).
+    /// Whether this store was opened with [`KafkaStore::connect_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.writing.is_none()
+    }
+
+    /// How many producers this store has created (1 + recreations after fatal errors; 0
+    /// for a read-only store).
     pub fn producers_created(&self) -> u64 {
         *self.producers_created.lock()
     }
@@ -271,7 +306,10 @@ impl KafkaStore {
     /// so tests can exercise the recreate path. Not for production use.
     #[doc(hidden)]
     pub fn inject_fatal_error_for_tests(&self, reason: &str) {
-        let producer = self.producer.read().clone();
+        let Some(writing) = &self.writing else {
+            return;
+        };
+        let producer = writing.producer.read().clone();
         let reason = std::ffi::CString::new(reason).unwrap_or_default();
         // SAFETY: the client pointer is valid while `producer` is alive; the call only
         // records the error and purges queues.
@@ -292,13 +330,17 @@ impl KafkaStore {
     }
 
     /// Replaces `failed` with a fresh producer unless another caller already did.
-    fn recreate_producer(&self, failed: &Arc<WriterProducer>) -> Result<(), StreamError> {
-        let _guard = self.recreate.lock();
-        if !Arc::ptr_eq(&self.producer.read(), failed) {
+    fn recreate_producer(
+        &self,
+        writing: &Writing,
+        failed: &Arc<WriterProducer>,
+    ) -> Result<(), StreamError> {
+        let _guard = writing.recreate.lock();
+        if !Arc::ptr_eq(&writing.producer.read(), failed) {
             return Ok(());
         }
         let fresh = Arc::new(Self::create_producer(&self.config)?);
-        *self.producer.write() = fresh;
+        *writing.producer.write() = fresh;
         *self.producers_created.lock() += 1;
         tracing::warn!("Kafka producer recreated after a fatal error");
         Ok(())
@@ -431,6 +473,13 @@ impl StreamStore for KafkaStore {
     }
 
     async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), StreamError> {
+        let Some(writing) = &self.writing else {
+            // Read-only: nothing is created; every topic must exist already.
+            for spec in specs {
+                self.topic_partitions(&spec.name).await?;
+            }
+            return Ok(());
+        };
         if specs.is_empty() {
             return Ok(());
         }
@@ -467,7 +516,7 @@ impl StreamStore for KafkaStore {
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(self.config.request_deadline));
-        let results = self
+        let results = writing
             .admin
             .create_topics(&new_topics, &options)
             .await
@@ -519,9 +568,14 @@ impl StreamStore for KafkaStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let Some(writing) = &self.writing else {
+            return Err(StreamError::ReadOnly {
+                topic: topic.to_owned(),
+            });
+        };
         // librdkafka would queue records for an unknown topic until message.timeout.ms.
         self.topic_partitions(topic).await?;
-        let producer = self.producer.read().clone();
+        let producer = writing.producer.read().clone();
         let mut waiting = Vec::with_capacity(records.len());
         for record in &records {
             let (reply, outcome) = oneshot::channel();
@@ -587,7 +641,7 @@ impl StreamStore for KafkaStore {
             producer.client().fatal_error()
         };
         if fatal.is_some() {
-            self.recreate_producer(&producer)?;
+            self.recreate_producer(writing, &producer)?;
         }
         let fatal_reason = fatal.map(|(code, reason)| format!("{code:?}: {reason}"));
         Ok(outcomes
@@ -641,6 +695,29 @@ impl StreamStore for KafkaStore {
             consumer: Arc::new(consumer),
             next: start.iter().copied().collect(),
         }))
+    }
+
+    /// Joins `group_id` with the range assignor; see [`group::KafkaMembership`].
+    async fn join_group(
+        &self,
+        group_id: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn GroupMembership>, StreamError> {
+        if topics.is_empty() {
+            return Err(StreamError::Group {
+                group_id: group_id.to_owned(),
+                detail: "no topics to subscribe to".to_owned(),
+            });
+        }
+        // Fails with the topic's name (or the broker error) before joining, rather than
+        // as a consumer error later.
+        for topic in topics {
+            self.topic_partitions(topic).await?;
+        }
+        let client = group::group_config(&self.config, group_id);
+        Ok(Box::new(group::KafkaMembership::join(
+            client, group_id, topics,
+        )?))
     }
 }
 

@@ -9,6 +9,9 @@
 //! - Readers start from an offset the caller gives; this crate never stores consumer
 //!   positions. Consumers keep them in sled beside the state they produced
 //!   (spec events.md §7.1).
+//! - Ownership comes from the group, positions from sled: [`StreamStore::join_group`]
+//!   only decides which partitions an instance owns; nothing is committed to Kafka and
+//!   owners read with [`StreamStore::open_reader`] from their stored positions.
 //!
 //! Does not: decode records (that is `biglearn-events`), order events by sequence
 //! number, or deduplicate (consumers do).
@@ -17,10 +20,12 @@
 //! - [`record`]: records going in and coming out, delivery outcomes.
 //! - [`topics`]: topic names per environment prefix and their fixed layout.
 //! - [`partitioner`]: murmur2 key → partition, as Java clients compute it.
+//! - [`group`]: consumer-group membership, [`Assignment`] and [`GroupMembership`].
 //! - [`embedded`]: the default backend, checksummed segment files with group commit.
-//! - [`kafka`]: the rdkafka backend.
+//! - [`kafka`]: the rdkafka backend, with its group membership in `kafka::group`.
 
 pub mod embedded;
+pub mod group;
 pub mod kafka;
 pub mod partitioner;
 pub mod record;
@@ -31,6 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use group::{Assignment, GroupMembership};
 pub use partitioner::partition_for_key;
 pub use record::{ConsumedRecord, Delivered, DeliveryError, OutgoingRecord};
 pub use topics::{TopicSpec, Topics};
@@ -74,8 +80,12 @@ pub enum StreamError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("{topic} is read-only here: this store reads the cluster and never writes to it (staging reads production, spec operations.md §5); the write was refused before reaching any broker")]
+    ReadOnly { topic: String },
     #[error("timed out after {waited:?} while {context}")]
     Timeout { context: String, waited: Duration },
+    #[error("consumer group {group_id}: {detail}")]
+    Group { group_id: String, detail: String },
 }
 
 /// The append-only stream store that every component stands on.
@@ -108,6 +118,28 @@ pub trait StreamStore: Send + Sync + 'static {
         topic: &str,
         start: &[(i32, i64)],
     ) -> Result<Box<dyn StreamReader>, StreamError>;
+
+    /// Joins consumer group `group_id` subscribed to `topics`, to learn which of their
+    /// partitions this instance owns. Positions are not committed to the group: owners
+    /// read with [`StreamStore::open_reader`] from the positions they keep in sled.
+    /// Co-partitioned topics (same partition count) are assigned together: an owner of
+    /// partition p of one owns partition p of all.
+    ///
+    /// The default answers that the backend has no consumer groups.
+    async fn join_group(
+        &self,
+        group_id: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn GroupMembership>, StreamError> {
+        let _ = topics;
+        Err(StreamError::Group {
+            group_id: group_id.to_owned(),
+            detail: format!(
+                "the {} stream backend does not support consumer groups",
+                self.backend_name()
+            ),
+        })
+    }
 }
 
 /// Reads assigned partitions forward from their start offsets.

@@ -15,9 +15,15 @@ pub struct TopicSpec {
 }
 
 /// Topic names of one environment, e.g. prefix `prod` gives `prod.course-events`.
+///
+/// A staging environment reads the system-of-record topics (course events, ecosystem
+/// events, settings) under another environment's prefix, its *source prefix*, and writes
+/// everything it derives under its own (spec operations.md §5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,
+    /// Prefix of the system-of-record topics when they belong to another environment.
+    source_prefix: Option<String>,
 }
 
 impl Topics {
@@ -25,6 +31,16 @@ impl Topics {
     pub fn new(prefix: impl Into<String>) -> Topics {
         Topics {
             prefix: prefix.into(),
+            source_prefix: None,
+        }
+    }
+
+    /// Topics under `prefix`, except the system-of-record topics, read under
+    /// `source_prefix` (staging reading production's, or MirrorMaker 2's renamed copies).
+    pub fn with_source(prefix: impl Into<String>, source_prefix: impl Into<String>) -> Topics {
+        Topics {
+            prefix: prefix.into(),
+            source_prefix: Some(source_prefix.into()),
         }
     }
 
@@ -33,23 +49,42 @@ impl Topics {
         &self.prefix
     }
 
+    /// The prefix of the system-of-record topics: the source prefix, if any, else the
+    /// environment prefix.
+    pub fn source_prefix(&self) -> &str {
+        self.source_prefix.as_deref().unwrap_or(&self.prefix)
+    }
+
     fn name(&self, suffix: &str) -> String {
         format!("{}.{}", self.prefix, suffix)
     }
 
-    /// `<prefix>.course-events`, keyed by course uuid (system of record).
+    fn source_name(&self, suffix: &str) -> String {
+        format!("{}.{}", self.source_prefix(), suffix)
+    }
+
+    /// `<source prefix>.course-events`, keyed by course uuid (system of record).
     pub fn course_events(&self) -> String {
-        self.name("course-events")
+        self.source_name("course-events")
     }
 
-    /// `<prefix>.ecosystem-events`, keyed by ecosystem uuid (system of record).
+    /// `<source prefix>.ecosystem-events`, keyed by ecosystem uuid (system of record).
     pub fn ecosystem_events(&self) -> String {
-        self.name("ecosystem-events")
+        self.source_name("ecosystem-events")
     }
 
-    /// `<prefix>.settings`, keyed by setting key (system of record).
+    /// `<source prefix>.settings`, keyed by setting key (system of record).
     pub fn settings(&self) -> String {
-        self.name("settings")
+        self.source_name("settings")
+    }
+
+    /// The three system-of-record topics, which a staging environment only reads.
+    pub fn system_of_record(&self) -> [String; 3] {
+        [
+            self.course_events(),
+            self.ecosystem_events(),
+            self.settings(),
+        ]
     }
 
     /// `<prefix>.sparfa-responses`, responses re-keyed by ecosystem.
@@ -102,6 +137,23 @@ impl Topics {
             spec(self.inbox(), 48, false, Some(7 * DAY_MS), 8 * MIB),
         ]
     }
+
+    /// The layouts of the topics this environment writes: every topic but the system of
+    /// record when a source prefix is set (those belong to the source environment).
+    pub fn owned_specs(&self, partitions_scale: i32) -> Vec<TopicSpec> {
+        let foreign = self
+            .source_prefix
+            .is_some()
+            .then(|| self.system_of_record());
+        self.all_specs(partitions_scale)
+            .into_iter()
+            .filter(|spec| {
+                foreign
+                    .as_ref()
+                    .is_none_or(|foreign| !foreign.contains(&spec.name))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +166,21 @@ mod tests {
         assert_eq!(topics.course_events(), "prod.course-events");
         assert_eq!(topics.ecosystem_events(), "prod.ecosystem-events");
         assert_eq!(topics.dlq(), "prod.dlq");
+    }
+
+    #[test]
+    fn a_source_prefix_moves_only_the_system_of_record() {
+        let topics = Topics::with_source("staging", "prod");
+        assert_eq!(topics.course_events(), "prod.course-events");
+        assert_eq!(topics.ecosystem_events(), "prod.ecosystem-events");
+        assert_eq!(topics.settings(), "prod.settings");
+        assert_eq!(topics.results(), "staging.results");
+        assert_eq!(topics.dlq(), "staging.dlq");
+        assert_eq!(topics.models(), "staging.models");
+        let owned: Vec<String> = topics.owned_specs(1).into_iter().map(|s| s.name).collect();
+        assert_eq!(owned.len(), 5);
+        assert!(owned.iter().all(|name| name.starts_with("staging.")));
+        assert_eq!(Topics::new("prod").owned_specs(1).len(), 8);
     }
 
     #[test]

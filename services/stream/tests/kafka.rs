@@ -144,3 +144,87 @@ async fn a_fatal_error_recreates_the_producer() {
         "the fatal record never reached the log"
     );
 }
+
+/// A read-only store reads what a writing store appended, refuses appends before any
+/// client exists for them, creates no topic, and never had a producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_store_reads_and_never_writes() {
+    let broker = TestBroker::start();
+    let writer = store_on(&broker).await;
+    let topic = format!("{}.source", unique_topic_prefix("read-only"));
+    writer
+        .ensure_topics(&[conformance::spec(topic.clone(), 2)])
+        .await
+        .expect("create topic");
+    let records: Vec<OutgoingRecord> = (0..10)
+        .map(|i| OutgoingRecord {
+            key: course_key(i),
+            value: i.to_string().into_bytes(),
+            headers: vec![],
+        })
+        .collect();
+    writer.append(&topic, records).await.expect("append");
+
+    let config = KafkaConfig::new(broker.bootstrap(), "staging.read-only-test").single_broker();
+    let reader = KafkaStore::connect_read_only(config)
+        .await
+        .expect("connect read-only");
+    assert!(reader.is_read_only());
+    assert_eq!(reader.producers_created(), 0);
+    let highs = reader.high_watermarks(&topic).await.expect("watermarks");
+    assert_eq!(highs.iter().sum::<i64>(), 10);
+    let mut source = reader
+        .open_reader(&topic, &[(0, 0), (1, 0)])
+        .await
+        .expect("reader");
+    let mut read = 0;
+    for _ in 0..50 {
+        read += source
+            .poll(100, Duration::from_millis(200))
+            .await
+            .expect("poll")
+            .len();
+        if read == 10 {
+            break;
+        }
+    }
+    assert_eq!(read, 10);
+
+    let refused = reader
+        .append(
+            &topic,
+            vec![OutgoingRecord {
+                key: course_key(1),
+                value: b"x".to_vec(),
+                headers: vec![],
+            }],
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(biglearn_stream::StreamError::ReadOnly { topic: t }) if *t == topic),
+        "{refused:?}"
+    );
+    let missing = format!("{}.never-created", unique_topic_prefix("read-only"));
+    let ensured = reader
+        .ensure_topics(&[conformance::spec(missing.clone(), 1)])
+        .await;
+    assert!(
+        matches!(
+            &ensured,
+            Err(biglearn_stream::StreamError::UnknownTopic { .. })
+        ),
+        "{ensured:?}"
+    );
+    assert!(
+        matches!(
+            writer.partition_count(&missing).await,
+            Err(biglearn_stream::StreamError::UnknownTopic { .. })
+        ),
+        "the read-only store created nothing"
+    );
+    assert_eq!(
+        writer.high_watermarks(&topic).await.expect("watermarks"),
+        highs
+    );
+    assert_eq!(reader.producers_created(), 0);
+}

@@ -147,6 +147,8 @@ pub struct Metrics {
     sparfa_holdout_log_loss: Histogram,
     sparfa_fit_queue: IntGauge,
     sparfa_ecosystems_unready: IntGauge,
+    sparfa_responses_waiting: IntGauge,
+    sparfa_model_age_seconds: Gauge,
     unknown_preparation_blocks: IntCounter,
     settings_version: IntGaugeVec,
     build_info: IntGaugeVec,
@@ -437,6 +439,26 @@ impl Metrics {
                 let metric = IntGauge::new(
                     "biglearn_sparfa_ecosystems_unready",
                     "Ecosystems with no model.",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            sparfa_responses_waiting: {
+                let metric = IntGauge::new(
+                    "biglearn_sparfa_responses_waiting",
+                    "First responses of owned ecosystems received since their last fit's snapshot.",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            sparfa_model_age_seconds: {
+                let metric = Gauge::new(
+                    "biglearn_sparfa_model_age_seconds",
+                    "Largest age of an owned ecosystem's latest model, in event time: its newest response's accepted_at minus the model's created_at.",
                 )
                 .expect("static");
                 r.register(Box::new(metric.clone()))
@@ -772,6 +794,12 @@ impl Metrics {
         self.sparfa_ecosystems_unready.set(n_unready);
     }
 
+    /// SPARFA staleness: responses not yet in a snapshot, and the oldest model's age.
+    pub fn sparfa_staleness(&self, responses_waiting: i64, model_age: Duration) {
+        self.sparfa_responses_waiting.set(responses_waiting);
+        self.sparfa_model_age_seconds.set(model_age.as_secs_f64());
+    }
+
     /// A course waits at an update whose preparation is unknown.
     pub fn unknown_preparation_block(&self) {
         self.unknown_preparation_blocks.inc();
@@ -809,7 +837,7 @@ mod tests {
     /// known before anything happens, and the unlabelled gauges. The others appear with
     /// their first report: the HTTP families (labelled by endpoint),
     /// `biglearn_produce_delivery_seconds` (by topic) and every labelled gauge.
-    const FAMILIES_RENDERED_FROM_START: [&str; 25] = [
+    const FAMILIES_RENDERED_FROM_START: [&str; 27] = [
         "biglearn_events_written_total",
         "biglearn_write_conflicts_total",
         "biglearn_identity_payload_mismatch_total",
@@ -830,6 +858,8 @@ mod tests {
         "biglearn_sparfa_holdout_log_loss",
         "biglearn_sparfa_fit_queue",
         "biglearn_sparfa_ecosystems_unready",
+        "biglearn_sparfa_responses_waiting",
+        "biglearn_sparfa_model_age_seconds",
         "biglearn_unknown_preparation_blocks",
         "biglearn_build_info",
         "biglearn_up",

@@ -207,12 +207,26 @@ pub fn tansu_path() -> PathBuf {
     }
 }
 
-/// The workspace root: this crate lives at `<root>/services/testkit`.
+/// The workspace root: the nearest ancestor of the running test's package (cargo sets
+/// `CARGO_MANIFEST_DIR` at run time) whose `Cargo.toml` declares `[workspace]`; else the
+/// root this crate was compiled in (`<root>/services/testkit`). The run-time lookup comes
+/// first because a shared build cache may hold this crate compiled from another checkout.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let found = running.as_deref().and_then(|dir| {
+        dir.ancestors()
+            .find(|candidate| {
+                std::fs::read_to_string(candidate.join("Cargo.toml"))
+                    .is_ok_and(|manifest| manifest.contains("[workspace]"))
+            })
+            .map(Path::to_path_buf)
+    });
+    found.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    })
 }
 
 fn free_port() -> Result<u16, TestBrokerError> {

@@ -228,6 +228,39 @@ pub enum AppliesTo {
 /// `{}`: the rebuild endpoints take no parameters.
 pub(crate) static EMPTY: Schema = object(&[]);
 
+pub(crate) static STATE_DIGEST: Schema = object(&[opt("list_sequences", &BOOL)]);
+
+pub(crate) static RESULTS_LIST: Schema = object(&[
+    req("limit", &LIMIT_1_1000),
+    opt(
+        "after_key",
+        &Schema::Str {
+            min_chars: 0,
+            max_chars: 1000,
+        },
+    ),
+]);
+
+/// `/admin/state_digest`: the state hash's parts and the applied per-aggregate sequence
+/// numbers, from one consistent read (`biglearn staging verify`).
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDigestRequest {
+    /// Also list `(stream, aggregate, next_sequence_number)` of every aggregate.
+    #[serde(default)]
+    pub list_sequences: bool,
+}
+
+/// `/admin/results/list`: stored results in result-key order, a page at a time
+/// (`biglearn results diff`).
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsListRequest {
+    pub limit: u32,
+    /// Only keys strictly after this one.
+    pub after_key: Option<String>,
+}
+
 pub(crate) static DLQ_LIST: Schema = object(&[
     req("limit", &LIMIT_1_1000),
     opt("after_offset", &NON_NEGATIVE_INTEGER),
@@ -377,6 +410,8 @@ pub enum AdminRequest {
     RebuildStatus,
     DlqList(DlqListRequest),
     DlqReplay(DlqReplayRequest),
+    StateDigest(StateDigestRequest),
+    ResultsList(ResultsListRequest),
     DefineSetting(DefineSettingRequest),
     ChangeDefault(ChangeDefaultRequest),
     SetCourseOverride(SetCourseOverrideRequest),

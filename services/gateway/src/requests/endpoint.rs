@@ -87,6 +87,8 @@ endpoints! {
     AdminRebuildStatus => "/admin/rebuild_status", Admin;
     AdminDlqList => "/admin/dlq/list", Admin;
     AdminDlqReplay => "/admin/dlq/replay", Admin;
+    AdminStateDigest => "/admin/state_digest", Admin;
+    AdminResultsList => "/admin/results/list", Admin;
 }
 
 /// 32 MiB: the body limit of `/create_ecosystem` (spec api.md §1.1).
@@ -128,7 +130,7 @@ mod tests {
 
     #[test]
     fn paths_round_trip_and_are_unique() {
-        assert_eq!(Endpoint::ALL.len(), 39);
+        assert_eq!(Endpoint::ALL.len(), 41);
         for endpoint in Endpoint::ALL {
             assert_eq!(Endpoint::from_path(endpoint.path()), Some(*endpoint));
         }
@@ -140,7 +142,7 @@ mod tests {
     fn families_and_limits() {
         let n_writes = Endpoint::ALL.iter().filter(|e| e.is_write()).count();
         let n_admin = Endpoint::ALL.iter().filter(|e| e.is_admin()).count();
-        assert_eq!((n_writes, n_admin), (10, 14));
+        assert_eq!((n_writes, n_admin), (10, 16));
         assert_eq!(Endpoint::CreateEcosystem.max_body_bytes(), 33_554_432);
         assert_eq!(Endpoint::RecordResponses.max_body_bytes(), 8_388_608);
         assert_eq!(Endpoint::AdminSettingsAudit.max_body_bytes(), 8_388_608);

@@ -23,7 +23,8 @@ pub use admin::{
     AdminRequest, AppliesTo, AuditSettingsRequest, ChangeDefaultRequest,
     ClearCourseOverrideRequest, DefineSettingRequest, DlqListRequest, DlqReplayRequest,
     FillSequenceGapRequest, GetSettingRequest, KillSwitchRequest, ListSequenceGapsRequest,
-    ListSettingsRequest, OverridesPolicy, SetCourseOverrideRequest, SettingScope, SettingValueType,
+    ListSettingsRequest, OverridesPolicy, ResultsListRequest, SetCourseOverrideRequest,
+    SettingScope, SettingValueType, StateDigestRequest,
 };
 pub use endpoint::{Endpoint, EndpointFamily, MAX_BODY_BYTES, MAX_CREATE_ECOSYSTEM_BODY_BYTES};
 pub use push::{
@@ -157,6 +158,8 @@ fn schema_of(endpoint: Endpoint) -> &'static Schema {
         Endpoint::AdminRebuild | Endpoint::AdminRebuildStatus => &admin::EMPTY,
         Endpoint::AdminDlqList => &admin::DLQ_LIST,
         Endpoint::AdminDlqReplay => &admin::DLQ_REPLAY,
+        Endpoint::AdminStateDigest => &admin::STATE_DIGEST,
+        Endpoint::AdminResultsList => &admin::RESULTS_LIST,
         Endpoint::AdminSettingsDefine => &admin::SETTINGS_DEFINE,
         Endpoint::AdminSettingsChangeDefault => &admin::SETTINGS_CHANGE_DEFAULT,
         Endpoint::AdminSettingsSetCourseOverride => &admin::SETTINGS_SET_COURSE_OVERRIDE,
@@ -230,6 +233,8 @@ fn convert(endpoint: Endpoint, body: &Value) -> Result<Request, serde_json::Erro
         Endpoint::AdminRebuildStatus => Request::Admin(A::RebuildStatus),
         Endpoint::AdminDlqList => Request::Admin(A::DlqList(typed(body)?)),
         Endpoint::AdminDlqReplay => Request::Admin(A::DlqReplay(typed(body)?)),
+        Endpoint::AdminStateDigest => Request::Admin(A::StateDigest(typed(body)?)),
+        Endpoint::AdminResultsList => Request::Admin(A::ResultsList(typed(body)?)),
         Endpoint::AdminSettingsDefine => Request::Admin(A::DefineSetting(typed(body)?)),
         Endpoint::AdminSettingsChangeDefault => Request::Admin(A::ChangeDefault(typed(body)?)),
         Endpoint::AdminSettingsSetCourseOverride => {
@@ -299,6 +304,8 @@ impl Request {
                 AdminRequest::RebuildStatus => Endpoint::AdminRebuildStatus,
                 AdminRequest::DlqList(_) => Endpoint::AdminDlqList,
                 AdminRequest::DlqReplay(_) => Endpoint::AdminDlqReplay,
+                AdminRequest::StateDigest(_) => Endpoint::AdminStateDigest,
+                AdminRequest::ResultsList(_) => Endpoint::AdminResultsList,
                 AdminRequest::DefineSetting(_) => Endpoint::AdminSettingsDefine,
                 AdminRequest::ChangeDefault(_) => Endpoint::AdminSettingsChangeDefault,
                 AdminRequest::SetCourseOverride(_) => Endpoint::AdminSettingsSetCourseOverride,

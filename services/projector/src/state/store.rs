@@ -167,6 +167,22 @@ impl<'o, 't> SledState<'o, 't> {
         self.overlay.get(key).map_err(storage)
     }
 
+    /// The courses whose current ecosystem is `ecosystem` (a scan of every course: for
+    /// rare events such as an ecosystem's first model).
+    pub fn courses_on_ecosystem(
+        &self,
+        ecosystem: biglearn_domain::ids::EcosystemUuid,
+    ) -> Result<Vec<CourseUuid>, StateError> {
+        let mut courses = Vec::new();
+        for (_, value) in self.scan(&[TAG_COURSE])? {
+            let course: CourseState = decode(&value)?;
+            if course.current_ecosystem == ecosystem {
+                courses.push(course.uuid);
+            }
+        }
+        Ok(courses)
+    }
+
     fn get_decoded<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         self.get(key)?.map(|bytes| decode(&bytes)).transpose()
     }

@@ -77,6 +77,7 @@ fn each_block_step_lowers_the_objective() {
     let mut hp = Hyperparameters::spec();
     hp.lambda_nh_l1 = 0.5; // weak enough that non-hinted loadings move
     let penalties = Penalties::new(hints.view(), &hp);
+    let blocks = kernel::QuestionBlocks::new(&train, 1);
     let mut state = State {
         k: 3,
         w: hints
@@ -108,7 +109,7 @@ fn each_block_step_lowers_the_objective() {
             after_u <= last + 1e-9,
             "U-step raised J: {last} → {after_u}"
         );
-        update_questions(&mut state, &train, &hp, &penalties, 1);
+        update_questions(&mut state, &train, &hp, &penalties, &blocks, 1);
         let after_w = j_of(&state);
         assert!(
             after_w <= after_u + 1e-9,
@@ -134,6 +135,7 @@ fn converged_fit_is_stationary_for_the_objective() {
     let mut hp = Hyperparameters::spec();
     hp.lambda_nh_l1 = 2.0;
     let penalties = Penalties::new(hints.view(), &hp);
+    let blocks = kernel::QuestionBlocks::new(&train, 1);
     let mut state = State {
         k: 2,
         w: hints
@@ -146,7 +148,7 @@ fn converged_fit_is_stationary_for_the_objective() {
     };
     for _ in 0..3000 {
         update_knowledge(&mut state, &train, &hp, 1);
-        update_questions(&mut state, &train, &hp, &penalties, 1);
+        update_questions(&mut state, &train, &hp, &penalties, &blocks, 1);
     }
     let j_at = |s: &State| {
         let w = Array2::from_shape_vec((10, 2), s.w.clone())
