@@ -36,7 +36,7 @@ pub(crate) async fn start_rebuild(
         .ok_or_else(|| HandlerError::Unavailable {
             message: "this process keeps no state projection".into(),
         })?;
-    if let RebuildStatus::Running(progress) = projections.rebuild_status() {
+    if let Err(progress) = projections.claim_rebuild() {
         return Ok(
             json!({"status": "running", "applied": progress.applied, "total": progress.total}),
         );

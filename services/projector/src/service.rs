@@ -198,6 +198,18 @@ impl ProjectionService {
         self.status.read().clone()
     }
 
+    /// Marks a rebuild as running before it is spawned, so that a status read right after
+    /// the request never reports the previous rebuild; `Err` with the progress of the one
+    /// already running.
+    pub fn claim_rebuild(&self) -> Result<(), RebuildProgress> {
+        let mut status = self.status.write();
+        if let RebuildStatus::Running(progress) = &*status {
+            return Err(*progress);
+        }
+        *status = RebuildStatus::Running(RebuildProgress::default());
+        Ok(())
+    }
+
     fn consumer_config(
         &self,
         stream: StreamKind,

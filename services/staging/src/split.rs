@@ -162,7 +162,7 @@ mod tests {
         for topic in topics.system_of_record() {
             let refused = split.append(&topic, vec![record("c1")]).await;
             assert!(
-                matches!(&refused, Err(StreamError::Io { path, .. }) if *path == topic),
+                matches!(&refused, Err(StreamError::ReadOnly { topic: refused_topic }) if *refused_topic == topic),
                 "{refused:?}"
             );
         }
