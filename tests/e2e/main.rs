@@ -6,6 +6,7 @@ mod errors;
 mod event_stream;
 mod examples;
 mod gaps;
+mod http_limits;
 mod inbox;
 mod kafka;
 mod metrics;

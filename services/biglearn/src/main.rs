@@ -126,6 +126,43 @@ struct RebuildArgs {
 struct UpArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Limits of the HTTP listener against slow and idle clients (docs/operations.md).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "HTTP limits")]
+struct HttpArgs {
+    /// Seconds a client gets to send a request's headers (counted from when the connection
+    /// is ready for a request).
+    #[arg(long, default_value_t = 20, env = "BIGLEARN_HTTP_HEADER_TIMEOUT_SECS")]
+    http_header_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, default_value_t = 15, env = "BIGLEARN_HTTP_IDLE_TIMEOUT_SECS")]
+    http_idle_timeout_secs: u64,
+    /// Seconds any request body gets before the minimum upload rate applies.
+    #[arg(long, default_value_t = 10, env = "BIGLEARN_HTTP_BODY_GRACE_SECS")]
+    http_body_grace_secs: u64,
+    /// Slowest accepted request body upload, in bytes per second after the grace period.
+    #[arg(long, default_value_t = 16384, env = "BIGLEARN_HTTP_BODY_MIN_RATE")]
+    http_body_min_rate: u64,
+    /// Connections served at once; more are answered 503 with Retry-After. Lowered at start
+    /// when it does not fit the open-file limit.
+    #[arg(long, default_value_t = 1024, env = "BIGLEARN_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: usize,
+}
+
+impl HttpArgs {
+    fn limits(&self) -> biglearn_gateway::server::HttpLimits {
+        biglearn_gateway::server::HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.http_header_timeout_secs),
+            keep_alive_idle_timeout: std::time::Duration::from_secs(self.http_idle_timeout_secs),
+            body_grace: std::time::Duration::from_secs(self.http_body_grace_secs),
+            body_min_bytes_per_second: self.http_body_min_rate,
+            max_connections: self.http_max_connections,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +172,8 @@ struct ServeArgs {
     /// Roles to run, comma-separated: writer, reader, projector, sparfa.
     #[arg(long, value_delimiter = ',', required = true)]
     role: Vec<Role>,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> {
@@ -169,20 +208,27 @@ fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> 
         writer_id: format!("biglearn-{}", uuid::Uuid::new_v4().simple()),
         flags: biglearn_settings::FeatureFlags::parse(&store.feature_flags)
             .map_err(|error| anyhow::anyhow!("--feature-flags: {error}"))?,
+        http: Default::default(),
     })
 }
 
 async fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => {
-            let config = run_config(
-                &args.store,
-                vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
-            )?;
+            let config = RunConfig {
+                http: args.http.limits(),
+                ..run_config(
+                    &args.store,
+                    vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+                )?
+            };
             run::run(config, run::termination_signal()).await
         }
         Command::Serve(args) => {
-            let config = run_config(&args.store, args.role)?;
+            let config = RunConfig {
+                http: args.http.limits(),
+                ..run_config(&args.store, args.role)?
+            };
             run::run(config, run::termination_signal()).await
         }
         Command::Gap(command) => admin::run_gap(command).await,

@@ -67,6 +67,47 @@ pub struct RunConfig {
     pub writer_id: String,
     /// Per-environment feature flags (static; spec operations.md §6.1).
     pub flags: biglearn_settings::FeatureFlags,
+    /// Deadlines and the connection cap of the HTTP listener.
+    pub http: biglearn_gateway::server::HttpLimits,
+}
+
+/// Lowers the connection cap below the process's open-file limit when it does not fit
+/// (the log, sled and Kafka need descriptors too), so that the cap, not `accept`, is what
+/// refuses connections.
+fn fit_connections_to_open_file_limit(
+    http: biglearn_gateway::server::HttpLimits,
+) -> biglearn_gateway::server::HttpLimits {
+    const RESERVED_FILES: usize = 256;
+    let Some(soft_limit) = open_file_soft_limit() else {
+        return http;
+    };
+    let fits = soft_limit.saturating_sub(RESERVED_FILES).max(16);
+    if http.max_connections <= fits {
+        return http;
+    }
+    tracing::warn!(
+        configured = http.max_connections,
+        used = fits,
+        open_file_limit = soft_limit,
+        "The HTTP connection cap does not fit the open-file limit; using a lower cap (raise `ulimit -n` to serve more connections)."
+    );
+    biglearn_gateway::server::HttpLimits {
+        max_connections: fits,
+        ..http
+    }
+}
+
+/// The soft limit on open files (Linux `/proc/self/limits`), if it can be read.
+fn open_file_soft_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// How much to divide the production partition counts by when creating topics.
@@ -603,8 +644,8 @@ pub async fn run_with(
             }
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_serving)
+    let http = fit_connections_to_open_file_limit(config.http);
+    biglearn_gateway::server::serve(listener, app, http, stop_serving)
         .await
         .context("the HTTP server failed")?;
     tracing::info!("Shutting down: finishing the batches in flight.");

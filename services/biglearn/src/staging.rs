@@ -218,6 +218,7 @@ fn staging_run_config(args: &StagingRunArgs) -> anyhow::Result<RunConfig> {
         writer_id: format!("staging.biglearn-{}", uuid::Uuid::new_v4().simple()),
         flags: biglearn_settings::FeatureFlags::parse(&args.feature_flags)
             .map_err(|error| anyhow::anyhow!("--feature-flags: {error}"))?,
+        http: Default::default(),
     })
 }
 

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::handlers;
 use crate::requests::{parse_request, Endpoint, EndpointFamily, ValidationErrors};
+use crate::server::{read_body, BodyError, HttpLimits};
 use crate::GatewayState;
 
 /// One error of the error body `{"errors":[{"path","message"}]}`.
@@ -41,6 +42,35 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 /// An error response with one error.
 pub fn error_response(status: StatusCode, path: &str, message: impl Into<String>) -> Response {
     json_response(status, &error_body(&[(path.to_owned(), message.into())]))
+}
+
+/// The answer when a body was not read whole; the connection is closed after it, since
+/// the rest of the body may still be on its way.
+fn body_error_response(error: BodyError) -> Response {
+    let mut response = match error {
+        BodyError::TooLarge { limit } => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+            format!("request body exceeds {limit} bytes"),
+        ),
+        BodyError::TooSlow { deadline } => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "",
+            format!(
+                "the request body did not arrive within {:.1} s (the minimum upload rate)",
+                deadline.as_secs_f64()
+            ),
+        ),
+        BodyError::Broken(detail) => error_response(
+            StatusCode::BAD_REQUEST,
+            "",
+            format!("the request body could not be read: {detail}"),
+        ),
+    };
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn validation_response(errors: ValidationErrors) -> Response {
@@ -128,15 +158,28 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let limits = crate::server::limits_of(&extensions);
     let request_id = request_id(&headers);
     let endpoint = Endpoint::from_path(uri.path());
     let endpoint_label = endpoint.map(Endpoint::path).unwrap_or("unknown");
     let mut response = match endpoint {
         None => error_response(StatusCode::NOT_FOUND, "", "not found"),
-        Some(endpoint) => serve(&state, endpoint, &method, &headers, body, &request_id).await,
+        Some(endpoint) => {
+            serve(
+                &state,
+                endpoint,
+                &method,
+                &headers,
+                body,
+                &limits,
+                &request_id,
+            )
+            .await
+        }
     };
     response.headers_mut().insert(
         "x-request-id",
@@ -156,6 +199,7 @@ async fn serve(
     method: &Method,
     headers: &HeaderMap,
     body: Body,
+    limits: &HttpLimits,
     request_id: &str,
 ) -> Response {
     if method != Method::POST {
@@ -206,15 +250,13 @@ async fn serve(
         );
     }
     let limit = endpoint.max_body_bytes();
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let bytes: Bytes = match read_body(body, content_length, limit, limits).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "",
-                format!("request body exceeds {limit} bytes"),
-            )
-        }
+        Err(error) => return body_error_response(error),
     };
     let json: Value = match serde_json::from_slice(&bytes) {
         Ok(json) => json,

@@ -17,6 +17,7 @@
 //!   conversion of write requests to candidate events.
 //! - [`writer`]: identity and slot checks under per-aggregate locks, stamping, appending.
 //! - [`http`]: the axum router, authentication, limits and the error shape.
+//! - [`server`]: the listener: connection cap, header, idle and body deadlines.
 //! - [`handlers`]: what each request does and Tutor's response shapes.
 //! - [`reads`]: result reads with their statuses, event-stream reads.
 //! - [`inbox`]: Tutor's requests published to Kafka, applied with the HTTP rules.
@@ -29,6 +30,7 @@ pub mod inbox;
 pub mod operations;
 pub mod reads;
 pub mod requests;
+pub mod server;
 pub mod settings;
 pub mod writer;
 
