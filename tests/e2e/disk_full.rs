@@ -50,13 +50,11 @@ fn batch(course: &str, seqs: std::ops::RangeInclusive<i64>) -> Value {
 }
 
 /// Sends `body` and expects 200; records its sequence numbers as acknowledged.
-async fn write_ok(node: &Node, course: &mut Course, body: &Value) {
+async fn write_ok(node: &Node, acknowledged: &mut Vec<i64>, body: &Value) {
     let (status, answer) = node.post("/record_responses", body).await;
     assert_eq!(status, 200, "{answer}");
     for item in body["responses"].as_array().expect("responses") {
-        course
-            .acknowledged
-            .push(item["sequence_number"].as_i64().expect("a number"));
+        acknowledged.push(item["sequence_number"].as_i64().expect("a number"));
     }
 }
 
@@ -172,7 +170,7 @@ async fn injected_disk_faults_answer_503_at_once_keep_reads_and_lose_nothing() {
     let faults = DiskFaults::inject(dir.path());
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
     let mut course = create(&node).await;
-    write_ok(&node, &mut course, &batch(&course.id, 1..=5)).await;
+    write_ok(&node, &mut course.acknowledged, &batch(&course.id, 1..=5)).await;
 
     // The log's writes fail with ENOSPC after a partial write: 503, and the partition is
     // cut back to its durable end.
@@ -193,8 +191,8 @@ async fn injected_disk_faults_answer_503_at_once_keep_reads_and_lose_nothing() {
 
     // Space returns: the same body is accepted, with nothing else to do.
     faults.set_fail_writes(false);
-    write_ok(&node, &mut course, &refused).await;
-    write_ok(&node, &mut course, &batch(&course.id, 11..=12)).await;
+    write_ok(&node, &mut course.acknowledged, &refused).await;
+    write_ok(&node, &mut course.acknowledged, &batch(&course.id, 11..=12)).await;
     assert_eq!(counted_back(&node, &course).await, course.acknowledged);
 
     // The volume below its reserve: refused before anything is appended.
@@ -203,7 +201,7 @@ async fn injected_disk_faults_answer_503_at_once_keep_reads_and_lose_nothing() {
     write_refused(&node, &refused, "below the reserve").await;
     reads_go_on(&node, &course).await;
     faults.set_volume_full(false);
-    write_ok(&node, &mut course, &refused).await;
+    write_ok(&node, &mut course.acknowledged, &refused).await;
     node.stop().await.expect("a clean stop");
 
     // A start on a full volume is refused and changes nothing.
@@ -219,7 +217,7 @@ async fn injected_disk_faults_answer_503_at_once_keep_reads_and_lose_nothing() {
     // Everything acknowledged is still there after a restart; the log is sound.
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
     assert_eq!(counted_back(&node, &course).await, course.acknowledged);
-    write_ok(&node, &mut course, &batch(&course.id, 15..=15)).await;
+    write_ok(&node, &mut course.acknowledged, &batch(&course.id, 15..=15)).await;
     assert_eq!(counted_back(&node, &course).await, course.acknowledged);
     node.stop().await.expect("a clean stop");
 }
@@ -315,7 +313,7 @@ async fn a_really_full_tmpfs_refuses_writes_keeps_reads_and_resumes_by_itself() 
             let faults = DiskFaults::inject(dir.path());
             let node = Node::start(dir.path(), TestBackend::Embedded).await;
             let mut course = create(&node).await;
-            write_ok(&node, &mut course, &batch(&course.id, 1..=3)).await;
+            write_ok(&node, &mut course.acknowledged, &batch(&course.id, 1..=3)).await;
             faults.set_volume_full(true);
             write_refused(&node, &batch(&course.id, 4..=6), "below the reserve").await;
             reads_go_on(&node, &course).await;
@@ -326,8 +324,8 @@ async fn a_really_full_tmpfs_refuses_writes_keeps_reads_and_resumes_by_itself() 
     let data_dir = mount.path.join("data");
     let node = Node::start(&data_dir, TestBackend::Embedded).await;
     let mut course = create(&node).await;
-    write_ok(&node, &mut course, &batch(&course.id, 1..=20)).await;
-    write_ok(&node, &mut course, &batch(&course.id, 21..=40)).await;
+    write_ok(&node, &mut course.acknowledged, &batch(&course.id, 1..=20)).await;
+    write_ok(&node, &mut course.acknowledged, &batch(&course.id, 21..=40)).await;
     wait_idle(&node).await;
 
     // Really full: the filesystem itself answers ENOSPC.
@@ -339,8 +337,8 @@ async fn a_really_full_tmpfs_refuses_writes_keeps_reads_and_resumes_by_itself() 
 
     // Space returns: writes resume by themselves.
     std::fs::remove_file(&ballast).unwrap();
-    write_ok(&node, &mut course, &refused).await;
-    write_ok(&node, &mut course, &batch(&course.id, 61..=70)).await;
+    write_ok(&node, &mut course.acknowledged, &refused).await;
+    write_ok(&node, &mut course.acknowledged, &batch(&course.id, 61..=70)).await;
     assert_eq!(counted_back(&node, &course).await, course.acknowledged);
     node.stop().await.expect("a clean stop");
 
