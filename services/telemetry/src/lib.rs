@@ -497,7 +497,7 @@ impl Metrics {
             },
             unknown_preparation_blocks: {
                 let metric = IntCounter::new(
-                    "biglearn_unknown_preparation_blocks",
+                    "biglearn_unknown_preparation_blocks_total",
                     "Courses blocked at an update with an unknown preparation (invariant breach).",
                 )
                 .expect("static");
@@ -911,7 +911,7 @@ mod tests {
         "biglearn_sparfa_ecosystems_unready",
         "biglearn_sparfa_responses_waiting",
         "biglearn_sparfa_model_age_seconds",
-        "biglearn_unknown_preparation_blocks",
+        "biglearn_unknown_preparation_blocks_total",
         "biglearn_build_info",
         "biglearn_up",
         // Histograms render per label set: these two have fixed sets too.
