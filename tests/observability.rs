@@ -50,7 +50,7 @@ const ALLOWED_LABELS: [&str; 18] = [
 ];
 
 /// One alert per situation of spec operations.md §7.3 (some situations have two).
-const REQUIRED_ALERTS: [(&str, &str); 19] = [
+const REQUIRED_ALERTS: [(&str, &str); 20] = [
     ("BiglearnSequenceGap", "warn"),
     ("BiglearnSequenceGapStallingCourses", "page"),
     ("BiglearnConsumerLag", "page"),
@@ -70,6 +70,7 @@ const REQUIRED_ALERTS: [(&str, &str); 19] = [
     ("BiglearnRebuildStalled", "warn"),
     ("BiglearnSledGrowth", "warn"),
     ("BiglearnSledVolumeFull", "warn"),
+    ("BiglearnDataVolumeFull", "page"),
 ];
 
 fn repo() -> PathBuf {

@@ -259,6 +259,9 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Everything this process creates (the log, sled's files, tokens) is its owner's
+    // alone, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

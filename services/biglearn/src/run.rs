@@ -15,6 +15,7 @@ use biglearn_projector::consumer::{
 use biglearn_projector::event_log::EventLog;
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
+use biglearn_stream::volume::{SpaceError, SpaceReport, VolumeSpace};
 use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::watch;
@@ -147,12 +148,7 @@ pub(crate) async fn open_backend(
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir))
                 .await
                 .context("the task opening the embedded log failed")?
-                .with_context(|| {
-                    format!(
-                        "cannot open the embedded log at {}; if another biglearn process uses it, stop that one first",
-                        dir.display()
-                    )
-                })?;
+                .with_context(|| format!("cannot open the embedded log at {}", dir.display()))?;
             Arc::new(store)
         }
         Backend::Kafka {
@@ -236,14 +232,27 @@ pub async fn run_with(
             config.data_dir.display()
         )
     })?;
+    // Before anything under the data directory is opened: on a full volume, opening
+    // would write (sled's configuration and snapshots, the log's torn-tail cuts), and a
+    // write failing half-way is how state gets corrupted.
+    let space = VolumeSpace::new(&config.data_dir, reserve_override()?);
+    let report = check_space_to_start(&space)?;
+    make_private(&config.data_dir)?;
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    if let Some(report) = report {
+        metrics.data_volume(
+            report.available_bytes,
+            report.total_bytes,
+            report.reserve_bytes,
+        );
+    }
     let store = open_store(&config).await?;
     let topics = crate::staging::topics_of(&config);
     let state_dir = config.data_dir.join("state");
     let db = sled::Config::new()
         .path(&state_dir)
         .open()
-        .with_context(|| format!("cannot open the state directory {}; if another biglearn process uses it, stop that one first", state_dir.display()))?;
+        .map_err(|error| sled_open_error(&state_dir, error))?;
     let log = EventLog::open(
         &db,
         &biglearn_projector::service::Generations::open(&db)?
@@ -528,6 +537,7 @@ pub async fn run_with(
             metrics.clone(),
             indexed_by,
         ));
+        writer.guard_space(space.clone());
         settings.attach_writer(writer.clone());
         // Kept so shutdown can end it: it holds the store and sled until dropped.
         resync_task = Some(tokio::spawn(biglearn_gateway::resync_when_caught_up(
@@ -619,12 +629,29 @@ pub async fn run_with(
     let size_metrics = {
         let metrics = metrics.clone();
         let db = db.clone();
+        let log_dir = config.data_dir.join("log");
+        // One sled database holds every projection of the process: reported once, under
+        // the component whose state dominates it.
+        let component = sled_component(&config.roles);
+        let space = space.clone();
         tokio::spawn(async move {
             loop {
-                // One sled database holds every projection of the process.
                 if let Ok(bytes) = db.size_on_disk() {
-                    metrics.sled_size("event_log", bytes);
-                    metrics.sled_size("projector", bytes);
+                    metrics.sled_size(component, bytes);
+                }
+                let log_dir = log_dir.clone();
+                if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&log_dir)).await {
+                    metrics.log_size(bytes);
+                }
+                match space.probe() {
+                    Ok(report) => metrics.data_volume(
+                        report.available_bytes,
+                        report.total_bytes,
+                        report.reserve_bytes,
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "The data volume's free space is unknown.")
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
@@ -670,4 +697,119 @@ pub async fn run_with(
     }
     tracing::info!("Biglearn stopped cleanly.");
     Ok(())
+}
+
+/// `BIGLEARN_MIN_FREE_BYTES`: the data volume's free space below which writes are refused
+/// and a start is refused (default: 5 % of the volume, at most 256 MiB).
+pub const MIN_FREE_BYTES_ENV: &str = "BIGLEARN_MIN_FREE_BYTES";
+
+fn reserve_override() -> anyhow::Result<Option<u64>> {
+    match std::env::var(MIN_FREE_BYTES_ENV) {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse::<u64>().map(Some).map_err(|_| {
+                anyhow::anyhow!("{MIN_FREE_BYTES_ENV}={text:?} is not a number of bytes")
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Refuses to start on a volume below its reserve, before anything is opened.
+fn check_space_to_start(space: &VolumeSpace) -> anyhow::Result<Option<SpaceReport>> {
+    match space.check() {
+        Ok(report) => Ok(Some(report)),
+        Err(error @ SpaceError::Short { .. }) => Err(anyhow::anyhow!(
+            "not starting: {error}. Nothing under {} was opened or changed; start again once space is free",
+            space.dir().display()
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "The data volume's free space is unknown; starting anyway.");
+            Ok(None)
+        }
+    }
+}
+
+/// Explains why sled would not open: only a held lock means another process.
+fn sled_open_error(state_dir: &std::path::Path, error: sled::Error) -> anyhow::Error {
+    let dir = state_dir.display();
+    match &error {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => anyhow::anyhow!(
+            "cannot open the state directory {dir}: another process holds its lock ({error}); if another biglearn process uses it, stop that one first"
+        ),
+        sled::Error::Io(io) if biglearn_stream::volume::is_no_space(io) => anyhow::anyhow!(
+            "cannot open the state directory {dir}: its volume is full ({error}); free space and start again"
+        ),
+        sled::Error::Corruption { .. } => anyhow::anyhow!(
+            "the state directory {dir} is corrupt ({error}); it is a rebuildable cache: stop biglearn, move {dir} aside and start again (it is rebuilt from the log)"
+        ),
+        _ => anyhow::anyhow!("cannot open the state directory {dir}: {error}"),
+    }
+}
+
+/// The `component` label of the process's one sled database.
+fn sled_component(roles: &[Role]) -> &'static str {
+    if roles.contains(&Role::Projector) {
+        "projector"
+    } else if roles
+        .iter()
+        .any(|role| matches!(role, Role::Writer | Role::Reader))
+    {
+        "event_log"
+    } else {
+        "sparfa"
+    }
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Makes the data directory private whatever the umask it was created under: the
+/// directory and every directory in it 0700, every file 0600 at most (they hold students'
+/// responses and the tokens). Symbolic links are left alone.
+pub fn make_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &std::path::Path) -> anyhow::Result<()> {
+        set_mode(dir, 0o700)?;
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .path();
+            let meta = std::fs::symlink_metadata(&path)
+                .with_context(|| format!("cannot read the mode of {}", path.display()))?;
+            if meta.is_dir() {
+                walk(&path)?;
+            } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                set_mode(&path, meta.permissions().mode() & 0o700)?;
+            }
+        }
+        Ok(())
+    }
+    fn set_mode(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+        let current = std::fs::symlink_metadata(path)
+            .with_context(|| format!("cannot read the mode of {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if current != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(
+                || format!("cannot make {} private (chmod {mode:o})", path.display()),
+            )?;
+        }
+        Ok(())
+    }
+    walk(data_dir)
 }

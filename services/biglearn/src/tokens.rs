@@ -16,8 +16,26 @@ pub struct ResolvedTokens {
     pub stored_in: Option<PathBuf>,
 }
 
+/// Refuses a token file that the group or others may read or write: a secret there may
+/// already have leaked, and a new one must not be written into it.
+fn refuse_if_loose(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the token file {file} has mode {mode:04o}: the group or others can read it. Run `chmod 600 {file}` (and rotate the token if others may have read it), then start again",
+            file = path.display()
+        );
+    }
+    Ok(())
+}
+
 fn read_or_generate(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
+    refuse_if_loose(&path)?;
     if let Ok(text) = fs::read_to_string(&path) {
         let token = text.trim().to_owned();
         if !token.is_empty() {

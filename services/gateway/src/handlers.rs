@@ -16,6 +16,9 @@ use crate::requests::{candidates, AdminRequest, Candidate, PushRequest, Request,
 use crate::writer::{SlotConflict, WriteError};
 use crate::GatewayState;
 
+/// `Retry-After` of every 503: the same body may be sent again after this many seconds.
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
 /// Why a validated request was not answered with 200.
 #[derive(Debug)]
 pub enum HandlerError {
@@ -62,7 +65,12 @@ impl HandlerError {
                 error_response(StatusCode::BAD_REQUEST, &path, message)
             }
             HandlerError::Unavailable { message } => {
-                error_response(StatusCode::SERVICE_UNAVAILABLE, "", message)
+                let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "", message);
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+                response
             }
             HandlerError::Disabled { message } => {
                 error_response(StatusCode::FORBIDDEN, "", message)

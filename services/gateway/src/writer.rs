@@ -13,6 +13,7 @@ use biglearn_domain::ids::{CourseUuid, EcosystemUuid, EventUuid, PreparationUuid
 use biglearn_events::{course_event_record, ecosystem_event_record};
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind};
+use biglearn_stream::volume::{SpaceError, VolumeSpace};
 use biglearn_stream::{DeliveryError, OutgoingRecord, SharedStreamStore, Topics};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
@@ -112,6 +113,9 @@ pub struct Writer {
     metrics: Metrics,
     /// Progress of the event-log consumers that build the index, per topic.
     indexed_by: HashMap<String, tokio::sync::watch::Receiver<ConsumerProgress>>,
+    /// The data volume whose free space must stay above its reserve for a write to be
+    /// accepted (the derived state of accepted writes needs room in sled).
+    space: std::sync::OnceLock<VolumeSpace>,
 }
 
 fn now_micros() -> i64 {
@@ -154,6 +158,34 @@ impl Writer {
             resyncing: Arc::new(AtomicBool::new(false)),
             metrics,
             indexed_by,
+            space: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Refuses writes (503 at once) while `space`'s volume is below its reserve; they
+    /// resume by themselves once space is freed. Set once, at start.
+    pub fn guard_space(&self, space: VolumeSpace) {
+        let _ = self.space.set(space);
+    }
+
+    /// `Err` while the data volume is below its reserve. A volume that cannot be
+    /// measured does not block writes (the log's own errors still would).
+    fn check_space(&self) -> Result<(), WriteError> {
+        let Some(space) = self.space.get() else {
+            return Ok(());
+        };
+        match space.check() {
+            Ok(_) => Ok(()),
+            Err(error @ SpaceError::Short { .. }) => {
+                tracing::warn!(%error, "A write was refused: the data volume is short of space.");
+                Err(WriteError::Unavailable {
+                    detail: error.to_string(),
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "The data volume's free space is unknown; the write goes ahead.");
+                Ok(())
+            }
         }
     }
 
@@ -296,6 +328,7 @@ impl Writer {
                 detail: "the writer is resynchronising its index with the log".into(),
             });
         }
+        self.check_space()?;
         // Duplicates inside one request collapse to their first occurrence.
         let mut seen = BTreeSet::new();
         let candidates: Vec<Candidate> = candidates

@@ -15,6 +15,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -92,23 +93,27 @@ impl EmbeddedStore {
 
     /// Opens the log under `dir` with explicit options.
     pub fn open_with(dir: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore, StreamError> {
-        fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+        create_private_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(|source| io_error(&lock_path, source))?;
-        fs2::FileExt::try_lock_exclusive(&lock).map_err(|error| {
-            io_error(
-                &lock_path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    format!("another process has this log open ({error})"),
-                ),
-            )
-        })?;
+        // Contention is told apart from any other failure: only it means "another process".
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |errno| {
+                if errno == rustix::io::Errno::WOULDBLOCK {
+                    StreamError::Locked {
+                        path: lock_path.display().to_string(),
+                    }
+                } else {
+                    io_error(&lock_path, std::io::Error::from(errno))
+                }
+            },
+        )?;
         let mut topics = HashMap::new();
         for entry in fs::read_dir(dir).map_err(|source| io_error(dir, source))? {
             let entry = entry.map_err(|source| io_error(dir, source))?;
@@ -177,7 +182,7 @@ impl EmbeddedStore {
             max_message_bytes: spec.max_message_bytes,
         };
         let topic_dir = self.dir.join(&spec.name);
-        fs::create_dir_all(&topic_dir).map_err(|source| io_error(&topic_dir, source))?;
+        create_private_dir(&topic_dir)?;
         // Partitions first, metadata last: a topic with metadata is complete.
         let topic = open_topic(&spec.name, &topic_dir, meta.clone())?;
         sync_dir(&topic_dir)?;
@@ -355,7 +360,13 @@ fn write_meta(topic_dir: &Path, meta: &TopicMeta) -> Result<(), StreamError> {
         "partitions={}\nmax_message_bytes={}\n",
         meta.partitions, meta.max_message_bytes
     );
-    let mut file = File::create(&temporary).map_err(|source| io_error(&temporary, source))?;
+    let mut file = OpenOptions::new()
+        .mode(0o600)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)
+        .map_err(|source| io_error(&temporary, source))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| io_error(&temporary, source))?;
@@ -400,6 +411,16 @@ pub(crate) fn io_error(path: &Path, source: std::io::Error) -> StreamError {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Creates a directory and its missing parents readable by the owner only (0700),
+/// whatever the umask: the log holds students' responses.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StreamError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| io_error(dir, source))
 }
 
 /// Makes a directory's entries (created or renamed files) durable.

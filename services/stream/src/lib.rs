@@ -23,6 +23,7 @@
 //! - [`group`]: consumer-group membership, [`Assignment`] and [`GroupMembership`].
 //! - [`embedded`]: the default backend, checksummed segment files with group commit.
 //! - [`kafka`]: the rdkafka backend, with its group membership in `kafka::group`.
+//! - [`volume`]: free space of the data volume, the write reserve, disk-fault injection.
 
 pub mod embedded;
 pub mod group;
@@ -30,6 +31,7 @@ pub mod kafka;
 pub mod partitioner;
 pub mod record;
 pub mod topics;
+pub mod volume;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,8 @@ pub enum StreamError {
         #[source]
         source: std::io::Error,
     },
+    #[error("another process holds the lock {path}: if another biglearn process uses this data directory, stop that one first")]
+    Locked { path: String },
     #[error("corrupt log segment {path} at byte {position}: {detail}")]
     Corrupt {
         path: String,

@@ -108,10 +108,13 @@ async fn everything_survives_a_restart_and_appends_continue() {
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let _store = EmbeddedStore::open(dir.path()).expect("opening");
-    assert!(matches!(
-        EmbeddedStore::open(dir.path()),
-        Err(StreamError::Io { .. })
-    ));
+    match EmbeddedStore::open(dir.path()) {
+        Err(error @ StreamError::Locked { .. }) => {
+            assert!(error.to_string().contains("stop that one first"), "{error}")
+        }
+        Err(other) => panic!("a held lock is not an I/O error: {other}"),
+        Ok(_) => panic!("a second open succeeded"),
+    }
 }
 
 #[tokio::test]

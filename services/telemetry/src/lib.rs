@@ -135,6 +135,10 @@ pub struct Metrics {
     projection_rebuilding: IntGaugeVec,
     projection_rebuild_progress_ratio: GaugeVec,
     sled_size_bytes: IntGaugeVec,
+    log_size_bytes: IntGaugeVec,
+    data_volume_available_bytes: IntGaugeVec,
+    data_volume_size_bytes: IntGaugeVec,
+    data_volume_reserve_bytes: IntGaugeVec,
     recompute_seconds: HistogramVec,
     dirty_targets: IntGaugeVec,
     results_published_total: IntCounterVec,
@@ -371,6 +375,32 @@ impl Metrics {
                 "On-disk size of sled state.",
                 &["component"],
             ),
+            // Unlabelled, but created by their first report: a placeholder 0 would read as
+            // an empty log or a full volume.
+            log_size_bytes: gauge_vec(
+                r,
+                "biglearn_log_size_bytes",
+                "On-disk size of the embedded log's files (0 on Kafka).",
+                &[],
+            ),
+            data_volume_available_bytes: gauge_vec(
+                r,
+                "biglearn_data_volume_available_bytes",
+                "Free bytes of the data directory's volume (statvfs f_bavail).",
+                &[],
+            ),
+            data_volume_size_bytes: gauge_vec(
+                r,
+                "biglearn_data_volume_size_bytes",
+                "Size of the data directory's volume.",
+                &[],
+            ),
+            data_volume_reserve_bytes: gauge_vec(
+                r,
+                "biglearn_data_volume_reserve_bytes",
+                "Free bytes below which writes are refused (503).",
+                &[],
+            ),
             recompute_seconds: histogram_vec(
                 r,
                 "biglearn_recompute_seconds",
@@ -467,7 +497,7 @@ impl Metrics {
             },
             unknown_preparation_blocks: {
                 let metric = IntCounter::new(
-                    "biglearn_unknown_preparation_blocks",
+                    "biglearn_unknown_preparation_blocks_total",
                     "Courses blocked at an update with an unknown preparation (invariant breach).",
                 )
                 .expect("static");
@@ -730,6 +760,27 @@ impl Metrics {
             .set(bytes as i64);
     }
 
+    /// On-disk size of the embedded log (all topics).
+    pub fn log_size(&self, bytes: u64) {
+        self.log_size_bytes
+            .with_label_values(&[] as &[&str])
+            .set(bytes as i64);
+    }
+
+    /// Free space, size and write reserve of the data directory's volume.
+    pub fn data_volume(&self, available: u64, total: u64, reserve: u64) {
+        let no_labels: &[&str] = &[];
+        self.data_volume_available_bytes
+            .with_label_values(no_labels)
+            .set(available as i64);
+        self.data_volume_size_bytes
+            .with_label_values(no_labels)
+            .set(total as i64);
+        self.data_volume_reserve_bytes
+            .with_label_values(no_labels)
+            .set(reserve as i64);
+    }
+
     /// A result computation of `kind` took `elapsed`.
     pub fn recomputed(&self, kind: &str, elapsed: Duration) {
         self.recompute_seconds
@@ -860,7 +911,7 @@ mod tests {
         "biglearn_sparfa_ecosystems_unready",
         "biglearn_sparfa_responses_waiting",
         "biglearn_sparfa_model_age_seconds",
-        "biglearn_unknown_preparation_blocks",
+        "biglearn_unknown_preparation_blocks_total",
         "biglearn_build_info",
         "biglearn_up",
         // Histograms render per label set: these two have fixed sets too.
@@ -906,6 +957,29 @@ mod tests {
         assert!(before.contains(dead_letter), "{before}");
         let uncertain = "biglearn_producer_errors_total{outcome=\"uncertain\"} 0";
         assert!(before.contains(uncertain), "{before}");
+    }
+
+    #[test]
+    fn disk_gauges_appear_with_their_first_report() {
+        let metrics = Metrics::new("test");
+        let before = sample_names(&metrics.render());
+        for gauge in [
+            "biglearn_log_size_bytes",
+            "biglearn_data_volume_available_bytes",
+        ] {
+            assert!(!before.contains(gauge), "{gauge} has a placeholder series");
+        }
+        metrics.log_size(4096);
+        metrics.data_volume(10, 100, 5);
+        let text = metrics.render();
+        for line in [
+            "biglearn_log_size_bytes 4096",
+            "biglearn_data_volume_available_bytes 10",
+            "biglearn_data_volume_size_bytes 100",
+            "biglearn_data_volume_reserve_bytes 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One topic-partition on disk: its segment files, sparse offset index, recovery at open, and the durable high watermark.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use super::frame::{parse_frame, Frame};
-use super::{io_error, sync_dir};
+use super::{create_private_dir, io_error, sync_dir};
+use crate::volume::DiskFaults;
 use crate::StreamError;
 
 /// One index entry every this many bytes of a segment: small enough that a reader
@@ -70,6 +71,22 @@ pub(crate) struct PartitionWriter {
     pub unsynced: bool,
     /// Whether the current group commit touched this partition.
     pub in_commit: bool,
+    /// Length of the active segment covered by its last fsync (or found at open): after
+    /// a failed write or fsync the file is cut back to it and appends go on from there.
+    pub synced_len: u64,
+    /// The offset following the last record covered by an fsync.
+    pub synced_next_offset: i64,
+    /// Injected disk faults (tests).
+    pub faults: Option<Arc<DiskFaults>>,
+}
+
+impl PartitionWriter {
+    /// Whether an injected fault makes writes fail now.
+    pub(crate) fn injected_no_space(&self) -> bool {
+        self.faults
+            .as_ref()
+            .is_some_and(|faults| faults.writes_fail())
+    }
 }
 
 /// A topic-partition: segments for readers, writer state for the writer thread.
@@ -114,12 +131,17 @@ impl Partition {
     /// Creates a new, empty segment at the writer's next offset and makes it active.
     /// The caller has written and synced the previous segment.
     pub(crate) fn roll(&self, writer: &mut PartitionWriter) -> Result<(), StreamError> {
+        if writer.injected_no_space() {
+            return Err(io_error(&self.dir, DiskFaults::no_space()));
+        }
         let segment = Arc::new(create_segment(&self.dir, writer.next_offset)?);
         self.segments.write().push(Arc::clone(&segment));
         writer.active = segment;
         writer.segment_len = 0;
         writer.last_indexed_position = None;
         writer.unsynced = false;
+        writer.synced_len = 0;
+        writer.synced_next_offset = writer.next_offset;
         Ok(())
     }
 
@@ -129,7 +151,7 @@ impl Partition {
         partition: i32,
         dir: PathBuf,
     ) -> Result<Partition, StreamError> {
-        fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
+        create_private_dir(&dir)?;
         let segment = create_segment(&dir, 0)?;
         Ok(Partition::with_segments(
             topic,
@@ -242,6 +264,7 @@ impl Partition {
             .read()
             .last()
             .map(|entry| u64::from(entry.position));
+        let faults = DiskFaults::for_path(&dir);
         Partition {
             topic: topic.to_owned(),
             partition,
@@ -257,6 +280,9 @@ impl Partition {
                 poisoned: None,
                 unsynced: false,
                 in_commit: false,
+                synced_len: active_len,
+                synced_next_offset: next_offset,
+                faults,
             }),
         }
     }
@@ -270,12 +296,17 @@ fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
 fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, StreamError> {
     let path = segment_path(dir, base_offset);
     let file = OpenOptions::new()
+        .mode(0o600)
         .read(true)
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(|source| io_error(&path, source))?;
-    sync_dir(dir)?;
+    if let Err(error) = sync_dir(dir) {
+        // Not yet a segment of the partition: leave no file a later roll would trip on.
+        let _ = fs::remove_file(&path);
+        return Err(error);
+    }
     Ok(Segment {
         base_offset,
         path,

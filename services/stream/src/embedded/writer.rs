@@ -12,6 +12,7 @@ use super::partition::{IndexEntry, Partition, PartitionWriter, INDEX_INTERVAL_BY
 use super::Topic;
 use crate::partitioner::partition_for_key;
 use crate::record::{Delivered, DeliveryError, OutgoingRecord};
+use crate::volume::DiskFaults;
 
 /// Queued appends beyond which a commit stops draining the queue, to bound latency.
 const MAX_REQUESTS_PER_COMMIT: usize = 4096;
@@ -63,6 +64,16 @@ enum Slot {
     Done(Result<Delivered, DeliveryError>),
 }
 
+/// A partition whose write or fsync failed during a commit, after recovery.
+struct Failure {
+    reason: String,
+    /// Records below this offset were covered by an fsync: they are durable.
+    durable_next: i64,
+    /// Whether the file was cut back to its durable end (the failed records are then
+    /// definitely not in the log) or is still in doubt.
+    recovered: bool,
+}
+
 fn commit(batch: Vec<AppendRequest>, segment_bytes: u64, stats: &WriterStats) {
     let mut touched: Vec<Arc<Partition>> = Vec::new();
     let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(batch.len());
@@ -73,24 +84,29 @@ fn commit(batch: Vec<AppendRequest>, segment_bytes: u64, stats: &WriterStats) {
             let partition_idx = partition_for_key(&record.key, n_partitions) as usize;
             let partition = &request.topic.partitions[partition_idx];
             let mut writer = partition.writer.lock();
-            let slot = match assign(
+            if !writer.in_commit && writer.poisoned.is_some() {
+                // An earlier commit could not cut the file back: try again (space may
+                // have returned), so that appends resume by themselves.
+                retry_recovery(partition, &mut writer);
+            }
+            let outcome = assign(
                 partition,
                 &mut writer,
                 record,
                 request,
                 segment_bytes,
                 stats,
-            ) {
-                Ok(offset) => {
-                    if !writer.in_commit {
-                        writer.in_commit = true;
-                        touched.push(Arc::clone(partition));
-                    }
-                    Slot::Assigned {
-                        partition_idx,
-                        offset,
-                    }
-                }
+            );
+            // A partition that failed in this commit is recovered at its end too.
+            if (outcome.is_ok() || writer.poisoned.is_some()) && !writer.in_commit {
+                writer.in_commit = true;
+                touched.push(Arc::clone(partition));
+            }
+            let slot = match outcome {
+                Ok(offset) => Slot::Assigned {
+                    partition_idx,
+                    offset,
+                },
                 Err(error) => Slot::Done(Err(error)),
             };
             request_slots.push(slot);
@@ -100,11 +116,34 @@ fn commit(batch: Vec<AppendRequest>, segment_bytes: u64, stats: &WriterStats) {
 
     write_and_sync(&touched, stats);
 
+    let mut failures: Vec<(*const Partition, Failure)> = Vec::new();
     for partition in &touched {
         let mut writer = partition.writer.lock();
         writer.in_commit = false;
-        if writer.poisoned.is_none() {
-            partition.publish_high_watermark(writer.next_offset);
+        match writer.poisoned.take() {
+            None => partition.publish_high_watermark(writer.next_offset),
+            Some(reason) => {
+                let recovered = match recover(&mut writer) {
+                    Ok(()) => {
+                        tracing::warn!(topic = %partition.topic, partition = partition.partition, %reason, "A log write failed; the partition was cut back to its durable end and accepts appends again.");
+                        true
+                    }
+                    Err(recovery) => {
+                        tracing::error!(topic = %partition.topic, partition = partition.partition, %reason, %recovery, "A log write failed and the file could not be cut back; appends are refused until that succeeds.");
+                        writer.poisoned = Some(format!("{reason}; then {recovery}"));
+                        false
+                    }
+                };
+                partition.publish_high_watermark(writer.synced_next_offset);
+                failures.push((
+                    Arc::as_ptr(partition),
+                    Failure {
+                        reason,
+                        durable_next: writer.synced_next_offset,
+                        recovered,
+                    },
+                ));
+            }
         }
     }
     let mut notified: Vec<*const Topic> = Vec::new();
@@ -127,12 +166,25 @@ fn commit(batch: Vec<AppendRequest>, segment_bytes: u64, stats: &WriterStats) {
                     offset,
                 } => {
                     let partition = &request.topic.partitions[partition_idx];
-                    match &partition.writer.lock().poisoned {
-                        Some(reason) => Err(DeliveryError::Uncertain(format!(
-                            "write or fsync of {}/{} failed: {reason}",
-                            partition.topic, partition.partition
-                        ))),
-                        None => Ok(Delivered {
+                    let failure = failures
+                        .iter()
+                        .find(|(failed, _)| std::ptr::eq(*failed, Arc::as_ptr(partition)))
+                        .map(|(_, failure)| failure);
+                    match failure {
+                        Some(failure) if offset >= failure.durable_next => {
+                            let detail = format!(
+                                "write or fsync of {}/{} failed: {}",
+                                partition.topic, partition.partition, failure.reason
+                            );
+                            if failure.recovered {
+                                Err(DeliveryError::Definite(format!(
+                                    "{detail}; the record is not in the log"
+                                )))
+                            } else {
+                                Err(DeliveryError::Uncertain(detail))
+                            }
+                        }
+                        _ => Ok(Delivered {
                             partition: partition.partition,
                             offset,
                         }),
@@ -142,6 +194,43 @@ fn commit(batch: Vec<AppendRequest>, segment_bytes: u64, stats: &WriterStats) {
             .collect();
         // The caller may have stopped waiting; the records are in the log regardless.
         let _ = request.reply.send(outcomes);
+    }
+}
+
+/// Cuts the active segment back to its durable end and forgets what was written past it,
+/// so that appends go on from there: nothing past that end was acknowledged or shown to
+/// readers. The cut is synced before anyone is told the records are not in the log.
+fn recover(writer: &mut PartitionWriter) -> Result<(), String> {
+    writer
+        .active
+        .file
+        .set_len(writer.synced_len)
+        .and_then(|()| writer.active.file.sync_all())
+        .map_err(|error| {
+            format!(
+                "cutting {} back to {} bytes failed: {error}",
+                writer.active.path.display(),
+                writer.synced_len
+            )
+        })?;
+    writer.pending.clear();
+    writer.segment_len = writer.synced_len;
+    writer.next_offset = writer.synced_next_offset;
+    writer.unsynced = false;
+    let synced_len = writer.synced_len;
+    let mut index = writer.active.index.write();
+    index.retain(|entry| u64::from(entry.position) < synced_len);
+    let last_indexed_position = index.last().map(|entry| u64::from(entry.position));
+    drop(index);
+    writer.last_indexed_position = last_indexed_position;
+    Ok(())
+}
+
+/// Recovery of a partition an earlier commit left in doubt.
+fn retry_recovery(partition: &Partition, writer: &mut PartitionWriter) {
+    if recover(writer).is_ok() {
+        tracing::info!(topic = %partition.topic, partition = partition.partition, "The log partition was cut back to its durable end; appends resume.");
+        writer.poisoned = None;
     }
 }
 
@@ -157,7 +246,7 @@ fn assign(
 ) -> Result<i64, DeliveryError> {
     if let Some(reason) = &writer.poisoned {
         return Err(DeliveryError::Definite(format!(
-            "partition {}/{} stopped accepting appends after an I/O error ({reason}); reopen the store",
+            "partition {}/{} refuses appends after an I/O error ({reason}); retry later",
             partition.topic, partition.partition
         )));
     }
@@ -175,11 +264,13 @@ fn assign(
         let rolled = flush_pending(writer, stats)
             .and_then(|()| partition.roll(writer).map_err(|error| error.to_string()));
         if let Err(reason) = rolled {
-            tracing::error!(topic = %partition.topic, partition = partition.partition, %reason, "Rolling a log segment failed; the partition stops accepting appends.");
-            writer.poisoned = Some(reason);
-            return Err(DeliveryError::Definite(
-                "the log segment could not be rolled".to_owned(),
+            tracing::error!(topic = %partition.topic, partition = partition.partition, %reason, "Rolling a log segment failed.");
+            let error = DeliveryError::Definite(format!(
+                "the log segment of {}/{} could not be rolled: {reason}",
+                partition.topic, partition.partition
             ));
+            writer.poisoned = Some(reason);
+            return Err(error);
         }
     }
     let position = writer.segment_len;
@@ -212,6 +303,8 @@ fn flush_pending(writer: &mut PartitionWriter, stats: &WriterStats) -> Result<()
             .map_err(|error| format!("fsync of {}: {error}", writer.active.path.display()))?;
         stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         writer.unsynced = false;
+        writer.synced_len = writer.segment_len;
+        writer.synced_next_offset = writer.next_offset;
     }
     Ok(())
 }
@@ -221,11 +314,18 @@ fn write_pending(writer: &mut PartitionWriter) -> Result<(), String> {
         return Ok(());
     }
     let start = writer.segment_len - writer.pending.len() as u64;
-    writer
-        .active
-        .file
-        .write_all_at(&writer.pending, start)
-        .map_err(|error| format!("write to {}: {error}", writer.active.path.display()))?;
+    let written = if writer.injected_no_space() {
+        // As a full disk does: part of the bytes land, then ENOSPC.
+        let half = writer.pending.len() / 2;
+        writer
+            .active
+            .file
+            .write_all_at(&writer.pending[..half], start)
+            .and(Err(DiskFaults::no_space()))
+    } else {
+        writer.active.file.write_all_at(&writer.pending, start)
+    };
+    written.map_err(|error| format!("write to {}: {error}", writer.active.path.display()))?;
     writer.pending.clear();
     Ok(())
 }
