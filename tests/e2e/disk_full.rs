@@ -145,6 +145,7 @@ async fn start_fails(data_dir: &Path) -> String {
         admin_token: ADMIN_TOKEN.into(),
         writer_id: "test-writer".into(),
         flags: Default::default(),
+        http: Default::default(),
     };
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
