@@ -100,14 +100,15 @@ impl EmbeddedStore {
             .write(true)
             .open(&lock_path)
             .map_err(|source| io_error(&lock_path, source))?;
-        fs2::FileExt::try_lock_exclusive(&lock).map_err(|error| {
-            io_error(
+        fs4::FileExt::try_lock(&lock).map_err(|error| match error {
+            fs4::TryLockError::WouldBlock => io_error(
                 &lock_path,
                 std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
-                    format!("another process has this log open ({error})"),
+                    "another process has this log open",
                 ),
-            )
+            ),
+            fs4::TryLockError::Error(source) => io_error(&lock_path, source),
         })?;
         let mut topics = HashMap::new();
         for entry in fs::read_dir(dir).map_err(|source| io_error(dir, source))? {

@@ -183,11 +183,17 @@ async fn everything_survives_a_restart_and_appends_continue() {
 #[tokio::test]
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let _store = EmbeddedStore::open(dir.path()).expect("opening");
-    assert!(matches!(
-        EmbeddedStore::open(dir.path()),
-        Err(StreamError::Io { .. })
-    ));
+    let store = EmbeddedStore::open(dir.path()).expect("opening");
+    match EmbeddedStore::open(dir.path()) {
+        Err(StreamError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::WouldBlock);
+            assert_eq!(source.to_string(), "another process has this log open");
+        }
+        other => panic!("a second open was not refused: {:?}", other.map(|_| ())),
+    }
+    // The lock goes with the store: once it is dropped, the directory opens again.
+    drop(store);
+    EmbeddedStore::open(dir.path()).expect("reopening after the first store is gone");
 }
 
 #[tokio::test]
