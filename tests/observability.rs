@@ -615,7 +615,7 @@ fn follows_the_metric_conventions(scrape: &str, families: &BTreeMap<String, Stri
 
 /// Whether `promtool check metrics` passes `exposition`, and what it said.
 fn promtool_check_metrics(promtool: &Path, exposition: &str) -> (bool, String) {
-    let mut child = Command::new(&promtool)
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
