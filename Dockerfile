@@ -2,9 +2,14 @@
 # Multi-stage build of the biglearn binary. The build stage keeps cargo's registry and the
 # target directory in BuildKit cache mounts, so a rebuild after a source change compiles
 # only the changed crates (not rdkafka's bundled librdkafka and every dependency again).
+# The image's binary is stripped (no symbols, no debug info). Only this build sets that,
+# through cargo's profile environment variables: the workspace's release profile keeps the
+# line tables that profiles of the benchmarks use.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
+ENV CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_STRIP=true
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \

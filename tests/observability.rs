@@ -49,6 +49,10 @@ const ALLOWED_LABELS: [&str; 18] = [
     "env",
 ];
 
+/// How every alert's `runbook_url` starts: the base URL of prometheus.yml's external label
+/// `runbook_base_url` (infra/README.md, "Runbook links"), then a path in this repository.
+const RUNBOOK_BASE: &str = "{{ $externalLabels.runbook_base_url }}/";
+
 /// One alert per situation of spec operations.md §7.3 (some situations have two).
 const REQUIRED_ALERTS: [(&str, &str); 20] = [
     ("BiglearnSequenceGap", "warn"),
@@ -400,12 +404,10 @@ fn alert_rules() -> Vec<Yaml> {
         .collect()
 }
 
-/// Metric names of spec operations.md §7.1 (`biglearn_kafka_*` is a pattern, left out).
+/// Metric names of docs/design/operations.md §7.1 (`biglearn_kafka_*` is a pattern, left
+/// out).
 fn spec_metrics() -> BTreeSet<String> {
-    let path = std::env::var("BIGLEARN_SPEC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("../shared/spec/operations.md"));
-    let text = read(&path);
+    let text = read(&repo().join("docs/design/operations.md"));
     let section = text
         .split("### 7.1 Metrics")
         .nth(1)
@@ -511,6 +513,7 @@ async fn every_metric_in_the_dashboards_and_alerts_is_served_after_a_simulated_l
     node.stop().await.unwrap();
 
     let families = families(&scrape);
+    follows_the_metric_conventions(&scrape, &families);
     let mut missing = Vec::new();
     let mut used = BTreeSet::new();
     for (place, expr) in all_expressions() {
@@ -569,6 +572,80 @@ async fn every_metric_in_the_dashboards_and_alerts_is_served_after_a_simulated_l
     );
 }
 
+/// The naming conventions of docs/design/operations.md §7 and Prometheus's: counters end in
+/// `_total` and nothing else does, the standard process metrics are there, and promtool's
+/// linter (`promtool check metrics`, when installed) finds nothing.
+fn follows_the_metric_conventions(scrape: &str, families: &BTreeMap<String, String>) {
+    for (family, kind) in families {
+        assert_eq!(
+            kind == "counter",
+            family.ends_with("_total"),
+            "{family} is a {kind}: counters, and only counters, end in _total"
+        );
+        assert!(
+            family.starts_with("biglearn_") || family.starts_with("process_"),
+            "{family}: not a biglearn_ or process_ metric"
+        );
+    }
+    if cfg!(target_os = "linux") {
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            assert!(families.contains_key(family), "no {family} in /metrics");
+        }
+    }
+    let Some(promtool) = promtool() else {
+        eprintln!(
+            "promtool not found (PATH or .test-broker/bin; scripts/install-promtool.sh installs \
+             it): checked the metric names with the structural checks only"
+        );
+        return;
+    };
+    let (clean, text) = promtool_check_metrics(&promtool, scrape);
+    assert!(
+        clean && text.trim().is_empty(),
+        "promtool check metrics over a loaded node's /metrics:\n{text}"
+    );
+}
+
+/// Whether `promtool check metrics` passes `exposition`, and what it said.
+fn promtool_check_metrics(promtool: &Path, exposition: &str) -> (bool, String) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn promtool_check_metrics_rejects_a_counter_without_total() {
+    // The check above would catch a regression: promtool flags what it is meant to flag.
+    let Some(promtool) = promtool() else {
+        eprintln!("promtool not found: scripts/install-promtool.sh installs it");
+        return;
+    };
+    let bad = "# HELP biglearn_blocks Blocks.\n# TYPE biglearn_blocks counter\nbiglearn_blocks 1\n";
+    let (clean, text) = promtool_check_metrics(&promtool, bad);
+    assert!(!clean, "{text}");
+    assert!(text.contains("should have \"_total\" suffix"), "{text}");
+}
+
 #[test]
 fn the_known_label_values_match_the_domain() {
     use biglearn_telemetry::known_labels;
@@ -605,8 +682,149 @@ const PRODUCTION_DATASOURCE: &str = "prometheus";
 const STAGING_DATASOURCE: &str = "prometheus-staging";
 const MIXED_DATASOURCE: &str = "-- Mixed --";
 
+/// The template variables a dashboard's queries select with: a data source variable, and
+/// the `env` and `instance` variables whose values come from that data source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Selection {
+    datasource: String,
+    env: String,
+    instance: String,
+}
+
+impl Selection {
+    /// The matchers every selector of a query on this data source carries.
+    fn matchers(&self) -> String {
+        format!("env=\"${}\",instance=~\"${}\"", self.env, self.instance)
+    }
+}
+
+/// The template variables of a dashboard by name.
+fn variables(dashboard: &Json) -> BTreeMap<String, Json> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|variable| {
+            let name = variable["name"].as_str().expect("a named variable");
+            (name.to_owned(), variable.clone())
+        })
+        .collect()
+}
+
+/// The selections a dashboard declares, checked: `<prefix>datasource` is a Prometheus data
+/// source variable defaulting to `default_source`, `<prefix>env` lists the `env` values of
+/// that data source (default `default_env`), `<prefix>instance` lists its instances in that
+/// env (multi-valued, "All" by default).
+fn selection(
+    name: &str,
+    variables: &BTreeMap<String, Json>,
+    prefix: &str,
+    default_source: &str,
+    default_env: &str,
+) -> Selection {
+    let selection = Selection {
+        datasource: format!("{prefix}datasource"),
+        env: format!("{prefix}env"),
+        instance: format!("{prefix}instance"),
+    };
+    let variable = |var: &str| -> &Json {
+        variables
+            .get(var)
+            .unwrap_or_else(|| panic!("{name}: no template variable {var}"))
+    };
+    let source = variable(&selection.datasource);
+    assert_eq!(source["type"], "datasource", "{name}: {source}");
+    assert_eq!(source["query"], "prometheus", "{name}: {source}");
+    assert_eq!(
+        source["current"]["value"], default_source,
+        "{name}: {source}"
+    );
+    let source_ref = format!("${{{}}}", selection.datasource);
+    let env = variable(&selection.env);
+    assert_eq!(env["type"], "query", "{name}: {env}");
+    assert_eq!(
+        env["datasource"]["uid"],
+        source_ref.as_str(),
+        "{name}: {env}"
+    );
+    assert_eq!(
+        env["query"]["query"], "label_values(biglearn_build_info, env)",
+        "{name}: {env}"
+    );
+    assert_eq!(env["current"]["value"], default_env, "{name}: {env}");
+    let instance = variable(&selection.instance);
+    assert_eq!(instance["type"], "query", "{name}: {instance}");
+    assert_eq!(
+        instance["datasource"]["uid"],
+        source_ref.as_str(),
+        "{name}: {instance}"
+    );
+    assert_eq!(
+        instance["query"]["query"].as_str(),
+        Some(
+            format!(
+                "label_values(biglearn_build_info{{env=\"${}\"}}, instance)",
+                selection.env
+            )
+            .as_str()
+        ),
+        "{name}: {instance}"
+    );
+    assert_eq!(instance["multi"], true, "{name}: {instance}");
+    assert_eq!(instance["includeAll"], true, "{name}: {instance}");
+    assert_eq!(instance["allValue"], ".+", "{name}: {instance}");
+    selection
+}
+
+/// Every metric reference of `expr` with its `{…}` matchers (empty when it has none).
+fn selectors(expr: &str) -> Vec<(String, String)> {
+    let refs = promql_refs(expr).unwrap_or_else(|error| panic!("{error}: {expr}"));
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i = skip_string(&chars, i).unwrap();
+        } else if c == '[' {
+            i += chars[i..].iter().position(|c| *c == ']').unwrap() + 1;
+        } else if c == '{' {
+            i = label_group(&chars, i, '}').unwrap().1;
+        } else if is_ident_start(c)
+            && (i == 0 || (!is_ident_char(chars[i - 1]) && chars[i - 1] != '$'))
+        {
+            let (ident, end) = ident_at(&chars, i);
+            i = end;
+            if refs.metrics.contains(&ident) {
+                let matchers = if chars.get(end) == Some(&'{') {
+                    let close = label_group(&chars, end, '}').unwrap().1;
+                    i = close;
+                    chars[end + 1..close - 1].iter().collect()
+                } else {
+                    String::new()
+                };
+                out.push((ident, matchers));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 #[test]
-fn dashboards_are_provisioned_and_query_their_environment() {
+fn the_selector_finder_pairs_metrics_with_their_matchers() {
+    assert_eq!(
+        selectors(r#"sum by (le) (rate(a_bucket{env="$env",le="0.2"}[$__rate_interval])) / b"#),
+        [
+            ("a_bucket".to_owned(), r#"env="$env",le="0.2""#.to_owned()),
+            ("b".to_owned(), String::new())
+        ]
+    );
+}
+
+#[test]
+fn dashboards_are_provisioned_and_select_by_datasource_env_and_instance() {
     let provisioned = yaml(&repo().join("infra/grafana/provisioning/datasources/biglearn.yml"));
     let uids: BTreeSet<&str> = provisioned["datasources"]
         .as_sequence()
@@ -635,53 +853,77 @@ fn dashboards_are_provisioned_and_query_their_environment() {
     for name in DASHBOARDS {
         let dashboard = dashboard(name);
         assert!(uids.insert(dashboard["uid"].as_str().unwrap().to_owned()));
-        let staging = name == "staging";
+        let variables = variables(&dashboard);
+        // The staging dashboard shows staging, and production beside it where it compares.
+        let mut selections = if name == "staging" {
+            vec![
+                selection(name, &variables, "", STAGING_DATASOURCE, "staging"),
+                selection(
+                    name,
+                    &variables,
+                    "production_",
+                    PRODUCTION_DATASOURCE,
+                    "production",
+                ),
+            ]
+        } else {
+            vec![selection(
+                name,
+                &variables,
+                "",
+                PRODUCTION_DATASOURCE,
+                "production",
+            )]
+        };
+        assert_eq!(
+            variables.len(),
+            3 * selections.len(),
+            "{name}: unexpected variables {:?}",
+            variables.keys()
+        );
+        for link in dashboard["links"].as_array().into_iter().flatten() {
+            assert_eq!(link["includeVars"], true, "{name}: {link}");
+        }
         let mut n_targets = 0;
+        let mut used = BTreeSet::new();
         for panel in panels(&dashboard) {
+            let title = panel["title"].as_str().unwrap_or("?");
             let panel_source = panel["datasource"]["uid"].as_str();
             for target in panel["targets"].as_array().into_iter().flatten() {
                 n_targets += 1;
-                let source = target["datasource"]["uid"].as_str();
+                let source = target["datasource"]["uid"].as_str().unwrap_or_default();
                 let expr = target["expr"].as_str().unwrap_or_default();
-                let title = panel["title"].as_str().unwrap_or("?");
                 assert!(
-                    panel_source == source || panel_source == Some(MIXED_DATASOURCE),
+                    panel_source == Some(source) || panel_source == Some(MIXED_DATASOURCE),
                     "{name} / {title}: target and panel data sources differ"
                 );
-                assert!(
-                    staging || panel_source != Some(MIXED_DATASOURCE),
-                    "{name} / {title}: only the staging dashboard compares environments"
-                );
-                let expected = match source {
-                    Some(PRODUCTION_DATASOURCE) => "env=\"production\"",
-                    Some(STAGING_DATASOURCE) => "env=\"staging\"",
-                    other => panic!("{name} / {title}: unknown data source {other:?}"),
-                };
-                assert!(
-                    expr.contains(expected) && !expr.contains(other_env(expected)),
-                    "{name} / {title}: {expr} does not select {expected} only"
-                );
-                assert!(
-                    !staging
-                        || source == Some(STAGING_DATASOURCE)
-                        || panel_source == Some(MIXED_DATASOURCE),
-                    "{name} / {title}: a staging panel on the production data source"
-                );
-                assert!(
-                    staging || source == Some(PRODUCTION_DATASOURCE),
-                    "{name} / {title}: a production panel on another data source"
-                );
+                let selection = selections
+                    .iter()
+                    .find(|selection| source == format!("${{{}}}", selection.datasource))
+                    .unwrap_or_else(|| {
+                        panic!("{name} / {title}: data source {source:?} is no variable")
+                    });
+                used.insert(selection.datasource.clone());
+                for literal in ["env=\"production\"", "env=\"staging\"", "env=~", "env!"] {
+                    assert!(
+                        !expr.contains(literal),
+                        "{name} / {title}: {literal} in {expr}: select with the variables"
+                    );
+                }
+                let found = selectors(expr);
+                assert!(!found.is_empty(), "{name} / {title}: no metric in {expr}");
+                for (metric, matchers) in found {
+                    assert!(
+                        matchers.starts_with(&selection.matchers()),
+                        "{name} / {title}: {metric} is not selected by {} ({expr})",
+                        selection.matchers()
+                    );
+                }
             }
         }
         assert!(n_targets >= 6, "{name} has only {n_targets} queries");
-    }
-}
-
-fn other_env(selector: &str) -> &'static str {
-    if selector.contains("production") {
-        "env=\"staging\""
-    } else {
-        "env=\"production\""
+        selections.retain(|selection| !used.contains(&selection.datasource));
+        assert!(selections.is_empty(), "{name}: unused {selections:?}");
     }
 }
 
@@ -727,7 +969,11 @@ fn alert_rules_cover_operations_7_3_and_tell_the_operator_what_to_do() {
             );
         }
         if let Some(runbook) = rule["annotations"]["runbook_url"].as_str() {
-            let (file, anchor) = runbook.split_once('#').expect("a runbook anchor");
+            // Links are absolute: the configurable base, then a file of this repository.
+            let path = runbook.strip_prefix(RUNBOOK_BASE).unwrap_or_else(|| {
+                panic!("{name}: runbook_url {runbook:?} does not start with {RUNBOOK_BASE}")
+            });
+            let (file, anchor) = path.split_once('#').expect("a runbook anchor");
             let heading = read(&repo().join(file))
                 .lines()
                 .filter_map(|line| line.strip_prefix("## "))
@@ -742,6 +988,62 @@ fn alert_rules_cover_operations_7_3_and_tell_the_operator_what_to_do() {
         .map(|(name, severity)| (name.to_string(), severity.to_string()))
         .collect();
     assert_eq!(seen, required);
+
+    // The base comes from prometheus.yml's external label, which never reaches an
+    // Alertmanager as a label; the unit tests render one link with a base.
+    let config = yaml(&repo().join("infra/prometheus/prometheus.yml"));
+    assert_eq!(
+        config["global"]["external_labels"]["runbook_base_url"].as_str(),
+        Some("${BIGLEARN_RUNBOOK_BASE_URL}")
+    );
+    let relabel = &config["alerting"]["alert_relabel_configs"][0];
+    assert_eq!(relabel["action"].as_str(), Some("labeldrop"));
+    assert_eq!(relabel["regex"].as_str(), Some("runbook_base_url"));
+    let compose = yaml(&repo().join("docker-compose.yml"));
+    let prometheus = &compose["services"]["prometheus"];
+    assert!(
+        prometheus["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|arg| arg.as_str() == Some("--enable-feature=expand-external-labels")),
+        "compose's Prometheus does not expand ${{BIGLEARN_RUNBOOK_BASE_URL}}"
+    );
+    assert!(prometheus["environment"]["BIGLEARN_RUNBOOK_BASE_URL"]
+        .as_str()
+        .is_some_and(|value| value.starts_with("${BIGLEARN_RUNBOOK_BASE_URL:-https://")));
+    let unit_tests: Yaml = yaml(&repo().join("infra/prometheus/tests/alerts_test.yml"));
+    let rendered: Vec<String> = unit_tests["tests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|test| {
+            let base = test["external_labels"]["runbook_base_url"].as_str()?;
+            let alerts = test["alert_rule_test"].as_sequence()?;
+            Some(
+                alerts
+                    .iter()
+                    .flat_map(|alert| {
+                        alert["exp_alerts"]
+                            .as_sequence()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .filter_map(|alert| {
+                        alert["exp_annotations"]["runbook_url"]
+                            .as_str()
+                            .filter(|url| url.starts_with(&format!("{base}/docs/")))
+                            .map(str::to_owned)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    assert!(
+        !rendered.is_empty(),
+        "alerts_test.yml renders no runbook link from the runbook_base_url external label"
+    );
 
     // Every alert is exercised by the promtool unit tests.
     let tests = read(&repo().join("infra/prometheus/tests/alerts_test.yml"));
@@ -949,9 +1251,38 @@ fn the_compose_file_runs_kafka_biglearn_prometheus_grafana_and_staging() {
         kafka["KAFKA_PROCESS_ROLES"].as_str(),
         Some("broker,controller")
     );
+    check_kafka_keeps_its_data_and_listens_for_the_host(&services["kafka"]);
 
+    // Every service says when it is healthy (depends_on conditions and `docker compose ps`).
+    for (name, service) in services.as_mapping().unwrap() {
+        let test: Vec<&str> = service["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name:?} has no healthcheck"))
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            test.len() >= 2 && ["CMD", "CMD-SHELL"].contains(&test[0]),
+            "{name:?}: healthcheck test {test:?}"
+        );
+    }
+
+    // One image: biglearn builds it, staging runs it by name and never pulls it.
+    let image = services["biglearn"]["image"]
+        .as_str()
+        .expect("biglearn names the image it builds");
     assert_eq!(services["biglearn"]["build"].as_str(), Some("."));
+    let built: Vec<&str> = services
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, service)| !service["build"].is_null())
+        .filter_map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(built, ["biglearn"], "only biglearn builds an image");
     let staging = &services["biglearn-staging"];
+    assert_eq!(staging["image"].as_str(), Some(image));
+    assert_eq!(staging["pull_policy"].as_str(), Some("never"));
     let profiles: Vec<&str> = staging["profiles"]
         .as_sequence()
         .expect("staging has profiles")
@@ -1034,5 +1365,84 @@ fn the_compose_file_runs_kafka_biglearn_prometheus_grafana_and_staging() {
     assert!(
         dockerfile.contains("--mount=type=cache"),
         "the build stage caches nothing"
+    );
+    // A stripped binary in the image, without changing the workspace's release profile.
+    assert!(
+        dockerfile.contains("CARGO_PROFILE_RELEASE_STRIP=true"),
+        "the image's binary is not stripped"
+    );
+}
+
+/// An environment value of a compose service.
+fn env_value<'a>(service: &'a Yaml, key: &str) -> &'a str {
+    service["environment"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+/// `NAME://host:port` entries of a Kafka listener list, by name.
+fn listeners(list: &str) -> BTreeMap<String, (String, u16)> {
+    list.split(',')
+        .map(|entry| {
+            let (name, address) = entry.split_once("://").expect("NAME://host:port");
+            let (host, port) = address.rsplit_once(':').expect("host:port");
+            (
+                name.to_owned(),
+                (host.to_owned(), port.parse().expect("a port number")),
+            )
+        })
+        .collect()
+}
+
+/// Kafka writes its log dirs on the mounted `kafka-data` volume, and an EXTERNAL listener is
+/// published on the host and advertised as `localhost` for host tools.
+fn check_kafka_keeps_its_data_and_listens_for_the_host(kafka: &Yaml) {
+    let (_, data_dir) = mounts(kafka)
+        .into_iter()
+        .find(|(source, _)| source == "kafka-data")
+        .expect("kafka mounts the kafka-data volume");
+    let log_dirs = env_value(kafka, "KAFKA_LOG_DIRS");
+    for dir in log_dirs.split(',') {
+        assert!(
+            Path::new(dir).starts_with(&data_dir),
+            "KAFKA_LOG_DIRS {dir} is not on the kafka-data volume ({data_dir})"
+        );
+    }
+    assert!(
+        kafka["environment"]["KAFKA_METADATA_LOG_DIR"].is_null(),
+        "the KRaft metadata log must stay in the log dirs"
+    );
+
+    let bound = listeners(env_value(kafka, "KAFKA_LISTENERS"));
+    let advertised = listeners(env_value(kafka, "KAFKA_ADVERTISED_LISTENERS"));
+    let protocols: BTreeMap<&str, &str> = env_value(kafka, "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP")
+        .split(',')
+        .filter_map(|pair| pair.split_once(':'))
+        .collect();
+    for name in bound.keys() {
+        assert!(
+            protocols.contains_key(name.as_str()),
+            "listener {name} has no security protocol"
+        );
+    }
+    assert_eq!(
+        env_value(kafka, "KAFKA_INTER_BROKER_LISTENER_NAME"),
+        "PLAINTEXT"
+    );
+    assert_eq!(advertised["PLAINTEXT"], ("kafka".to_owned(), 9092));
+    let (_, external_port) = bound.get("EXTERNAL").expect("an EXTERNAL listener");
+    let (external_host, advertised_port) =
+        advertised.get("EXTERNAL").expect("EXTERNAL is advertised");
+    assert_eq!(external_host, "localhost", "host tools reach localhost");
+    let published: Vec<&str> = kafka["ports"]
+        .as_sequence()
+        .expect("kafka publishes ports")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        published.contains(&format!("127.0.0.1:{advertised_port}:{external_port}").as_str()),
+        "EXTERNAL (:{external_port}) is not published on the host's loopback at \
+         {advertised_port}: {published:?}"
     );
 }

@@ -292,6 +292,14 @@ async fn every_error_class_has_its_status_body_shape_and_request_id() {
             &["/responses/0/course_uuid"],
         ),
         case(
+            "a day the month does not have (api.md §1.6)",
+            "/record_responses",
+            &[JSON, API],
+            with_item(&|item| item["responded_at"] = json!("2017-02-31T00:00:00Z")),
+            400,
+            &["/responses/0/responded_at"],
+        ),
+        case(
             "uuid without hyphens",
             "/record_responses",
             &[JSON, API],

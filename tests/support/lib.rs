@@ -236,7 +236,7 @@ impl Node {
     }
 }
 
-/// The recorded Tutor exchanges of `../shared/examples/biglearn-api`, in replay order.
+/// The recorded Tutor exchanges of `testdata/biglearn-api`, in replay order.
 pub fn recorded_examples() -> Vec<(String, Value)> {
     let dir = examples_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -260,12 +260,9 @@ pub fn recorded_examples() -> Vec<(String, Value)> {
         .collect()
 }
 
-/// `../shared/examples/biglearn-api` relative to the workspace (or `BIGLEARN_EXAMPLES`).
+/// `testdata/biglearn-api` of the repository (testdata/README.md says where it comes from).
 pub fn examples_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("BIGLEARN_EXAMPLES") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/examples/biglearn-api")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/biglearn-api")
 }
 
 /// A raw HTTP answer.

@@ -1,109 +1,110 @@
-//! Parsing of Tutor's datetimes (spec api.md §1.6) without a clock: pure date arithmetic.
+//! Tutor's datetimes (spec api.md §1.6), parsed and formatted with the `time` crate: pure
+//! calendar arithmetic, no clock.
+//!
+//! The accepted form is the schema's regex, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (UTC only, `T`
+//! and `Z` in either case, at most 6 fractional digits), and a real calendar date:
+//! `2017-02-31` is refused with its own error so that the request's 400 says why.
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (UTC only, at most 6 fractional digits) to
-/// microseconds since the Unix epoch. Second 60 is read as 59.999999.
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+/// The shape of §1.6 for the `time` parser (the leap second is handled before it).
+const TUTOR_DATETIME: &[BorrowedFormatItem<'static>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day][first [T] [t]][hour]:[minute]:[second][optional [.[subsecond digits:1+]]][first [Z] [z]]"
+);
+
+/// How every formatted datetime looks: always 6 fractional digits, `Z`.
+const FORMATTED: &[BorrowedFormatItem<'static>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+/// At most this many fractional digits (microseconds).
+const MAX_FRACTION_DIGITS: usize = 6;
+
+/// Why a text is not a Tutor datetime.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatetimeError {
+    /// Not of the form of §1.6 (or a field out of its range, such as hour 24).
+    #[error("expected a UTC datetime YYYY-MM-DDTHH:MM:SS[.ffffff]Z (at most 6 fractional digits)")]
+    Format,
+    /// Of the right form, but the day does not exist in that month (`2017-02-31`).
+    #[error("{date} is not a calendar date (that month has fewer days)")]
+    NoSuchDate {
+        /// The `YYYY-MM-DD` part of the text.
+        date: String,
+    },
+}
+
+/// Parses a Tutor datetime to microseconds since the Unix epoch. Second 60 (a leap second,
+/// which the format allows at any minute) is read as 59.999999.
+pub fn parse_datetime(text: &str) -> Result<i64, DatetimeError> {
+    // The `time` parser takes a sign before the year; the schema wants 4 digits.
+    if !text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        return Err(DatetimeError::Format);
+    }
+    let fraction_digits = text.split_once('.').map_or(0, |(_, rest)| {
+        rest.bytes().take_while(u8::is_ascii_digit).count()
+    });
+    if fraction_digits > MAX_FRACTION_DIGITS {
+        return Err(DatetimeError::Format);
+    }
+    // `time` has no second 60: parse it as 59 and read the instant as 59.999999.
+    let leap = text.get(17..19) == Some("60") && text.get(16..17) == Some(":");
+    let parsed = if leap {
+        let mut shifted = String::with_capacity(text.len());
+        shifted.push_str(&text[..17]);
+        shifted.push_str("59");
+        shifted.push_str(&text[19..]);
+        PrimitiveDateTime::parse(&shifted, TUTOR_DATETIME)
+    } else {
+        PrimitiveDateTime::parse(text, TUTOR_DATETIME)
+    };
+    let datetime =
+        parsed.map_err(|error| match error {
+            time::error::Parse::TryFromParsed(time::error::TryFromParsed::ComponentRange(
+                range,
+            )) if range.name() == "day" => DatetimeError::NoSuchDate {
+                date: text[..10].to_owned(),
+            },
+            _ => DatetimeError::Format,
+        })?;
+    let datetime = if leap {
+        datetime
+            .replace_microsecond(999_999)
+            .expect("999 999 µs is a valid microsecond")
+    } else {
+        datetime
+    };
+    let nanos = datetime.assume_utc().unix_timestamp_nanos();
+    Ok(i64::try_from(nanos / 1_000).expect("years 0000..=9999 fit in i64 microseconds"))
+}
+
+/// [`parse_datetime`], without the reason.
 pub fn parse_datetime_micros(text: &str) -> Option<i64> {
-    let bytes = text.as_bytes();
-    if bytes.len() < 20 {
-        return None;
-    }
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let mut value = 0i64;
-        for &byte in bytes.get(range)? {
-            if !byte.is_ascii_digit() {
-                return None;
-            }
-            value = value * 10 + i64::from(byte - b'0');
-        }
-        Some(value)
-    };
-    let year = digits(0..4)?;
-    let month = digits(5..7)?;
-    let day = digits(8..10)?;
-    let hour = digits(11..13)?;
-    let minute = digits(14..16)?;
-    let second = digits(17..19)?;
-    if bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't') {
-        return None;
-    }
-    if bytes[13] != b':' || bytes[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let rest = &bytes[19..];
-    let (fraction_micros, zone) = match rest.first() {
-        Some(b'.') => {
-            let n_digits = rest[1..].iter().take_while(|b| b.is_ascii_digit()).count();
-            if !(1..=6).contains(&n_digits) {
-                return None;
-            }
-            let mut micros = digits(20..20 + n_digits)?;
-            for _ in n_digits..6 {
-                micros *= 10;
-            }
-            (micros, &rest[1 + n_digits..])
-        }
-        _ => (0, rest),
-    };
-    if zone != b"Z" && zone != b"z" {
-        return None;
-    }
-    let (second, fraction_micros) = if second == 60 {
-        (59, 999_999)
-    } else {
-        (second, fraction_micros)
-    };
-    let days = days_from_civil(year, month, day);
-    Some(((days * 24 + hour) * 60 + minute) * 60_000_000 + second * 1_000_000 + fraction_micros)
+    parse_datetime(text).ok()
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = if year >= 0 { year } else { year - 399 } / 400;
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+/// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Instants outside
+/// years 0000..=9999 (which no parsed datetime and no clock produces) are clamped to them.
 pub fn format_datetime_micros(micros: i64) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    let micros_of_day = micros.rem_euclid(86_400_000_000);
-    let (year, month, day) = civil_from_days(days);
-    let seconds = micros_of_day / 1_000_000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        seconds / 3600,
-        (seconds / 60) % 60,
-        seconds % 60,
-        micros_of_day % 1_000_000
-    )
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let min = OffsetDateTime::new_utc(
+        time::Date::from_calendar_date(0, time::Month::January, 1).expect("a calendar date"),
+        time::Time::MIDNIGHT,
+    );
+    let max = OffsetDateTime::new_utc(
+        time::Date::from_calendar_date(9999, time::Month::December, 31).expect("a calendar date"),
+        time::Time::from_hms_micro(23, 59, 59, 999_999).expect("a time of day"),
+    );
+    let nanos = i128::from(micros) * 1_000;
+    let datetime = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(if micros < 0 { min } else { max })
+        .clamp(min, max);
+    datetime
+        .format(FORMATTED)
+        .expect("every instant of years 0000..=9999 formats")
 }
 
 #[cfg(test)]
@@ -120,27 +121,110 @@ mod tests {
         check("1970-01-01T00:00:01.5Z", Some(1_500_000));
         check("2017-06-27T23:26:48.986100Z", Some(1_498_606_008_986_100));
         check("2017-06-27t23:26:48.986100z", Some(1_498_606_008_986_100));
+        check("2017-06-27T23:26:48.9861Z", Some(1_498_606_008_986_100));
         check("2016-12-31T23:59:60Z", Some(1_483_228_799_999_999));
+        check("2016-12-31T23:59:60.25Z", Some(1_483_228_799_999_999));
+        check("2017-06-27T12:30:60Z", Some(1_498_566_659_999_999));
         check("1969-12-31T23:59:59Z", Some(-1_000_000));
+        check("2016-02-29T00:00:00Z", Some(1_456_704_000_000_000));
+        check("2000-02-29T00:00:00Z", Some(951_782_400_000_000));
+        check("0000-01-01T00:00:00Z", Some(-62_167_219_200_000_000));
+        check("9999-12-31T23:59:59.999999Z", Some(253_402_300_799_999_999));
+    }
+
+    #[test]
+    fn every_recorded_tutor_datetime_shape_parses() {
+        // The shapes of testdata/biglearn-api: seconds, milliseconds and microseconds.
+        check("2017-06-27T23:26:48Z", Some(1_498_606_008_000_000));
+        check("2017-06-27T23:26:48.986Z", Some(1_498_606_008_986_000));
+        check("2017-06-27T23:26:48.986123Z", Some(1_498_606_008_986_123));
     }
 
     #[test]
     fn rejects_what_the_schema_rejects() {
-        check("2017-06-27T23:26:48+00:00", None);
-        check("2017-06-27T23:26:48.1234567Z", None);
-        check("2017-13-27T23:26:48Z", None);
-        check("2017-06-27 23:26:48Z", None);
-        check("2017-06-27T24:00:00Z", None);
-        check("2017-06-27T23:26:48.Z", None);
+        for text in [
+            "2017-06-27T23:26:48+00:00",
+            "2017-06-27T23:26:48.1234567Z",
+            "2017-13-27T23:26:48Z",
+            "2017-06-27 23:26:48Z",
+            "2017-06-27T24:00:00Z",
+            "2017-06-27T23:26:48.Z",
+            "2017-06-27T23:26:61Z",
+            "2017-06-27T23:60:00Z",
+            "2017-06-32T23:26:48Z",
+            "2017-06-00T23:26:48Z",
+            "+2017-06-27T23:26:48Z",
+            "-2017-06-27T23:26:48Z",
+            "12017-06-27T23:26:48Z",
+            "217-06-27T23:26:48Z",
+            "2017-6-27T23:26:48Z",
+            "2017-06-27T23:26:48ZZ",
+            "2017-06-27T23:26:48",
+            "2017-06-27",
+            "",
+            "２017-06-27T23:26:48Z",
+        ] {
+            assert_eq!(parse_datetime(text), Err(DatetimeError::Format), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_days_a_month_does_not_have() {
+        for (text, date) in [
+            ("2017-02-31T00:00:00Z", "2017-02-31"),
+            ("2017-02-29T00:00:00Z", "2017-02-29"),
+            ("1900-02-29T00:00:00Z", "1900-02-29"),
+            ("2017-04-31T12:00:00.5Z", "2017-04-31"),
+            ("2017-11-31t00:00:60z", "2017-11-31"),
+        ] {
+            assert_eq!(
+                parse_datetime(text),
+                Err(DatetimeError::NoSuchDate {
+                    date: date.to_owned()
+                }),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            DatetimeError::NoSuchDate {
+                date: "2017-02-31".into()
+            }
+            .to_string(),
+            "2017-02-31 is not a calendar date (that month has fewer days)"
+        );
     }
 
     #[test]
     fn formatting_round_trips() {
-        for micros in [0, 1_498_606_008_986_100, -1_000_000, 4_102_444_800_000_000] {
+        for micros in [
+            0,
+            1_498_606_008_986_100,
+            -1_000_000,
+            4_102_444_800_000_000,
+            -62_167_219_200_000_000,
+            253_402_300_799_999_999,
+        ] {
             assert_eq!(
                 parse_datetime_micros(&format_datetime_micros(micros)),
                 Some(micros)
             );
         }
+        assert_eq!(
+            format_datetime_micros(1_498_606_008_986_100),
+            "2017-06-27T23:26:48.986100Z"
+        );
+        assert_eq!(format_datetime_micros(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn formatting_clamps_instants_beyond_year_9999() {
+        assert_eq!(
+            format_datetime_micros(i64::MAX),
+            "9999-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            format_datetime_micros(i64::MIN),
+            "0000-01-01T00:00:00.000000Z"
+        );
     }
 }

@@ -496,6 +496,34 @@ fn bad_datetimes() {
 }
 
 #[test]
+fn impossible_calendar_dates_name_their_field() {
+    check(
+        Endpoint::CreateCourse,
+        with(create_course(), "/ends_at", json!("2017-02-31T00:00:00Z")),
+        &[(
+            "/ends_at",
+            "2017-02-31 is not a calendar date (that month has fewer days)",
+        )],
+    );
+    check(
+        Endpoint::RecordResponses,
+        responses(vec![
+            response(),
+            with(response(), "/responded_at", json!("2018-04-31T10:00:00.5Z")),
+        ]),
+        &[(
+            "/responses/1/responded_at",
+            "2018-04-31 is not a calendar date (that month has fewer days)",
+        )],
+    );
+    check(
+        Endpoint::CreateCourse,
+        with(create_course(), "/starts_at", json!("2016-02-29T00:00:00Z")),
+        &[],
+    );
+}
+
+#[test]
 fn sequence_number_zero_on_a_course_event() {
     check(
         Endpoint::RecordResponses,

@@ -1,4 +1,4 @@
-//! Every recorded Tutor request (shared/examples/biglearn-api, not legacy/) validates and converts.
+//! Every recorded Tutor request (testdata/biglearn-api, not legacy/) validates and converts.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use biglearn_gateway::requests::{
 use serde_json::Value;
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples/biglearn-api")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/biglearn-api")
 }
 
 /// (file name, endpoint, request body) of every recorded example.

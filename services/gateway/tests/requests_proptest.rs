@@ -11,8 +11,7 @@ use proptest::sample::Index;
 use serde_json::{Map, Number, Value};
 
 fn recorded_examples() -> Vec<(Endpoint, Value)> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples/biglearn-api");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/biglearn-api");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
         .map(|entry| entry.unwrap().path())

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rand::seq::SliceRandom;
+use rand::seq::IndexedRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -196,7 +196,7 @@ impl Content {
         let mut chapter_pages = Vec::new();
         for _ in 0..n_chapters {
             chapter_cnx.push(random_uuid(rng));
-            let n_pages = rng.gen_range(3..=4u32);
+            let n_pages = rng.random_range(3..=4u32);
             let first = page_cnx.len() as u32;
             for _ in 0..n_pages {
                 page_cnx.push(random_uuid(rng));
@@ -211,9 +211,12 @@ impl Content {
             for group_idx in 0..=GROUPS_PER_PAGE {
                 let only_in_v2 = group_idx == GROUPS_PER_PAGE;
                 let group = self.groups.len() as GroupId;
-                let mut loadings = vec![(concept as u32, rng.gen_range(0.6..1.6))];
-                if concept > 0 && rng.gen_bool(CROSS_LOADING_SHARE) {
-                    loadings.push((rng.gen_range(0..concept) as u32, rng.gen_range(0.2..0.7)));
+                let mut loadings = vec![(concept as u32, rng.random_range(0.6..1.6))];
+                if concept > 0 && rng.random_bool(CROSS_LOADING_SHARE) {
+                    loadings.push((
+                        rng.random_range(0..concept) as u32,
+                        rng.random_range(0.2..0.7),
+                    ));
                 }
                 self.groups.push(Group {
                     uuid: random_uuid(rng),
@@ -229,12 +232,12 @@ impl Content {
                 let (mut in_v1, mut in_v2) = (vec![first], vec![first]);
                 if only_in_v2 {
                     in_v1.clear();
-                } else if rng.gen_bool(TWO_VERSION_SHARE) {
+                } else if rng.random_bool(TWO_VERSION_SHARE) {
                     let second = self.push_exercise(rng, group, 2);
                     in_v1.push(second);
                     in_v2 = vec![second];
                 }
-                if !only_in_v2 && rng.gen_bool(NEW_VERSION_SHARE) {
+                if !only_in_v2 && rng.random_bool(NEW_VERSION_SHARE) {
                     let version = in_v2.len() as u32 + 1;
                     in_v2 = vec![self.push_exercise(rng, group, version)];
                 }

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -190,7 +190,7 @@ impl Course {
         let book = idx % content.books.len();
         let uuid = random_uuid(&mut rng);
         let start = config.start_micros;
-        let setup_at = start - 3 * DAY + rng.gen_range(0..8 * HOUR);
+        let setup_at = start - 3 * DAY + rng.random_range(0..8 * HOUR);
         let n_periods = config.periods_per_course.max(1);
         let periods: Vec<(Uuid, i64)> = (0..n_periods)
             .map(|_| (random_uuid(&mut rng), setup_at - HOUR))
@@ -657,9 +657,9 @@ impl Course {
                 None,
             ));
             // 92 % of students work on it, some of them late.
-            if self.rng.gen_bool(0.92) {
-                let window = (due_at - opens_at) + if self.rng.gen_bool(0.1) { DAY } else { 0 };
-                let session_at = opens_at + self.rng.gen_range(0..window);
+            if self.rng.random_bool(0.92) {
+                let window = (due_at - opens_at) + if self.rng.random_bool(0.1) { DAY } else { 0 };
+                let session_at = opens_at + self.rng.random_range(0..window);
                 let key = self.next_assignment;
                 self.push_action(session_at, Action::Session { assignment: key });
             }
@@ -772,7 +772,7 @@ impl Course {
         fallback_pes.shuffle(&mut rng);
         fallback_pes.truncate(assignment.goal_pes as usize);
         let spe_chapter = if assignment.chapter > 0 {
-            rng.gen_range(0..assignment.chapter)
+            rng.random_range(0..assignment.chapter)
         } else {
             assignment.chapter
         };
@@ -869,13 +869,13 @@ impl Course {
         let ecosystem_uuid = ecosystem.to_string();
         let student_uuid = student.uuid.to_string();
         for &(trial, exercise) in &trials {
-            let n_answers = if rng.gen_bool(0.05) { 2 } else { 1 };
+            let n_answers = if rng.random_bool(0.05) { 2 } else { 1 };
             for _ in 0..n_answers {
-                responded_at += rng.gen_range(20 * SECOND..120 * SECOND);
+                responded_at += rng.random_range(20 * SECOND..120 * SECOND);
                 let group = content.group_of(exercise);
                 let p = content.p_correct(group, &student.knowledge);
-                let is_correct = rng.gen::<f64>() < p;
-                let is_real = rng.gen_bool(0.97);
+                let is_correct = rng.random::<f64>() < p;
+                let is_real = rng.random_bool(0.97);
                 for &(concept, w) in &content.groups[group as usize].loadings {
                     learn(student, concept as usize, w);
                 }
@@ -902,7 +902,7 @@ impl Course {
         let mut start = 0;
         while start < answers.len() {
             let size = rng
-                .gen_range(1..=MAX_RESPONSES_PER_REQUEST)
+                .random_range(1..=MAX_RESPONSES_PER_REQUEST)
                 .min(answers.len() - start);
             let mut chunk = Vec::with_capacity(size);
             let mut seqs = Vec::with_capacity(size);
@@ -1230,7 +1230,7 @@ fn new_student(
         enrolled_at,
         last_change_at: enrolled_at,
         dropped_at: None,
-        learning_rate: rng.gen_range(0.03..0.12),
+        learning_rate: rng.random_range(0.03..0.12),
         knowledge: initial.clone(),
         initial,
         open_groups: Vec::new(),

@@ -96,7 +96,7 @@ impl FaultPlan {
     pub(crate) fn choose(&mut self, request: &TutorRequest) -> Option<FaultKind> {
         let mut chosen = None;
         for fault in &self.faults {
-            let hit = self.rng.gen::<f64>() < fault.probability;
+            let hit = self.rng.random::<f64>() < fault.probability;
             if hit && chosen.is_none() && eligible(fault.kind, request) {
                 chosen = Some(fault.kind);
             }

@@ -107,7 +107,7 @@ async fn everything_survives_a_restart_and_appends_continue() {
 #[tokio::test]
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let _store = EmbeddedStore::open(dir.path()).expect("opening");
+    let store = EmbeddedStore::open(dir.path()).expect("opening");
     match EmbeddedStore::open(dir.path()) {
         Err(error @ StreamError::Locked { .. }) => {
             assert!(error.to_string().contains("stop that one first"), "{error}")
@@ -115,6 +115,9 @@ async fn a_second_open_of_the_same_directory_is_refused() {
         Err(other) => panic!("a held lock is not an I/O error: {other}"),
         Ok(_) => panic!("a second open succeeded"),
     }
+    // The lock goes with the store: once it is dropped, the directory opens again.
+    drop(store);
+    EmbeddedStore::open(dir.path()).expect("reopening after the first store is gone");
 }
 
 #[tokio::test]

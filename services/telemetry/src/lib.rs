@@ -12,7 +12,8 @@
 //! Does not: serve HTTP (the gateway renders [`Metrics::render`] at `/metrics`).
 //!
 //! Modules: this file only, with the inline [`known_labels`] (label values whose series
-//! exist from registration on).
+//! exist from registration on). Each registry also serves the standard `process_*` metrics
+//! (Linux).
 
 use std::time::Duration;
 
@@ -215,6 +216,20 @@ fn latency_buckets() -> Vec<f64> {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         60.0, 300.0,
     ]
+}
+
+/// The standard `process_*` metrics of this process (CPU seconds, resident and virtual
+/// memory, open and maximum file descriptors, start time, threads), read from /proc at each
+/// scrape. Linux only: elsewhere the prometheus crate has no process collector.
+fn register_process_metrics(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process collector is registered once per registry");
+    #[cfg(not(target_os = "linux"))]
+    let _ = registry;
 }
 
 impl std::fmt::Debug for Metrics {
@@ -528,6 +543,7 @@ impl Metrics {
         };
         metrics.build_info.with_label_values(&[version]).set(1);
         metrics.up.set(1.0);
+        register_process_metrics(&metrics.registry);
         metrics.create_known_series();
         metrics
     }
@@ -934,6 +950,40 @@ mod tests {
                 .iter()
                 .any(|suffix| names.contains(&format!("{family}{suffix}")));
         assert!(rendered, "{family} is not rendered by a fresh registry");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn every_registry_serves_the_process_metrics() {
+        let text = Metrics::new("test").render();
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family} is not rendered"
+            );
+        }
+        let resident = text
+            .lines()
+            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .expect("a resident memory sample");
+        assert!(resident > 0.0, "resident memory {resident}");
+    }
+
+    #[test]
+    fn counters_and_only_counters_end_in_total() {
+        let text = Metrics::new("test").render();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (family, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(kind == "counter", family.ends_with("_total"), "{line}");
+            }
+        }
     }
 
     #[test]

@@ -298,11 +298,8 @@ impl Walker {
             }
             Schema::Datetime => {
                 if let Some(text) = self.expect_string(value) {
-                    if biglearn_domain::time::parse_datetime_micros(text).is_none() {
-                        self.error(
-                            "expected a UTC datetime YYYY-MM-DDTHH:MM:SS[.ffffff]Z \
-                             (at most 6 fractional digits)",
-                        );
+                    if let Err(error) = biglearn_domain::time::parse_datetime(text) {
+                        self.error(error.to_string());
                     }
                 }
             }
@@ -588,7 +585,7 @@ mod tests {
             "2017-06-27t23:26:48z",
             "2017-06-27T23:59:60Z",
             "0000-01-31T00:00:00.1Z",
-            "2017-02-31T19:00:00Z",
+            "2016-02-29T19:00:00Z",
         ];
         let invalid = [
             "2017-06-27T23:26:48.9861001Z",
@@ -611,6 +608,18 @@ mod tests {
             check(&DATETIME, json!(text), &[]);
         }
         for text in invalid {
+            check(&DATETIME, json!(text), &[("", message)]);
+        }
+        for (text, message) in [
+            (
+                "2017-02-31T19:00:00Z",
+                "2017-02-31 is not a calendar date (that month has fewer days)",
+            ),
+            (
+                "2017-02-29T00:00:00Z",
+                "2017-02-29 is not a calendar date (that month has fewer days)",
+            ),
+        ] {
             check(&DATETIME, json!(text), &[("", message)]);
         }
     }
