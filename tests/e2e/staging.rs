@@ -522,6 +522,67 @@ async fn wait_topic_settled(source: &KafkaSource, topic: &str, quiet: Duration) 
     }
 }
 
+/// Runs a simulated workload against `production` (all roles), waits until its models
+/// have settled, then recomputes every result with the final models (online rebuild) and
+/// waits until its results have settled. Returns the models topic's high watermarks.
+async fn drive_production_to_final_models(
+    production: &Node,
+    observer: &KafkaSource,
+    production_prefix: &str,
+    seed: u64,
+) -> Vec<i64> {
+    let run = biglearn_simulator::run_simulation(simulation(production.base(), seed))
+        .await
+        .unwrap();
+    assert!(run.is_success(), "{}", run.to_table());
+    let models_topic = format!("{production_prefix}.models");
+    // The SPARFA consumer first joins its group, then fits: wait for a first model.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while observer
+        .high_watermarks(&models_topic)
+        .await
+        .unwrap()
+        .iter()
+        .sum::<i64>()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no model was fitted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let models = wait_topic_settled(observer, &models_topic, Duration::from_secs(10)).await;
+    assert!(models.iter().sum::<i64>() > 0, "production fitted models");
+
+    // Production computed each result with the model latest at that moment, and later
+    // models dirty nothing (spec scheduler.md §4); an online rebuild recomputes every
+    // target with the final models, as staging computes them after its catch-up.
+    let (code, started) = production.admin("/admin/rebuild", &json!({})).await;
+    assert_eq!(
+        (code, started["status"].as_str()),
+        (200, Some("started")),
+        "{started}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, answer) = production.admin("/admin/rebuild_status", &json!({})).await;
+        if answer["status"] == "finished" {
+            break;
+        }
+        assert_ne!(answer["status"], "failed", "{answer}");
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_topic_settled(
+        observer,
+        &format!("{production_prefix}.results"),
+        Duration::from_secs(5),
+    )
+    .await;
+    models
+}
+
 /// Issue 18 item 6 (spec operations.md O7): staging follows production's `<prefix>.models`
 /// read-only by default, so once both have caught up and computed from the same inputs,
 /// staging's `biglearn_sparfa` results equal production's by content; staging fits and
@@ -546,58 +607,11 @@ async fn staging_serves_production_biglearn_sparfa_results_from_production_model
         vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
     )
     .await;
-    let run = biglearn_simulator::run_simulation(simulation(production.base(), 31))
-        .await
-        .unwrap();
-    assert!(run.is_success(), "{}", run.to_table());
     let observer = KafkaSource::connect(SourceConfig::new(&bootstrap, "e2e-observer"))
         .await
         .unwrap();
-    let models_topic = format!("{production_prefix}.models");
-    // The SPARFA consumer first joins its group, then fits: wait for a first model.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while observer
-        .high_watermarks(&models_topic)
-        .await
-        .unwrap()
-        .iter()
-        .sum::<i64>()
-        == 0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no model was fitted"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let models = wait_topic_settled(&observer, &models_topic, Duration::from_secs(10)).await;
-    assert!(models.iter().sum::<i64>() > 0, "production fitted models");
-
-    // Production computed each result with the model latest at that moment, and later
-    // models dirty nothing (spec scheduler.md §4); an online rebuild recomputes every
-    // target with the final models, as staging computes them after its catch-up.
-    let (code, started) = production.admin("/admin/rebuild", &json!({})).await;
-    assert_eq!(
-        (code, started["status"].as_str()),
-        (200, Some("started")),
-        "{started}"
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, answer) = production.admin("/admin/rebuild_status", &json!({})).await;
-        if answer["status"] == "finished" {
-            break;
-        }
-        assert_ne!(answer["status"], "failed", "{answer}");
-        assert!(tokio::time::Instant::now() < deadline, "{answer}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    wait_topic_settled(
-        &observer,
-        &format!("{production_prefix}.results"),
-        Duration::from_secs(5),
-    )
-    .await;
+    let models =
+        drive_production_to_final_models(&production, &observer, &production_prefix, 31).await;
     let before_staging = production_watermarks(&observer, &production_prefix).await;
 
     let staging_dir = tempfile::tempdir().unwrap();
@@ -774,6 +788,103 @@ async fn staging_without_production_models_refuses_to_start_and_says_why() {
         "{error}"
     );
     drop(creator);
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
+}
+
+/// O7 with pseudonymised students: a `ModelComputed` holds no learner id, so staging
+/// serves, for `pseudo(s)`, the `biglearn_sparfa` CLUEs production serves for `s`, computed
+/// from production's models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudonymised_staging_serves_production_sparfa_clues_under_pseudonyms() {
+    let broker = tokio::task::spawn_blocking(TestBroker::start)
+        .await
+        .expect("the broker starts");
+    let bootstrap = broker.bootstrap().to_owned();
+    let production_prefix = unique_topic_prefix("e2e-pmodels-prod");
+    let staging_prefix = unique_topic_prefix("e2e-pmodels");
+    let production_dir = tempfile::tempdir().unwrap();
+    let production = Node::start_with_roles(
+        production_dir.path(),
+        TestBackend::Kafka {
+            bootstrap: bootstrap.clone(),
+            prefix: production_prefix.clone(),
+        },
+        Default::default(),
+        vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+    )
+    .await;
+    let observer = KafkaSource::connect(SourceConfig::new(&bootstrap, "e2e-observer"))
+        .await
+        .unwrap();
+    drive_production_to_final_models(&production, &observer, &production_prefix, 41).await;
+
+    let pseudonymizer = Pseudonymizer::new(vec![7; 32]).unwrap();
+    let staging_dir = tempfile::tempdir().unwrap();
+    let staging = StagingNode::start(
+        staging_dir.path(),
+        &bootstrap,
+        &production_prefix,
+        &staging_prefix,
+        Some(pseudonymizer.clone()),
+    )
+    .await;
+    staging.wait_ready(Duration::from_secs(120)).await;
+    wait_topic_settled(
+        &observer,
+        &format!("{staging_prefix}.results"),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let ours = served_results(&production.base()).await;
+    let theirs = served_results(&staging.base()).await;
+    let mut n_compared = 0;
+    for (key, (_, content)) in &ours {
+        let parts: Vec<&str> = key.split('|').collect();
+        let their_key = match parts.as_slice() {
+            ["student_clue", student, container, "biglearn_sparfa"] => {
+                let student = uuid::Uuid::parse_str(student).unwrap();
+                format!(
+                    "student_clue|{}|{container}|biglearn_sparfa",
+                    pseudonymizer.pseudo(student)
+                )
+            }
+            ["teacher_clue", _, _, "biglearn_sparfa"] => key.clone(),
+            _ => continue,
+        };
+        let (_, their_content) = theirs
+            .get(&their_key)
+            .unwrap_or_else(|| panic!("staging serves {their_key} (production's {key})"));
+        let expected = replace_students(content.clone(), &pseudonymizer, &mut 0);
+        let (expected, served) = (
+            biglearn_staging::compare::normalized_content(&expected),
+            biglearn_staging::compare::normalized_content(their_content),
+        );
+        if parts[0] == "student_clue" {
+            assert_eq!(expected, served, "{key}");
+        } else {
+            // A teacher CLUE sums over the container's students in uuid order, and
+            // pseudonyms reorder them: equal up to floating-point summation order.
+            let (ours, theirs) = (&expected["clue_data"], &served["clue_data"]);
+            for field in ["is_real", "ecosystem_uuid"] {
+                assert_eq!(ours[field], theirs[field], "{key}");
+            }
+            for field in ["minimum", "most_likely", "maximum"] {
+                let (a, b) = (
+                    ours[field].as_f64().unwrap(),
+                    theirs[field].as_f64().unwrap(),
+                );
+                assert!((a - b).abs() <= 1e-12, "{key} {field}: {a} vs {b}");
+            }
+        }
+        n_compared += 1;
+    }
+    assert!(n_compared > 0, "production serves biglearn_sparfa CLUEs");
+    eprintln!("{n_compared} biglearn_sparfa CLUEs equal under pseudonyms");
+    staging.stop().await;
+    production.stop().await.unwrap();
     tokio::task::spawn_blocking(move || drop(broker))
         .await
         .unwrap();
