@@ -13,6 +13,7 @@ mod kafka;
 mod metrics;
 mod projections;
 mod races;
+mod readiness;
 mod restart;
 mod results;
 mod scheduler;

@@ -38,6 +38,38 @@ fn simulation(target: String, seed: u64) -> SimulateConfig {
     }
 }
 
+/// The configuration of a staging process reading `source_prefix` on the test broker:
+/// roles reader and projector, following production's models (no `--own-sparfa`).
+fn staging_config(
+    data_dir: &Path,
+    bootstrap: &str,
+    source_prefix: &str,
+    prefix: &str,
+    pseudonymizer: Option<Pseudonymizer>,
+) -> RunConfig {
+    RunConfig {
+        data_dir: data_dir.to_owned(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        backend: Backend::Staging(Box::new(StagingBackend {
+            source: SourceConfig::new(bootstrap, prefix),
+            source_prefix: source_prefix.to_owned(),
+            target: Backend::Kafka {
+                bootstrap_servers: bootstrap.to_owned(),
+                single_broker: true,
+            },
+            pseudonymizer,
+            own_sparfa: false,
+        })),
+        topic_prefix: prefix.to_owned(),
+        roles: vec![Role::Reader, Role::Projector],
+        api_token: API_TOKEN.into(),
+        admin_token: ADMIN_TOKEN.into(),
+        writer_id: format!("staging.{prefix}"),
+        flags: Default::default(),
+        http: Default::default(),
+    }
+}
+
 /// A staging process in this test process.
 struct StagingNode {
     addr: SocketAddr,
@@ -53,26 +85,17 @@ impl StagingNode {
         prefix: &str,
         pseudonymizer: Option<Pseudonymizer>,
     ) -> StagingNode {
-        let config = RunConfig {
-            data_dir: data_dir.to_owned(),
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            backend: Backend::Staging(Box::new(StagingBackend {
-                source: SourceConfig::new(bootstrap, prefix),
-                source_prefix: source_prefix.to_owned(),
-                target: Backend::Kafka {
-                    bootstrap_servers: bootstrap.to_owned(),
-                    single_broker: true,
-                },
-                pseudonymizer,
-            })),
-            topic_prefix: prefix.to_owned(),
-            roles: vec![Role::Reader, Role::Projector],
-            api_token: API_TOKEN.into(),
-            admin_token: ADMIN_TOKEN.into(),
-            writer_id: format!("staging.{prefix}"),
-            flags: Default::default(),
-            http: Default::default(),
-        };
+        StagingNode::start_with(staging_config(
+            data_dir,
+            bootstrap,
+            source_prefix,
+            prefix,
+            pseudonymizer,
+        ))
+        .await
+    }
+
+    async fn start_with(config: RunConfig) -> StagingNode {
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();
         let join = tokio::spawn(biglearn::run::run_with(
@@ -441,4 +464,429 @@ fn replace_students(value: Value, pseudonymizer: &Pseudonymizer, n_replaced: &mu
         ),
         other => other,
     }
+}
+
+/// Every result a deployment serves: key → (version, content), paged through
+/// `/admin/results/list`.
+async fn served_results(base: &str) -> std::collections::BTreeMap<String, (Value, Value)> {
+    let client = reqwest::Client::new();
+    let mut results = std::collections::BTreeMap::new();
+    let mut after: Option<String> = None;
+    // Bounded: every page moves `after` strictly forward.
+    loop {
+        let mut body = json!({"limit": 1000});
+        if let Some(after) = &after {
+            body["after_key"] = json!(after);
+        }
+        let page: Value = client
+            .post(format!("{base}/admin/results/list"))
+            .header("Biglearn-Admin-Token", ADMIN_TOKEN)
+            .header("Biglearn-Actor", "e2e-test")
+            .json(&body)
+            .send()
+            .await
+            .expect("results list")
+            .json()
+            .await
+            .expect("a JSON page");
+        for row in page["results"].as_array().expect("results") {
+            results.insert(
+                row["key"].as_str().expect("a key").to_owned(),
+                (row["version"].clone(), row["content"].clone()),
+            );
+        }
+        match page["next_after_key"].as_str() {
+            Some(next) if Some(next) != after.as_deref() => after = Some(next.to_owned()),
+            _ => return results,
+        }
+    }
+}
+
+/// Waits (bounded) until the high watermarks of `topic` have not moved for `quiet`.
+async fn wait_topic_settled(source: &KafkaSource, topic: &str, quiet: Duration) -> Vec<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut last = source.high_watermarks(topic).await.expect("watermarks");
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = source.high_watermarks(topic).await.expect("watermarks");
+        if now != last {
+            last = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic} never settled"
+        );
+    }
+}
+
+/// Runs a simulated workload against `production` (all roles), waits until its models
+/// have settled, then recomputes every result with the final models (online rebuild) and
+/// waits until its results have settled. Returns the models topic's high watermarks.
+async fn drive_production_to_final_models(
+    production: &Node,
+    observer: &KafkaSource,
+    production_prefix: &str,
+    seed: u64,
+) -> Vec<i64> {
+    let run = biglearn_simulator::run_simulation(simulation(production.base(), seed))
+        .await
+        .unwrap();
+    assert!(run.is_success(), "{}", run.to_table());
+    let models_topic = format!("{production_prefix}.models");
+    // The SPARFA consumer first joins its group, then fits: wait for a first model.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while observer
+        .high_watermarks(&models_topic)
+        .await
+        .unwrap()
+        .iter()
+        .sum::<i64>()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no model was fitted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let models = wait_topic_settled(observer, &models_topic, Duration::from_secs(10)).await;
+    assert!(models.iter().sum::<i64>() > 0, "production fitted models");
+
+    // Production computed each result with the model latest at that moment, and later
+    // models dirty nothing (spec scheduler.md §4); an online rebuild recomputes every
+    // target with the final models, as staging computes them after its catch-up.
+    let (code, started) = production.admin("/admin/rebuild", &json!({})).await;
+    assert_eq!(
+        (code, started["status"].as_str()),
+        (200, Some("started")),
+        "{started}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, answer) = production.admin("/admin/rebuild_status", &json!({})).await;
+        if answer["status"] == "finished" {
+            break;
+        }
+        assert_ne!(answer["status"], "failed", "{answer}");
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_topic_settled(
+        observer,
+        &format!("{production_prefix}.results"),
+        Duration::from_secs(5),
+    )
+    .await;
+    models
+}
+
+/// Issue 18 item 6 (spec operations.md O7): staging follows production's `<prefix>.models`
+/// read-only by default, so once both have caught up and computed from the same inputs,
+/// staging's `biglearn_sparfa` results equal production's by content; staging fits and
+/// publishes no model of its own and writes nothing to production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_serves_production_biglearn_sparfa_results_from_production_models() {
+    let broker = tokio::task::spawn_blocking(TestBroker::start)
+        .await
+        .expect("the broker starts");
+    let bootstrap = broker.bootstrap().to_owned();
+    let production_prefix = unique_topic_prefix("e2e-models-prod");
+    let staging_prefix = unique_topic_prefix("e2e-models");
+    let production_dir = tempfile::tempdir().unwrap();
+    // Production as `biglearn up` runs it: the SPARFA role fits models.
+    let production = Node::start_with_roles(
+        production_dir.path(),
+        TestBackend::Kafka {
+            bootstrap: bootstrap.clone(),
+            prefix: production_prefix.clone(),
+        },
+        Default::default(),
+        vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+    )
+    .await;
+    let observer = KafkaSource::connect(SourceConfig::new(&bootstrap, "e2e-observer"))
+        .await
+        .unwrap();
+    let models =
+        drive_production_to_final_models(&production, &observer, &production_prefix, 31).await;
+    let before_staging = production_watermarks(&observer, &production_prefix).await;
+
+    let staging_dir = tempfile::tempdir().unwrap();
+    let staging = StagingNode::start(
+        staging_dir.path(),
+        &bootstrap,
+        &production_prefix,
+        &staging_prefix,
+        None,
+    )
+    .await;
+    staging.wait_ready(Duration::from_secs(120)).await;
+    wait_topic_settled(
+        &observer,
+        &format!("{staging_prefix}.results"),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let ours = served_results(&production.base()).await;
+    let theirs = served_results(&staging.base()).await;
+    let sparfa = |results: &std::collections::BTreeMap<String, (Value, Value)>| {
+        results
+            .iter()
+            .filter(|(key, _)| key.contains("biglearn_sparfa"))
+            .map(|(key, (version, content))| {
+                (
+                    key.clone(),
+                    (
+                        version.clone(),
+                        biglearn_staging::compare::normalized_content(content),
+                    ),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (ours, theirs) = (sparfa(&ours), sparfa(&theirs));
+    assert!(
+        ours.keys().any(|key| key.starts_with("student_clue|")),
+        "production serves biglearn_sparfa CLUEs"
+    );
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "the same biglearn_sparfa result keys"
+    );
+    let mut model_seqs = std::collections::BTreeSet::new();
+    for (key, (version, content)) in &ours {
+        let (their_version, their_content) = &theirs[key];
+        assert_eq!(
+            version["model_seq"], their_version["model_seq"],
+            "{key}: computed with the same model"
+        );
+        assert_eq!(content, their_content, "{key}: equal by content");
+        model_seqs.insert(version["model_seq"].as_i64().unwrap_or(-1));
+    }
+    eprintln!(
+        "{} biglearn_sparfa results equal by content; model_seqs used: {model_seqs:?}; production's models topic: {models:?}",
+        ours.len()
+    );
+
+    // Staging fitted nothing of its own and wrote nothing to production.
+    let own_models = observer
+        .high_watermarks(&format!("{staging_prefix}.models"))
+        .await
+        .unwrap();
+    assert_eq!(own_models.iter().sum::<i64>(), 0, "staging fits no model");
+    assert_eq!(
+        production_watermarks(&observer, &production_prefix).await,
+        before_staging,
+        "staging appended nothing to production"
+    );
+    staging.stop().await;
+
+    // `--own-sparfa`: another staging fits its own models into its own topic, and its
+    // ecosystems become ready from those.
+    let own_prefix = unique_topic_prefix("e2e-own-models");
+    let own_dir = tempfile::tempdir().unwrap();
+    let mut config = staging_config(
+        own_dir.path(),
+        &bootstrap,
+        &production_prefix,
+        &own_prefix,
+        None,
+    );
+    if let Backend::Staging(backend) = &mut config.backend {
+        backend.own_sparfa = true;
+    }
+    config.roles.push(Role::Sparfa);
+    let own = StagingNode::start_with(config).await;
+    own.wait_ready(Duration::from_secs(120)).await;
+    let (_, metadatas) = production
+        .post(
+            "/fetch_course_metadatas",
+            &json!({"metadata_sequence_number_offset": 0, "max_num_metadatas": 1}),
+        )
+        .await;
+    let course = metadatas["course_responses"][0]["uuid"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, answer) = own
+            .post(
+                "/fetch_course_ecosystem_statuses",
+                &json!({"request_uuid": biglearn_suite::new_uuid(), "course_uuids": [course]}),
+            )
+            .await;
+        let status = &answer["course_statuses"][0]["current_ecosystem_status"];
+        if status["precompute_is_complete"] == json!(true) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let own_models = observer
+        .high_watermarks(&format!("{own_prefix}.models"))
+        .await
+        .unwrap();
+    assert!(
+        own_models.iter().sum::<i64>() > 0,
+        "staging fitted its own models"
+    );
+    own.stop().await;
+    assert_eq!(
+        production_watermarks(&observer, &production_prefix).await,
+        before_staging,
+        "a staging fitting its own models appended nothing to production"
+    );
+    production.stop().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
+}
+
+/// Following production's models needs read access to `<source prefix>.models`: without
+/// it staging does not start, and says why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_without_production_models_refuses_to_start_and_says_why() {
+    let broker = tokio::task::spawn_blocking(TestBroker::start)
+        .await
+        .expect("the broker starts");
+    let bootstrap = broker.bootstrap().to_owned();
+    let production_prefix = unique_topic_prefix("e2e-nomodels-prod");
+    // Only the system-of-record topics exist under the source prefix.
+    let creator = biglearn_stream::kafka::KafkaStore::connect(
+        biglearn_stream::kafka::KafkaConfig::new(bootstrap.clone(), "e2e-creator").single_broker(),
+    )
+    .await
+    .unwrap();
+    let topics = Topics::new(&production_prefix);
+    let system_of_record = topics.system_of_record();
+    let specs: Vec<_> = topics
+        .all_specs(12)
+        .into_iter()
+        .filter(|spec| system_of_record.contains(&spec.name))
+        .collect();
+    creator.ensure_topics(&specs).await.unwrap();
+    let staging_dir = tempfile::tempdir().unwrap();
+    let config = staging_config(
+        staging_dir.path(),
+        &bootstrap,
+        &production_prefix,
+        &unique_topic_prefix("e2e-nomodels"),
+        None,
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        biglearn::run::run(config, std::future::pending()),
+    )
+    .await
+    .expect("the start fails at once");
+    let error = format!("{:#}", outcome.expect_err("refused"));
+    assert!(
+        error.contains(&format!("{production_prefix}.models")) && error.contains("--own-sparfa"),
+        "{error}"
+    );
+    drop(creator);
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
+}
+
+/// O7 with pseudonymised students: a `ModelComputed` holds no learner id, so staging
+/// serves, for `pseudo(s)`, the `biglearn_sparfa` CLUEs production serves for `s`, computed
+/// from production's models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudonymised_staging_serves_production_sparfa_clues_under_pseudonyms() {
+    let broker = tokio::task::spawn_blocking(TestBroker::start)
+        .await
+        .expect("the broker starts");
+    let bootstrap = broker.bootstrap().to_owned();
+    let production_prefix = unique_topic_prefix("e2e-pmodels-prod");
+    let staging_prefix = unique_topic_prefix("e2e-pmodels");
+    let production_dir = tempfile::tempdir().unwrap();
+    let production = Node::start_with_roles(
+        production_dir.path(),
+        TestBackend::Kafka {
+            bootstrap: bootstrap.clone(),
+            prefix: production_prefix.clone(),
+        },
+        Default::default(),
+        vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+    )
+    .await;
+    let observer = KafkaSource::connect(SourceConfig::new(&bootstrap, "e2e-observer"))
+        .await
+        .unwrap();
+    drive_production_to_final_models(&production, &observer, &production_prefix, 41).await;
+
+    let pseudonymizer = Pseudonymizer::new(vec![7; 32]).unwrap();
+    let staging_dir = tempfile::tempdir().unwrap();
+    let staging = StagingNode::start(
+        staging_dir.path(),
+        &bootstrap,
+        &production_prefix,
+        &staging_prefix,
+        Some(pseudonymizer.clone()),
+    )
+    .await;
+    staging.wait_ready(Duration::from_secs(120)).await;
+    wait_topic_settled(
+        &observer,
+        &format!("{staging_prefix}.results"),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let ours = served_results(&production.base()).await;
+    let theirs = served_results(&staging.base()).await;
+    let mut n_compared = 0;
+    for (key, (_, content)) in &ours {
+        let parts: Vec<&str> = key.split('|').collect();
+        let their_key = match parts.as_slice() {
+            ["student_clue", student, container, "biglearn_sparfa"] => {
+                let student = uuid::Uuid::parse_str(student).unwrap();
+                format!(
+                    "student_clue|{}|{container}|biglearn_sparfa",
+                    pseudonymizer.pseudo(student)
+                )
+            }
+            ["teacher_clue", _, _, "biglearn_sparfa"] => key.clone(),
+            _ => continue,
+        };
+        let (_, their_content) = theirs
+            .get(&their_key)
+            .unwrap_or_else(|| panic!("staging serves {their_key} (production's {key})"));
+        let expected = replace_students(content.clone(), &pseudonymizer, &mut 0);
+        let (expected, served) = (
+            biglearn_staging::compare::normalized_content(&expected),
+            biglearn_staging::compare::normalized_content(their_content),
+        );
+        if parts[0] == "student_clue" {
+            assert_eq!(expected, served, "{key}");
+        } else {
+            // A teacher CLUE sums over the container's students in uuid order, and
+            // pseudonyms reorder them: equal up to floating-point summation order.
+            let (ours, theirs) = (&expected["clue_data"], &served["clue_data"]);
+            for field in ["is_real", "ecosystem_uuid"] {
+                assert_eq!(ours[field], theirs[field], "{key}");
+            }
+            for field in ["minimum", "most_likely", "maximum"] {
+                let (a, b) = (
+                    ours[field].as_f64().unwrap(),
+                    theirs[field].as_f64().unwrap(),
+                );
+                assert!((a - b).abs() <= 1e-12, "{key} {field}: {a} vs {b}");
+            }
+        }
+        n_compared += 1;
+    }
+    assert!(n_compared > 0, "production serves biglearn_sparfa CLUEs");
+    eprintln!("{n_compared} biglearn_sparfa CLUEs equal under pseudonyms");
+    staging.stop().await;
+    production.stop().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
 }

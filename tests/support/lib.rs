@@ -50,6 +50,23 @@ impl Node {
         backend: TestBackend,
         flags: biglearn::run::FeatureFlags,
     ) -> Node {
+        Node::start_with_roles(
+            data_dir,
+            backend,
+            flags,
+            vec![Role::Writer, Role::Reader, Role::Projector],
+        )
+        .await
+    }
+
+    /// Starts a node with these roles and feature flags (e.g. with `Role::Sparfa`, as
+    /// `biglearn up` runs, to fit models; or a reader alone beside another node on Kafka).
+    pub async fn start_with_roles(
+        data_dir: &Path,
+        backend: TestBackend,
+        flags: biglearn::run::FeatureFlags,
+        roles: Vec<Role>,
+    ) -> Node {
         let (topic_prefix, backend) = match backend {
             TestBackend::Embedded => ("test".to_owned(), Backend::Embedded),
             TestBackend::Kafka { bootstrap, prefix } => (
@@ -65,7 +82,7 @@ impl Node {
             listen: "127.0.0.1:0".parse().expect("a valid address"),
             backend,
             topic_prefix,
-            roles: vec![Role::Writer, Role::Reader, Role::Projector],
+            roles,
             api_token: API_TOKEN.into(),
             admin_token: ADMIN_TOKEN.into(),
             writer_id: "test-writer".into(),

@@ -202,6 +202,7 @@ pub async fn run_staging_lag(args: StagingLagArgs) -> anyhow::Result<()> {
             source_prefix: production_prefix.clone(),
             target: kafka,
             pseudonymizer: None,
+            own_sparfa: false,
         })),
         &staging_prefix,
         vec![Role::Reader, Role::Projector],

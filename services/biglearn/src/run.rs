@@ -211,6 +211,61 @@ fn spawn_sparfa_task(
     })
 }
 
+/// Starts the model store's follower of `models_topic`. With `log` (a process that
+/// answers writes or statuses), every ecosystem the store holds is marked ready in the
+/// event-log index now, and every new one as its first model arrives (D10); the marks are
+/// derived state, rebuilt from the topic like the store. Returns the follower's progress
+/// (caught up once it has read the high watermarks seen at start), for readiness.
+fn follow_models(
+    models: &Arc<biglearn_sparfa_consumer::ModelStore>,
+    log: Option<EventLog>,
+    store: &SharedStreamStore,
+    models_topic: &str,
+    stop_rx: &watch::Receiver<bool>,
+    failed_tx: &tokio::sync::mpsc::Sender<String>,
+    consumer_tasks: &mut Vec<(
+        String,
+        tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>>,
+    )>,
+) -> anyhow::Result<watch::Receiver<ConsumerProgress>> {
+    if let Some(log) = log {
+        let marked = log
+            .mark_models_materialized(&models.ecosystems())
+            .context("cannot mark the ecosystems with a model as ready")?;
+        if marked > 0 {
+            tracing::info!(marked, "Ecosystems with a stored model marked ready.");
+        }
+        models.on_new_model(Arc::new(move |ecosystem, _model_seq| {
+            if let Err(error) = log.mark_model_materialized(ecosystem) {
+                tracing::error!(%error, ecosystem = %ecosystem.0, "Cannot mark an ecosystem ready; it is marked at the next start.");
+            }
+        }));
+    }
+    let (caught_up_tx, mut caught_up_rx) = watch::channel(false);
+    let consumer = biglearn_sparfa_consumer::run_model_store(
+        models.clone(),
+        store.clone(),
+        models_topic.to_owned(),
+        caught_up_tx,
+        stop_rx.clone(),
+    );
+    consumer_tasks.push((
+        models_topic.to_owned(),
+        spawn_sparfa_task("the model store", consumer, failed_tx),
+    ));
+    let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
+    tokio::spawn(async move {
+        // Ends once caught up, or when the follower ends (its sender is dropped).
+        while !*caught_up_rx.borrow_and_update() {
+            if caught_up_rx.changed().await.is_err() {
+                return;
+            }
+        }
+        progress_tx.send_modify(|progress| progress.caught_up = true);
+    });
+    Ok(progress_rx)
+}
+
 /// Runs the configured roles until `shutdown` resolves, then stops in order: the HTTP
 /// listener drains, consumers finish their batch in flight, sled is flushed.
 pub async fn run(
@@ -387,15 +442,36 @@ pub async fn run_with(
             }
         }));
     }
+    // D10 (spec api.md §2.6, §4.5): "ready" means the ecosystem has a materialized model.
+    // Every process that answers writes or statuses, or computes results, follows
+    // `<prefix>.models` (a staging process: production's, unless `--own-sparfa`). Started
+    // after the hooks above are registered, so that no model passes them by.
+    let models_topic = crate::staging::models_topic_of(&config);
+    let models_progress = if keeps_event_log || computes_results {
+        Some(follow_models(
+            &models,
+            keeps_event_log.then(|| log.clone()),
+            &store,
+            &models_topic,
+            &stop_rx,
+            &failed_tx,
+            &mut consumer_tasks,
+        )?)
+    } else {
+        None
+    };
     projections.start().await;
     if computes_results {
         let source = projections.clone();
+        // Nothing is computed before the models are caught up too: a catch-up computed
+        // with stale models would publish results of models superseded long ago.
         let recompute = recompute_shell.into_loop(
             Arc::new(move || source.current()),
             projections
                 .progress()
                 .into_iter()
                 .map(|(_, progress)| progress)
+                .chain(models_progress.clone())
                 .collect(),
         );
         let stop = stop_rx.clone();
@@ -404,18 +480,6 @@ pub async fn run_with(
             Ok::<(), biglearn_projector::ProjectionError>(())
         });
         consumer_tasks.push(("the recompute loop".to_owned(), task));
-        let (caught_up_tx, _) = watch::channel(false);
-        let consumer = biglearn_sparfa_consumer::run_model_store(
-            models.clone(),
-            store.clone(),
-            topics.models(),
-            caught_up_tx,
-            stop_rx.clone(),
-        );
-        consumer_tasks.push((
-            topics.models(),
-            spawn_sparfa_task("the model store", consumer, &failed_tx),
-        ));
     }
     if config.roles.contains(&Role::Sparfa) {
         let router_membership = store
@@ -603,6 +667,7 @@ pub async fn run_with(
                 .iter()
                 .cloned()
                 .chain(projections.progress())
+                .chain(models_progress.map(|progress| (models_topic.clone(), progress)))
                 .collect(),
             writer,
         ),

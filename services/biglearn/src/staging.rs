@@ -12,7 +12,7 @@ use biglearn_staging::{
     compare_parts, first_sequence_difference, KafkaSource, Pseudonymizer, PseudonymizingStore,
     ResultsDiff, SourceConfig, SplitStore, StateDigest, Verdict,
 };
-use biglearn_stream::{SharedStreamStore, Topics};
+use biglearn_stream::{SharedStreamStore, StreamStore, Topics};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -30,6 +30,10 @@ pub struct StagingBackend {
     pub target: Backend,
     /// Replace every `student_uuid` at decode time (`staging.pseudonymize_students`).
     pub pseudonymizer: Option<Pseudonymizer>,
+    /// `--own-sparfa`: fit models on staging's own cluster (`<prefix>.models`, with the
+    /// SPARFA role) instead of following production's `<source prefix>.models` read-only
+    /// (the default, spec operations.md O7).
+    pub own_sparfa: bool,
 }
 
 /// The topic names of `config`: under a staging backend the system-of-record topics are
@@ -43,6 +47,19 @@ pub fn topics_of(config: &RunConfig) -> Topics {
     }
 }
 
+/// The models topic a process follows (spec operations.md O7): its own `<prefix>.models`,
+/// except under a staging backend without `--own-sparfa`, which follows production's
+/// `<source prefix>.models` read-only, so that its `biglearn_sparfa` results are computed
+/// from the very models production serves.
+pub fn models_topic_of(config: &RunConfig) -> String {
+    match &config.backend {
+        Backend::Staging(staging) if !staging.own_sparfa => {
+            Topics::new(staging.source_prefix.clone()).models()
+        }
+        _ => topics_of(config).models(),
+    }
+}
+
 /// Opens the split store of a staging process: the read-only source for the three
 /// system-of-record topics (pseudonymising course events if asked), `target` for the rest.
 pub async fn open_split_store(
@@ -52,6 +69,11 @@ pub async fn open_split_store(
     if config.roles.contains(&Role::Writer) {
         anyhow::bail!(
             "staging runs no writer: it reads production's topics and never writes to them; use --role reader,projector"
+        );
+    }
+    if config.roles.contains(&Role::Sparfa) && !staging.own_sparfa {
+        anyhow::bail!(
+            "staging follows production's models by default and fits none itself; to fit its own models on staging's cluster, pass --own-sparfa"
         );
     }
     if matches!(staging.target, Backend::Staging(_)) {
@@ -72,6 +94,14 @@ pub async fn open_split_store(
             )
         })?;
     let topics = topics_of(config);
+    let models_topic = models_topic_of(config);
+    if !staging.own_sparfa {
+        source.partition_count(&models_topic).await.with_context(|| {
+            format!(
+                "production's models topic {models_topic} is not readable on the source cluster; grant the read-only principal Read on it, or run staging with --own-sparfa"
+            )
+        })?;
+    }
     let mut source: SharedStreamStore = Arc::new(source);
     if let Some(pseudonymizer) = &staging.pseudonymizer {
         source = Arc::new(PseudonymizingStore::new(
@@ -86,9 +116,16 @@ pub async fn open_split_store(
         source_prefix = %staging.source_prefix,
         prefix = %config.topic_prefix,
         pseudonymized = staging.pseudonymizer.is_some(),
+        models = %models_topic,
         "Staging: reading the system-of-record topics read-only from the source cluster."
     );
-    Ok(Arc::new(SplitStore::new(source, target, &topics)))
+    let mut split = SplitStore::new(source, target, &topics);
+    if !staging.own_sparfa {
+        // ModelComputed holds no learner id (U is never stored, spec sparfa.md §2), so
+        // pseudonymisation leaves production's models as they are.
+        split = split.with_source_topic(models_topic);
+    }
+    Ok(Arc::new(split))
 }
 
 /// `biglearn staging …`
@@ -152,9 +189,13 @@ pub struct StagingRunArgs {
     /// Changing the key needs a fresh --data-dir.
     #[arg(long, env = "BIGLEARN_PSEUDONYMIZE_KEY_FILE")]
     pseudonymize_key_file: Option<PathBuf>,
-    /// Roles: reader and/or projector (the writer is refused).
+    /// Roles: reader and/or projector (the writer is refused; sparfa needs --own-sparfa).
     #[arg(long, value_delimiter = ',', default_value = "reader,projector")]
     role: Vec<Role>,
+    /// Fit staging's own SPARFA models on its own cluster (`<prefix>.models`, adds the
+    /// sparfa role) instead of following production's `<source prefix>.models` read-only.
+    #[arg(long)]
+    own_sparfa: bool,
     /// Feature flags of the staging environment.
     #[arg(long, default_value = "", env = "BIGLEARN_FEATURE_FLAGS")]
     feature_flags: String,
@@ -209,9 +250,16 @@ fn staging_run_config(args: &StagingRunArgs) -> anyhow::Result<RunConfig> {
             source_prefix: args.source_prefix.clone(),
             target,
             pseudonymizer,
+            own_sparfa: args.own_sparfa,
         })),
         topic_prefix: args.topic_prefix.clone(),
-        roles: args.role.clone(),
+        roles: {
+            let mut roles = args.role.clone();
+            if args.own_sparfa && !roles.contains(&Role::Sparfa) {
+                roles.push(Role::Sparfa);
+            }
+            roles
+        },
         api_token: tokens.api,
         admin_token: tokens.admin,
         // Staging's own clients (and their assign-only group ids) start with `staging.`.
@@ -644,6 +692,53 @@ mod tests {
             biglearn_consumer_lag_records{component=\"state\",topic=\"prod.ecosystem-events\"} 2\n\
             biglearn_consumer_lag_max_records{component=\"state\",topic=\"t\"} 9\n";
         assert_eq!(lag_records(text), 42);
+    }
+
+    fn staging_config(own_sparfa: bool, roles: Vec<Role>) -> RunConfig {
+        RunConfig {
+            data_dir: std::env::temp_dir(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            backend: Backend::Staging(Box::new(StagingBackend {
+                // Nothing listens there: the checks below come before any connection.
+                source: SourceConfig::new("127.0.0.1:1", "staging"),
+                source_prefix: "prod".into(),
+                target: Backend::Embedded,
+                pseudonymizer: None,
+                own_sparfa,
+            })),
+            topic_prefix: "staging".into(),
+            roles,
+            api_token: "a".into(),
+            admin_token: "b".into(),
+            writer_id: "staging.test".into(),
+            flags: Default::default(),
+            http: Default::default(),
+        }
+    }
+
+    #[test]
+    fn staging_follows_production_models_unless_it_fits_its_own() {
+        let follows = staging_config(false, vec![Role::Reader, Role::Projector]);
+        assert_eq!(models_topic_of(&follows), "prod.models");
+        let own = staging_config(true, vec![Role::Reader, Role::Projector, Role::Sparfa]);
+        assert_eq!(models_topic_of(&own), "staging.models");
+        let mut production = follows.clone();
+        production.backend = Backend::Embedded;
+        assert_eq!(models_topic_of(&production), "staging.models");
+    }
+
+    #[tokio::test]
+    async fn the_sparfa_role_without_own_sparfa_is_refused_before_connecting() {
+        let config = staging_config(false, vec![Role::Reader, Role::Sparfa]);
+        let Backend::Staging(staging) = &config.backend else {
+            unreachable!()
+        };
+        let error = open_split_store(&config, staging)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("--own-sparfa"), "{error}");
     }
 
     #[test]

@@ -645,13 +645,45 @@ impl EventLog {
         Ok(())
     }
 
-    /// Marks an ecosystem as having a materialized model (from `<prefix>.models`).
+    /// Marks an ecosystem as having a materialized model (from `<prefix>.models`): it is
+    /// "ready" from now on (spec api.md §2.6, §4.5, D10). Idempotent.
     pub fn mark_model_materialized(&self, ecosystem: EcosystemUuid) -> Result<(), ProjectionError> {
         self.tree.insert(
             known_key(KnownKind::EcosystemWithModel, ecosystem.0),
             Vec::<u8>::new(),
         )?;
         Ok(())
+    }
+
+    /// Marks every ecosystem of `ecosystems` as ready in one batch, and returns how many
+    /// were not marked before. A process calls it at start with every ecosystem its model
+    /// store holds: readiness is derived from `<prefix>.models`, and this tree may be a
+    /// fresh generation (`biglearn rebuild`) that has never seen a model.
+    pub fn mark_models_materialized(
+        &self,
+        ecosystems: &[EcosystemUuid],
+    ) -> Result<usize, ProjectionError> {
+        let mut batch = sled::Batch::default();
+        let mut added = 0;
+        for ecosystem in ecosystems {
+            let key = known_key(KnownKind::EcosystemWithModel, ecosystem.0);
+            if !self.tree.contains_key(&key)? {
+                batch.insert(key, Vec::<u8>::new());
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(added)
+    }
+
+    /// Whether an ecosystem has a materialized SPARFA model ("ready", D10).
+    pub fn has_materialized_model(
+        &self,
+        ecosystem: EcosystemUuid,
+    ) -> Result<bool, ProjectionError> {
+        self.is_known(KnownKind::EcosystemWithModel, ecosystem.0)
     }
 
     /// The stored next offset of a partition, if any.
@@ -1029,4 +1061,28 @@ fn decode_result(bytes: &[u8]) -> Option<(ResultVersion, String)> {
         },
         std::str::from_utf8(bytes.get(24..)?).ok()?.to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    #[test]
+    fn readiness_marks_are_idempotent_and_counted() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let log = EventLog::open(&db, "event_log").unwrap();
+        let (a, b) = (
+            EcosystemUuid(Uuid::from_u128(1)),
+            EcosystemUuid(Uuid::from_u128(2)),
+        );
+        assert!(!log.has_materialized_model(a).unwrap());
+        log.mark_model_materialized(a).unwrap();
+        assert!(log.has_materialized_model(a).unwrap());
+        assert_eq!(log.mark_models_materialized(&[a, b]).unwrap(), 1);
+        assert_eq!(log.mark_models_materialized(&[a, b]).unwrap(), 0);
+        assert!(log.has_materialized_model(b).unwrap());
+        assert!(!log
+            .has_materialized_model(EcosystemUuid(Uuid::from_u128(3)))
+            .unwrap());
+    }
 }

@@ -34,6 +34,13 @@ impl SplitStore {
         }
     }
 
+    /// Also reads `topic` from the source, read-only like the system of record: staging
+    /// follows production's `<prefix>.models` this way (spec operations.md O7).
+    pub fn with_source_topic(mut self, topic: impl Into<String>) -> SplitStore {
+        self.source_topics.insert(topic.into());
+        self
+    }
+
     fn is_source(&self, topic: &str) -> bool {
         self.source_topics.contains(topic)
     }
@@ -204,6 +211,50 @@ mod tests {
         let read = reader.poll(10, Duration::from_millis(500)).await.unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].key.as_deref(), Some(&b"c1"[..]));
+    }
+
+    #[tokio::test]
+    async fn production_models_are_read_from_the_source_and_never_written() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let staging_dir = tempfile::tempdir().unwrap();
+        let production: SharedStreamStore =
+            Arc::new(EmbeddedStore::open(source_dir.path()).unwrap());
+        production
+            .ensure_topics(&Topics::new("prod").all_specs(12))
+            .await
+            .unwrap();
+        production
+            .append("prod.models", vec![record("e1")])
+            .await
+            .unwrap();
+        let before = production.high_watermarks("prod.models").await.unwrap();
+        let staging_store: SharedStreamStore =
+            Arc::new(EmbeddedStore::open(staging_dir.path()).unwrap());
+        let topics = Topics::with_source("staging", "prod");
+        let split = SplitStore::new(production.clone(), staging_store.clone(), &topics)
+            .with_source_topic("prod.models");
+        split.ensure_topics(&topics.all_specs(12)).await.unwrap();
+
+        let starts: Vec<(i32, i64)> = (0..before.len() as i32).map(|p| (p, 0)).collect();
+        let mut reader = split.open_reader("prod.models", &starts).await.unwrap();
+        let read = reader.poll(10, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].key.as_deref(), Some(&b"e1"[..]));
+        let refused = split.append("prod.models", vec![record("e2")]).await;
+        assert!(
+            matches!(&refused, Err(StreamError::ReadOnly { topic }) if topic == "prod.models"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            production.high_watermarks("prod.models").await.unwrap(),
+            before
+        );
+        assert!(staging_store.partition_count("prod.models").await.is_err());
+        // Staging's own models topic stays its own (used with --own-sparfa).
+        assert!(split
+            .append("staging.models", vec![record("e3")])
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
