@@ -9,6 +9,7 @@ mod gaps;
 mod inbox;
 mod kafka;
 mod metrics;
+mod observer;
 mod projections;
 mod races;
 mod restart;
