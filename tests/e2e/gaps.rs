@@ -363,7 +363,7 @@ async fn state_next_sequence_number(node: &Node, course: &str, expected: i64) ->
             .admin("/admin/state_digest", &json!({"list_sequences": true}))
             .await;
         assert_eq!(status, 200, "{digest}");
-        next = digest["list"]
+        next = digest["sequences"]["list"]
             .as_array()
             .unwrap()
             .iter()
