@@ -8,6 +8,9 @@ use sled::IVec;
 /// Rows of a prefix scan: `(key, value)` in key order.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// One `(key, value)` row.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// Pending writes to one tree, readable before they commit.
 pub struct Overlay<'t> {
     tree: &'t sled::Tree,
@@ -77,11 +80,7 @@ impl<'t> Overlay<'t> {
     }
 
     /// The first `(key, value)` with `start <= key <= end`, as the batch would leave it.
-    pub fn first_in(
-        &self,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, sled::Error> {
+    pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Row>, sled::Error> {
         // The tree's first key that the batch does not delete.
         let mut from_tree = None;
         for row in self.tree.range(start..=end) {
@@ -104,11 +103,7 @@ impl<'t> Overlay<'t> {
     }
 
     /// The last `(key, value)` with `start <= key <= end`, as the batch would leave it.
-    pub fn last_in(
-        &self,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, sled::Error> {
+    pub fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Row>, sled::Error> {
         // The tree's last key that the batch does not delete.
         let mut from_tree = None;
         for row in self.tree.range(start..=end).rev() {

@@ -489,7 +489,7 @@ fn a_range_no_op_releases_the_events_parked_behind_two_million_missing_slots() {
 
         // Everything below the stray one, in one record; a re-delivery changes nothing.
         let fill = range_no_op(COURSE, 2_000_007, 2_147_483_646);
-        let outcomes = offer(&projection, &[fill.clone()], 1);
+        let outcomes = offer(&projection, std::slice::from_ref(&fill), 1);
         assert_eq!(outcomes, [RecordOutcome::Applied { released: 1 }]);
         assert_eq!(offer(&projection, &[fill], 1), [RecordOutcome::Duplicate]);
         assert_eq!(n_responses(&projection, COURSE), 5);
