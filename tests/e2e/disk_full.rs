@@ -143,6 +143,7 @@ async fn start_fails(data_dir: &Path) -> String {
         roles: vec![Role::Writer, Role::Reader, Role::Projector],
         api_token: API_TOKEN.into(),
         admin_token: ADMIN_TOKEN.into(),
+        observer_token: None,
         writer_id: "test-writer".into(),
         flags: Default::default(),
         http: Default::default(),

@@ -11,6 +11,7 @@ mod http_limits;
 mod inbox;
 mod kafka;
 mod metrics;
+mod observer;
 mod projections;
 mod races;
 mod readiness;

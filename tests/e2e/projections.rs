@@ -466,6 +466,7 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
         roles: vec![],
         api_token: "unused-api-token-0123456789".into(),
         admin_token: "unused-admin-token-0123456789".into(),
+        observer_token: None,
         writer_id: "rebuild".into(),
         flags: Default::default(),
         http: Default::default(),

@@ -14,7 +14,7 @@ use biglearn::staging::{StagingBackend, VerifyOptions};
 use biglearn_simulator::{SimulateConfig, WorkloadConfig};
 use biglearn_staging::{KafkaSource, Pseudonymizer, SourceConfig, Verdict};
 use biglearn_stream::{StreamStore, Topics};
-use biglearn_suite::{Node, TestBackend, ADMIN_TOKEN, API_TOKEN};
+use biglearn_suite::{Node, TestBackend, ADMIN_TOKEN, API_TOKEN, OBSERVER_TOKEN};
 use biglearn_testkit::{unique_topic_prefix, TestBroker};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -64,6 +64,7 @@ fn staging_config(
         roles: vec![Role::Reader, Role::Projector],
         api_token: API_TOKEN.into(),
         admin_token: ADMIN_TOKEN.into(),
+        observer_token: Some(OBSERVER_TOKEN.into()),
         writer_id: format!("staging.{prefix}"),
         flags: Default::default(),
         http: Default::default(),
@@ -177,9 +178,9 @@ async fn production_watermarks(source: &KafkaSource, prefix: &str) -> Vec<(Strin
 fn verify_options(production: &Node, staging: &StagingNode) -> VerifyOptions {
     VerifyOptions {
         production: production.base(),
-        production_token: ADMIN_TOKEN.into(),
+        production_token: OBSERVER_TOKEN.into(),
         staging: staging.base(),
-        staging_token: ADMIN_TOKEN.into(),
+        staging_token: OBSERVER_TOKEN.into(),
         actor: "e2e-test".into(),
         timeout: Duration::from_secs(120),
         settle: Duration::from_secs(20),
@@ -259,9 +260,9 @@ async fn staging_follows_production_read_only_and_reaches_its_state_hash() {
     let applied_before_stop = report.staging.n_applied;
     let diff = biglearn::staging::diff_served_results(
         &production.base(),
-        ADMIN_TOKEN,
+        OBSERVER_TOKEN,
         &staging.base(),
-        ADMIN_TOKEN,
+        OBSERVER_TOKEN,
     )
     .await
     .unwrap();

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 pub const API_TOKEN: &str = "test-api-token";
 /// The token every test node accepts on admin endpoints.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The token every test node accepts on its read-only admin endpoints (api.md D14).
+pub const OBSERVER_TOKEN: &str = "test-observer-token";
 
 /// One running Biglearn process (all roles), in this test process.
 pub struct Node {
@@ -85,6 +87,7 @@ impl Node {
             roles,
             api_token: API_TOKEN.into(),
             admin_token: ADMIN_TOKEN.into(),
+            observer_token: Some(OBSERVER_TOKEN.into()),
             writer_id: "test-writer".into(),
             flags,
             http: Default::default(),

@@ -13,6 +13,11 @@ pub struct AdminTarget {
     /// The admin token (default: $BIGLEARN_ADMIN_TOKEN, else `<data-dir>/admin-token`).
     #[arg(long, env = "BIGLEARN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The observer token, enough for the read-only commands (`gap list`, `dlq list`,
+    /// `settings get|list|audit`), which prefer it (default: $BIGLEARN_OBSERVER_TOKEN, else
+    /// the admin token, else `<data-dir>/observer-token`).
+    #[arg(long, env = "BIGLEARN_OBSERVER_TOKEN", hide_env_values = true)]
+    observer_token: Option<String>,
     /// Data directory whose `admin-token` file to use when no token is given.
     #[arg(long, default_value = "./biglearn-data", env = "BIGLEARN_DATA_DIR")]
     data_dir: std::path::PathBuf,
@@ -35,7 +40,8 @@ pub enum GapCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Fill a missing sequence number with an audited no_op (idempotent).
+    /// Fill a missing sequence number with an audited no_op (idempotent); with `--to`, every
+    /// missing number of `--seq ..= --to`, however many, with one no_op per missing run.
     Fill {
         #[command(flatten)]
         target: AdminTarget,
@@ -49,9 +55,12 @@ pub enum GapCommand {
         /// The ecosystem whose sequence has the gap.
         #[arg(long)]
         ecosystem: Option<String>,
-        /// The missing sequence number.
+        /// The missing sequence number (with `--to`: the first of the range).
         #[arg(long)]
         seq: i64,
+        /// Fill every missing sequence number from `--seq` up to and including this one.
+        #[arg(long)]
+        to: Option<i64>,
         /// Why (a ticket reference), recorded with the no_op.
         #[arg(long)]
         reason: String,
@@ -149,23 +158,61 @@ pub async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The admin endpoints that also accept the observer token (api.md §7, D14).
+pub const READ_ONLY_PATHS: [&str; 8] = [
+    "/admin/list_sequence_gaps",
+    "/admin/dlq/list",
+    "/admin/state_digest",
+    "/admin/results/list",
+    "/admin/rebuild_status",
+    "/admin/settings/get",
+    "/admin/settings/list",
+    "/admin/settings/audit",
+];
+
+fn token_file(target: &AdminTarget, name: &str) -> Option<String> {
+    std::fs::read_to_string(target.data_dir.join(name))
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|token| !token.is_empty())
+}
+
+/// The header and token for `path`: a read-only path prefers the observer token (so that
+/// a host holding only it can read), every other path needs the admin token.
+fn credential(target: &AdminTarget, path: &str) -> anyhow::Result<(&'static str, String)> {
+    let given = |token: &Option<String>| token.clone().filter(|token| !token.is_empty());
+    let admin = || given(&target.admin_token).or_else(|| token_file(target, "admin-token"));
+    if READ_ONLY_PATHS.contains(&path) {
+        let found = given(&target.observer_token)
+            .map(|token| ("Biglearn-Observer-Token", token))
+            .or_else(|| given(&target.admin_token).map(|token| ("Biglearn-Admin-Token", token)))
+            .or_else(|| {
+                token_file(target, "observer-token").map(|token| ("Biglearn-Observer-Token", token))
+            })
+            .or_else(|| admin().map(|token| ("Biglearn-Admin-Token", token)));
+        return found.with_context(|| {
+            format!(
+                "no observer or admin token: set BIGLEARN_OBSERVER_TOKEN or pass --observer-token (none found in {})",
+                target.data_dir.display()
+            )
+        });
+    }
+    let token = admin().with_context(|| {
+        format!(
+            "no admin token: set BIGLEARN_ADMIN_TOKEN or pass --admin-token (none found in {}); an observer token does not open {path}",
+            target.data_dir.display()
+        )
+    })?;
+    Ok(("Biglearn-Admin-Token", token))
+}
+
 /// POSTs `body` to the admin endpoint `path`; a non-2xx answer is an error naming it.
 pub(crate) async fn call(target: &AdminTarget, path: &str, body: Value) -> anyhow::Result<Value> {
-    let token = match &target.admin_token {
-        Some(token) => token.clone(),
-        None => std::fs::read_to_string(target.data_dir.join("admin-token"))
-            .map(|text| text.trim().to_owned())
-            .with_context(|| {
-                format!(
-                    "no admin token: set BIGLEARN_ADMIN_TOKEN or pass --admin-token (none found in {})",
-                    target.data_dir.display()
-                )
-            })?,
-    };
+    let (header, token) = credential(target, path)?;
     let url = format!("{}{path}", target.target.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&url)
-        .header("Biglearn-Admin-Token", token)
+        .header(header, token)
         .header("Biglearn-Actor", &target.actor)
         .json(&body)
         .send()
@@ -214,6 +261,7 @@ pub async fn run_gap(command: GapCommand) -> anyhow::Result<()> {
             course,
             ecosystem,
             seq,
+            to,
             reason,
         } => {
             let (stream, aggregate) = match (course, ecosystem) {
@@ -221,15 +269,19 @@ pub async fn run_gap(command: GapCommand) -> anyhow::Result<()> {
                 (None, Some(ecosystem)) => ("ecosystem", ecosystem),
                 (None, None) => anyhow::bail!("pass --course or --ecosystem"),
             };
-            let answer = call(
-                &target,
-                "/admin/fill_sequence_gap",
-                json!({"stream": stream, "aggregate_uuid": aggregate, "sequence_number": seq, "reason": reason}),
-            )
-            .await?;
+            let mut body = json!({"stream": stream, "aggregate_uuid": aggregate, "sequence_number": seq, "reason": reason});
+            if let Some(to) = to {
+                body["sequence_number_to"] = json!(to);
+            }
+            let answer = call(&target, "/admin/fill_sequence_gap", body).await?;
+            let range = match to {
+                Some(to) => format!("sequence_numbers {seq}..={to}"),
+                None => format!("sequence_number {seq}"),
+            };
             println!(
-                "{stream} {aggregate} sequence_number {seq}: {}",
-                answer["status"].as_str().unwrap_or("?")
+                "{stream} {aggregate} {range}: {} ({} filled)",
+                answer["status"].as_str().unwrap_or("?"),
+                answer["filled_count"]
             );
             Ok(())
         }

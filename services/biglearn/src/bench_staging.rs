@@ -100,6 +100,7 @@ fn run_config(dir: &Path, backend: Backend, prefix: &str, roles: Vec<Role>) -> R
         roles,
         api_token: TOKEN.into(),
         admin_token: TOKEN.into(),
+        observer_token: None,
         writer_id: format!("{prefix}-writer"),
         flags: Default::default(),
         http: Default::default(),

@@ -94,6 +94,10 @@ struct StoreArgs {
     /// Topic prefix of this environment, e.g. `prod` or `staging`.
     #[arg(long, default_value = "biglearn", env = "BIGLEARN_TOPIC_PREFIX")]
     topic_prefix: String,
+    /// The observer token, accepted by the read-only admin endpoints only (dashboards,
+    /// staging); default: `<data-dir>/observer-token`, generated once.
+    #[arg(long, env = "BIGLEARN_OBSERVER_TOKEN", hide_env_values = true)]
+    observer_token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +194,14 @@ fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> 
             path.parent().unwrap_or(path).display()
         );
     }
+    let (observer_token, observer_file) =
+        tokens::resolve_observer(&store.data_dir, store.observer_token.as_deref(), &tokens)?;
+    if let Some(path) = observer_file {
+        println!(
+            "Observer token (read-only admin endpoints) not set; using {} (mode 0600)",
+            path.display()
+        );
+    }
     let backend = match &store.kafka {
         Some(servers) => Backend::Kafka {
             bootstrap_servers: servers.clone(),
@@ -205,6 +217,7 @@ fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> 
         roles,
         api_token: tokens.api,
         admin_token: tokens.admin,
+        observer_token: Some(observer_token),
         writer_id: format!("biglearn-{}", uuid::Uuid::new_v4().simple()),
         flags: biglearn_settings::FeatureFlags::parse(&store.feature_flags)
             .map_err(|error| anyhow::anyhow!("--feature-flags: {error}"))?,

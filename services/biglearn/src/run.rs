@@ -65,6 +65,8 @@ pub struct RunConfig {
     pub roles: Vec<Role>,
     pub api_token: String,
     pub admin_token: String,
+    /// Accepted by the read-only admin endpoints only (spec api.md D14); `None`: none.
+    pub observer_token: Option<String>,
     pub writer_id: String,
     /// Per-environment feature flags (static; spec operations.md §6.1).
     pub flags: biglearn_settings::FeatureFlags,
@@ -660,6 +662,7 @@ pub async fn run_with(
         tokens: Tokens {
             api: vec![config.api_token.clone()],
             admin: vec![config.admin_token.clone()],
+            observer: config.observer_token.iter().cloned().collect(),
         },
         metrics: metrics.clone(),
         readiness: Readiness::new(

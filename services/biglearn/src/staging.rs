@@ -161,6 +161,10 @@ pub struct StagingRunArgs {
         env = "BIGLEARN_DATA_DIR"
     )]
     data_dir: PathBuf,
+    /// Staging's own observer token (what `staging verify` uses to read staging's digest);
+    /// default: `<data-dir>/observer-token`, generated once.
+    #[arg(long, env = "BIGLEARN_OBSERVER_TOKEN", hide_env_values = true)]
+    observer_token: Option<String>,
     /// Address of the HTTP listener (read API, admin, /readyz, /metrics).
     #[arg(long, default_value = "127.0.0.1:3100", env = "BIGLEARN_LISTEN")]
     listen: SocketAddr,
@@ -226,6 +230,8 @@ fn staging_run_config(args: &StagingRunArgs) -> anyhow::Result<RunConfig> {
         )
     })?;
     let tokens = crate::tokens::resolve(&args.data_dir)?;
+    let (observer_token, _) =
+        crate::tokens::resolve_observer(&args.data_dir, args.observer_token.as_deref(), &tokens)?;
     let target = match &args.kafka {
         Some(servers) => Backend::Kafka {
             bootstrap_servers: servers.clone(),
@@ -262,6 +268,7 @@ fn staging_run_config(args: &StagingRunArgs) -> anyhow::Result<RunConfig> {
         },
         api_token: tokens.api,
         admin_token: tokens.admin,
+        observer_token: Some(observer_token),
         // Staging's own clients (and their assign-only group ids) start with `staging.`.
         writer_id: format!("staging.biglearn-{}", uuid::Uuid::new_v4().simple()),
         flags: biglearn_settings::FeatureFlags::parse(&args.feature_flags)
@@ -369,11 +376,20 @@ pub struct VerifyArgs {
     /// Base URL of the staging process.
     #[arg(long)]
     staging: String,
-    /// Production's admin token.
-    #[arg(long, env = "BIGLEARN_PRODUCTION_ADMIN_TOKEN", hide_env_values = true)]
+    /// Production's observer token (read-only admin endpoints, api.md D14); staging never
+    /// holds production's admin token.
+    #[arg(
+        long = "production-observer-token",
+        env = "BIGLEARN_PRODUCTION_OBSERVER_TOKEN",
+        hide_env_values = true
+    )]
     production_token: String,
-    /// Staging's admin token.
-    #[arg(long, env = "BIGLEARN_STAGING_ADMIN_TOKEN", hide_env_values = true)]
+    /// Staging's observer token.
+    #[arg(
+        long = "staging-observer-token",
+        env = "BIGLEARN_STAGING_OBSERVER_TOKEN",
+        hide_env_values = true
+    )]
     staging_token: String,
     /// Give up waiting for both to apply the same sequence numbers after this many seconds.
     #[arg(long, default_value_t = 300)]
@@ -406,8 +422,10 @@ impl VerifyArgs {
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
     pub production: String,
+    /// Production's observer token.
     pub production_token: String,
     pub staging: String,
+    /// Staging's observer token.
     pub staging_token: String,
     pub actor: String,
     /// Bound on waiting for equal inputs.
@@ -429,7 +447,8 @@ pub struct VerifyReport {
     pub text: String,
 }
 
-/// One admin endpoint with its token.
+/// The read-only admin endpoints of one deployment, reached with its observer token
+/// (api.md D14): nothing here can write.
 struct Endpoint {
     base: String,
     token: String,
@@ -441,9 +460,10 @@ impl Endpoint {
     fn new(base: &str, token: Option<&str>, actor: &str) -> anyhow::Result<Endpoint> {
         let token = token
             .map(str::to_owned)
-            .or_else(|| std::env::var("BIGLEARN_ADMIN_TOKEN").ok())
+            .or_else(|| std::env::var("BIGLEARN_OBSERVER_TOKEN").ok())
+            .filter(|token| !token.is_empty())
             .context(
-                "no admin token: pass --left-token/--right-token or set BIGLEARN_ADMIN_TOKEN",
+                "no observer token: pass --left-observer-token/--right-observer-token or set BIGLEARN_OBSERVER_TOKEN",
             )?;
         Ok(Endpoint {
             base: base.trim_end_matches('/').to_owned(),
@@ -458,7 +478,7 @@ impl Endpoint {
         let response = self
             .client
             .post(&url)
-            .header("Biglearn-Admin-Token", &self.token)
+            .header("Biglearn-Observer-Token", &self.token)
             .header("Biglearn-Actor", &self.actor)
             .json(&body)
             .timeout(Duration::from_secs(120))
@@ -599,11 +619,19 @@ pub struct DiffArgs {
     /// Base URL of the second deployment (e.g. staging).
     #[arg(long)]
     right: String,
-    /// Admin token of --left (default: $BIGLEARN_ADMIN_TOKEN).
-    #[arg(long, env = "BIGLEARN_LEFT_ADMIN_TOKEN", hide_env_values = true)]
+    /// Observer token of --left (default: $BIGLEARN_OBSERVER_TOKEN).
+    #[arg(
+        long = "left-observer-token",
+        env = "BIGLEARN_LEFT_OBSERVER_TOKEN",
+        hide_env_values = true
+    )]
     left_token: Option<String>,
-    /// Admin token of --right (default: $BIGLEARN_ADMIN_TOKEN).
-    #[arg(long, env = "BIGLEARN_RIGHT_ADMIN_TOKEN", hide_env_values = true)]
+    /// Observer token of --right (default: $BIGLEARN_OBSERVER_TOKEN).
+    #[arg(
+        long = "right-observer-token",
+        env = "BIGLEARN_RIGHT_OBSERVER_TOKEN",
+        hide_env_values = true
+    )]
     right_token: Option<String>,
     /// Print at most this many keys per kind of difference.
     #[arg(long, default_value_t = 20)]
@@ -710,6 +738,7 @@ mod tests {
             roles,
             api_token: "a".into(),
             admin_token: "b".into(),
+            observer_token: None,
             writer_id: "staging.test".into(),
             flags: Default::default(),
             http: Default::default(),

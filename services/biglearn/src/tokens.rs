@@ -82,3 +82,61 @@ pub fn resolve(data_dir: &Path) -> anyhow::Result<ResolvedTokens> {
         stored_in,
     })
 }
+
+/// The observer token (spec api.md D14: read-only admin endpoints only): `given` (the
+/// `--observer-token` flag or `BIGLEARN_OBSERVER_TOKEN`), else the one kept in
+/// `<data_dir>/observer-token` (generated once, like the other tokens). Returns the token
+/// and, when it came from the data directory, its file.
+///
+/// It must differ from the API and admin tokens: an observer token that could write would
+/// defeat its purpose.
+pub fn resolve_observer(
+    data_dir: &Path,
+    given: Option<&str>,
+    others: &ResolvedTokens,
+) -> anyhow::Result<(String, Option<PathBuf>)> {
+    let (token, stored_in) = match given.map(str::trim).filter(|token| !token.is_empty()) {
+        Some(token) => (token.to_owned(), None),
+        None => (
+            read_or_generate(data_dir, "observer-token")?,
+            Some(data_dir.join("observer-token")),
+        ),
+    };
+    if token == others.api || token == others.admin {
+        anyhow::bail!(
+            "the observer token equals the API or admin token; give it its own secret (BIGLEARN_OBSERVER_TOKEN)"
+        );
+    }
+    Ok((token, stored_in))
+}
+
+#[cfg(test)]
+mod observer_tests {
+    use super::*;
+
+    #[test]
+    fn the_observer_token_is_generated_once_and_must_differ_from_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let others = ResolvedTokens {
+            api: "api".into(),
+            admin: "admin".into(),
+            stored_in: None,
+        };
+        let (first, stored) = resolve_observer(dir.path(), None, &others).unwrap();
+        assert_eq!(stored, Some(dir.path().join("observer-token")));
+        assert_eq!(first.len(), 64);
+        let (again, _) = resolve_observer(dir.path(), None, &others).unwrap();
+        assert_eq!(again, first, "kept in the data directory");
+        assert_eq!(
+            resolve_observer(dir.path(), Some("given"), &others).unwrap(),
+            ("given".to_owned(), None)
+        );
+        for same in ["api", "admin"] {
+            let error = resolve_observer(dir.path(), Some(same), &others).unwrap_err();
+            assert!(
+                error.to_string().contains("BIGLEARN_OBSERVER_TOKEN"),
+                "{error}"
+            );
+        }
+    }
+}

@@ -77,6 +77,21 @@ pub struct NoOp {
     pub reason: NoOpReason,
     pub actor: Option<String>,
     pub detail_json: Option<String>,
+    /// A range fill (spec api.md D13): this no_op stands at its sequence number and covers
+    /// every slot up to and including this one that no other event holds. `None` for a
+    /// no_op of one slot.
+    #[serde(default)]
+    pub through_sequence_number: Option<SequenceNumber>,
+}
+
+impl NoOp {
+    /// The last slot this no_op covers, when it covers more than the one it stands at
+    /// (`sequence_number` is the slot it stands at). A `through_sequence_number` at or
+    /// below it covers nothing more.
+    pub fn covers_through(&self, sequence_number: SequenceNumber) -> Option<SequenceNumber> {
+        self.through_sequence_number
+            .filter(|through| *through > sequence_number)
+    }
 }
 
 /// `create_course`.
@@ -581,6 +596,7 @@ mod tests {
             reason: NoOpReason::AdminFill,
             actor: Some("ops".into()),
             detail_json: None,
+            through_sequence_number: None,
         });
         assert_eq!(
             payload.to_event_data(),

@@ -4,6 +4,12 @@
 //! view of its pending entries and one incoming record to an [`Outcome`], the new state and the
 //! pending changes, so that a consumer writes state, pending and position in one sled batch.
 //! [`SequencerMemory`] runs the same core over in-memory maps.
+//!
+//! A range `no_op` (spec api.md D13, events.md §5.2) is one record that stands at its sequence
+//! number and *covers* every later slot up to `covers_through` that no other event holds: when
+//! it is applied, the events parked inside its range are applied in order and `next_seq` jumps
+//! past the range, in O(parked entries), never O(slots). A record that arrives later for a
+//! covered slot is a conflict (the range holds it), exactly as for a one-slot `no_op`.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -41,8 +47,12 @@ impl AggregateSequence {
 /// What occupies one slot: a decoded event, or an opaque record routable by its headers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Slot<E> {
-    /// A decoded event.
-    Event { event_uuid: EventUuid, event: E },
+    /// A decoded event. `covers_through` is set for a range `no_op`: the last slot it covers.
+    Event {
+        event_uuid: EventUuid,
+        event: E,
+        covers_through: Option<SequenceNumber>,
+    },
     /// A record this build cannot decode (spec events.md §4.3). `raw` is whatever the
     /// consumer needs to decode it again after an upgrade (for example the record value).
     Opaque { event_uuid: EventUuid, raw: Vec<u8> },
@@ -60,6 +70,14 @@ impl<E> Slot<E> {
     pub fn is_opaque(&self) -> bool {
         matches!(self, Slot::Opaque { .. })
     }
+
+    /// The last slot a range `no_op` in this slot covers (`None` for any other entry).
+    pub fn covers_through(&self) -> Option<SequenceNumber> {
+        match self {
+            Slot::Event { covers_through, .. } => *covers_through,
+            Slot::Opaque { .. } => None,
+        }
+    }
 }
 
 /// One record of one aggregate, as read from its topic.
@@ -75,6 +93,8 @@ pub struct Sequenced<E> {
     pub sequence_number: SequenceNumber,
     pub event_uuid: EventUuid,
     pub event: E,
+    /// Set for a range `no_op`: the last slot it covers.
+    pub covers_through: Option<SequenceNumber>,
 }
 
 /// What became of one incoming record. Every variant is an expected outcome, not an error.
@@ -122,6 +142,13 @@ pub trait PendingView<E> {
     fn contains(&self, sequence_number: SequenceNumber) -> bool {
         self.get(sequence_number).is_some()
     }
+
+    /// The pending entry with the smallest sequence number `≥ from` (a range read: covered
+    /// ranges are skipped over in one step, never slot by slot).
+    fn first_from(&self, from: SequenceNumber) -> Option<(SequenceNumber, Slot<E>)>;
+
+    /// The pending entry with the largest sequence number `< below`.
+    fn last_below(&self, below: SequenceNumber) -> Option<(SequenceNumber, Slot<E>)>;
 }
 
 impl<E: Clone> PendingView<E> for std::collections::BTreeMap<SequenceNumber, Slot<E>> {
@@ -131,6 +158,18 @@ impl<E: Clone> PendingView<E> for std::collections::BTreeMap<SequenceNumber, Slo
 
     fn contains(&self, sequence_number: SequenceNumber) -> bool {
         self.contains_key(&sequence_number)
+    }
+
+    fn first_from(&self, from: SequenceNumber) -> Option<(SequenceNumber, Slot<E>)> {
+        self.range(from..)
+            .next()
+            .map(|(seq, slot)| (*seq, slot.clone()))
+    }
+
+    fn last_below(&self, below: SequenceNumber) -> Option<(SequenceNumber, Slot<E>)> {
+        self.range(..below)
+            .next_back()
+            .map(|(seq, slot)| (*seq, slot.clone()))
     }
 }
 
@@ -200,16 +239,19 @@ pub fn receive<E>(
         None if seq == state.next_seq && !incoming.slot.is_opaque() => {
             release(&mut next, pending, incoming, &mut pending_changes)
         }
-        None => {
-            next.n_pending += 1;
-            next.n_opaque += u64::from(incoming.slot.is_opaque());
-            next.highest_pending = Some(next.highest_pending.map_or(seq, |high| high.max(seq)));
-            pending_changes.push(PendingChange::Put {
-                sequence_number: seq,
-                slot: incoming.slot,
-            });
-            Outcome::Parked
+        // A slot covered by a parked range no_op is held by it (first in log order wins).
+        None if seq > state.next_seq && state.n_pending > 0 => {
+            if let Some((_, range)) = pending
+                .last_below(seq)
+                .filter(|(_, slot)| slot.covers_through().is_some_and(|through| through >= seq))
+            {
+                return unchanged(Outcome::Conflict {
+                    taken_by: range.event_uuid(),
+                });
+            }
+            park(&mut next, incoming, &mut pending_changes)
         }
+        None => park(&mut next, incoming, &mut pending_changes),
     };
 
     if next.n_pending == 0 {
@@ -225,8 +267,30 @@ pub fn receive<E>(
     }
 }
 
+/// Stores `incoming` as pending (behind a gap or an opaque entry).
+fn park<E>(
+    state: &mut AggregateSequence,
+    incoming: Incoming<E>,
+    pending_changes: &mut Vec<PendingChange<E>>,
+) -> Outcome<E> {
+    let seq = incoming.sequence_number;
+    state.n_pending += 1;
+    state.n_opaque += u64::from(incoming.slot.is_opaque());
+    state.highest_pending = Some(state.highest_pending.map_or(seq, |high| high.max(seq)));
+    pending_changes.push(PendingChange::Put {
+        sequence_number: seq,
+        slot: incoming.slot,
+    });
+    Outcome::Parked
+}
+
 /// Applies `head` (a decoded event at `state.next_seq`) and every decoded pending event
 /// contiguous after it, stopping at a missing or opaque slot.
+///
+/// A range `no_op` makes every slot up to its `covers_through` contiguous: the entries
+/// parked inside the range are found with range reads and applied in order, and `next_seq`
+/// then jumps past the range. The work is bounded by the pending count, whatever the size
+/// of the range.
 fn release<E>(
     state: &mut AggregateSequence,
     pending: &impl PendingView<E>,
@@ -234,29 +298,84 @@ fn release<E>(
     pending_changes: &mut Vec<PendingChange<E>>,
 ) -> Outcome<E> {
     let mut applied = Vec::new();
-    if let Slot::Event { event_uuid, event } = head.slot {
+    // Every slot up to `reach` is applied or covered, except the entries parked inside.
+    let mut reach = head.sequence_number;
+    if let Slot::Event {
+        event_uuid,
+        event,
+        covers_through,
+    } = head.slot
+    {
+        reach = reach.max(covers_through.unwrap_or(reach));
         applied.push(Sequenced {
             sequence_number: head.sequence_number,
             event_uuid,
             event,
+            covers_through,
         });
     }
     state.next_seq = head.sequence_number.next();
-    // Bounded by the pending count: each step removes one entry.
-    while state.n_pending > 0 {
-        let Some(Slot::Event { event_uuid, event }) = pending.get(state.next_seq) else {
+    // Bounded by the pending count: each step removes one entry or ends a covered range.
+    loop {
+        if state.next_seq <= reach {
+            // Inside a covered range: the next parked entry in it, if any.
+            match pending
+                .first_from(state.next_seq)
+                .filter(|(seq, _)| *seq <= reach)
+            {
+                Some((seq, Slot::Opaque { .. })) => {
+                    state.next_seq = seq;
+                    break;
+                }
+                Some((
+                    seq,
+                    Slot::Event {
+                        event_uuid,
+                        event,
+                        covers_through,
+                    },
+                )) => {
+                    reach = reach.max(covers_through.unwrap_or(seq));
+                    applied.push(Sequenced {
+                        sequence_number: seq,
+                        event_uuid,
+                        event,
+                        covers_through,
+                    });
+                    pending_changes.push(PendingChange::Remove {
+                        sequence_number: seq,
+                    });
+                    state.n_pending -= 1;
+                    state.next_seq = seq.next();
+                }
+                None => state.next_seq = SequenceNumber(reach.0.saturating_add(1)),
+            }
+            continue;
+        }
+        if state.n_pending == 0 {
             break;
-        };
-        applied.push(Sequenced {
-            sequence_number: state.next_seq,
+        }
+        let Some(Slot::Event {
             event_uuid,
             event,
+            covers_through,
+        }) = pending.get(state.next_seq)
+        else {
+            break;
+        };
+        let seq = state.next_seq;
+        reach = covers_through.unwrap_or(seq);
+        applied.push(Sequenced {
+            sequence_number: seq,
+            event_uuid,
+            event,
+            covers_through,
         });
         pending_changes.push(PendingChange::Remove {
-            sequence_number: state.next_seq,
+            sequence_number: seq,
         });
         state.n_pending -= 1;
-        state.next_seq = state.next_seq.next();
+        state.next_seq = seq.next();
     }
     Outcome::Applied(applied)
 }
@@ -277,24 +396,31 @@ pub struct GapInfo {
 }
 
 /// The gap of one aggregate, or `None` when it is not blocked.
+///
+/// Slots covered by a parked range `no_op` count as received. Reads every pending entry
+/// once (O(pending), whatever the size of a covered range).
 pub fn gap_info<E>(
     aggregate: Uuid,
     state: &AggregateSequence,
     pending: &impl PendingView<E>,
 ) -> Option<GapInfo> {
-    let highest_received = state.highest_pending?;
-    let span = u64::try_from(highest_received.0 - state.next_seq.0 + 1).unwrap_or(0);
-    let missing_count = span.saturating_sub(state.n_pending);
-    let first_missing = if missing_count == 0 {
-        None
-    } else {
-        // At most n_pending present slots precede the first missing one.
-        let mut seq = state.next_seq;
-        while seq < highest_received && pending.contains(seq) {
-            seq = seq.next();
+    state.highest_pending?;
+    let mut first_missing = None;
+    let mut missing_count = 0u64;
+    // Every slot below `expected` is applied, parked or covered.
+    let mut expected = state.next_seq;
+    let mut highest_received = state.next_seq;
+    let mut cursor = state.next_seq;
+    while let Some((seq, slot)) = pending.first_from(cursor) {
+        if seq > expected {
+            first_missing.get_or_insert(expected);
+            missing_count += u64::try_from(seq.0 - expected.0).unwrap_or(0);
         }
-        Some(seq)
-    };
+        let last = slot.covers_through().unwrap_or(seq).max(seq);
+        highest_received = highest_received.max(last);
+        expected = expected.max(SequenceNumber(last.0.saturating_add(1)));
+        cursor = seq.next();
+    }
     Some(GapInfo {
         aggregate,
         first_missing,

@@ -57,6 +57,10 @@ pub(crate) fn write_no_op(w: &mut AvroWriter, no_op: &NoOp) {
     });
     w.optional(no_op.actor.as_deref(), AvroWriter::string);
     w.optional(no_op.detail_json.as_deref(), AvroWriter::string);
+    w.optional(
+        no_op.through_sequence_number.map(|seq| seq.0).as_ref(),
+        |w, seq| w.long(*seq),
+    );
 }
 
 pub(crate) fn read_no_op(r: &mut AvroReader<'_>) -> Result<NoOp, DecodeError> {
@@ -69,6 +73,7 @@ pub(crate) fn read_no_op(r: &mut AvroReader<'_>) -> Result<NoOp, DecodeError> {
         reason,
         actor: r.optional(AvroReader::string)?,
         detail_json: r.optional(AvroReader::string)?,
+        through_sequence_number: r.optional(AvroReader::long)?.map(SequenceNumber),
     })
 }
 

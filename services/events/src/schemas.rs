@@ -28,11 +28,17 @@ pub enum SchemaFamily {
 const SOURCES: [(SchemaFamily, &[&str]); 6] = [
     (
         SchemaFamily::CourseEvent,
-        &[include_str!("../../../schemas/course_event/v1.avsc")],
+        &[
+            include_str!("../../../schemas/course_event/v1.avsc"),
+            include_str!("../../../schemas/course_event/v2.avsc"),
+        ],
     ),
     (
         SchemaFamily::EcosystemEvent,
-        &[include_str!("../../../schemas/ecosystem_event/v1.avsc")],
+        &[
+            include_str!("../../../schemas/ecosystem_event/v1.avsc"),
+            include_str!("../../../schemas/ecosystem_event/v2.avsc"),
+        ],
     ),
     (
         SchemaFamily::DeadLetter,

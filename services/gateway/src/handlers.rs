@@ -250,25 +250,42 @@ async fn handle_admin(
     match request {
         AdminRequest::FillSequenceGap(fill) => {
             let writer = state.writer.as_ref().ok_or_else(not_the_writer)?;
-            let written = writer
+            let outcome = writer
                 .fill_sequence_gap(
                     fill.stream,
                     fill.aggregate_uuid,
                     fill.sequence_number,
+                    fill.sequence_number_to,
                     actor,
                     &fill.reason,
                 )
                 .await?;
+            let filled_count = match outcome {
+                crate::writer::GapFill::Filled(count) => count,
+                crate::writer::GapFill::TooManyRuns(n_runs) => {
+                    return Err(HandlerError::BadRequest {
+                        path: "/sequence_number_to".into(),
+                        message: format!(
+                            "the range holds {n_runs} separate missing runs, more than the {} one call fills; fill a smaller range",
+                            crate::writer::MAX_FILL_RUNS
+                        ),
+                    })
+                }
+            };
             tracing::info!(
                 stream = fill.stream.as_str(),
                 aggregate = %fill.aggregate_uuid,
                 sequence_number = fill.sequence_number.0,
+                sequence_number_to = fill.sequence_number_to.map(|seq| seq.0),
                 actor,
                 reason = %fill.reason,
-                written,
+                filled_count,
                 "An operator filled a sequence gap."
             );
-            Ok(json!({"status": if written { "filled" } else { "already_filled" }}))
+            Ok(json!({
+                "status": if filled_count > 0 { "filled" } else { "already_filled" },
+                "filled_count": filled_count,
+            }))
         }
         AdminRequest::ListSequenceGaps(list) => {
             let now = now_micros();

@@ -211,11 +211,22 @@ async fn serve(
     }
     let is_admin = endpoint.family() == EndpointFamily::Admin;
     let actor = if is_admin {
-        if !token_matches(headers.get("biglearn-admin-token"), &state.tokens.admin) {
+        // The observer token (D14) opens the read-only admin endpoints and nothing else.
+        let is_admitted = token_matches(headers.get("biglearn-admin-token"), &state.tokens.admin)
+            || (endpoint.is_observable()
+                && token_matches(
+                    headers.get("biglearn-observer-token"),
+                    &state.tokens.observer,
+                ));
+        if !is_admitted {
             return error_response(
                 StatusCode::UNAUTHORIZED,
                 "",
-                "missing or invalid Biglearn-Admin-Token",
+                if endpoint.is_observable() {
+                    "missing or invalid Biglearn-Admin-Token or Biglearn-Observer-Token"
+                } else {
+                    "missing or invalid Biglearn-Admin-Token"
+                },
             );
         }
         match headers

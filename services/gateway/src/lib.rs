@@ -51,6 +51,9 @@ pub struct Tokens {
     pub api: Vec<String>,
     /// Accepted in `Biglearn-Admin-Token`.
     pub admin: Vec<String>,
+    /// Accepted in `Biglearn-Observer-Token` by the read-only admin endpoints only (spec
+    /// api.md D14); empty: no observer is accepted.
+    pub observer: Vec<String>,
 }
 
 /// Whether the process may take traffic: every consumer caught up, writer index in sync.

@@ -387,6 +387,26 @@ impl Writer {
                 });
                 continue;
             }
+            // A slot covered by a range no_op is taken by it (api.md D13).
+            if let Some((_, _, range)) = self
+                .log
+                .covering(
+                    candidate.stream,
+                    candidate.aggregate,
+                    candidate.sequence_number,
+                )
+                .map_err(Self::internal)?
+            {
+                conflicts.push(SlotConflict {
+                    path: format!("{}/sequence_number", candidate.item_path),
+                    stream: candidate.stream,
+                    aggregate: candidate.aggregate,
+                    sequence_number: candidate.sequence_number,
+                    taken_by: range,
+                    taken_by_type: Some("no_op".to_owned()),
+                });
+                continue;
+            }
             if let Some(first) = claimed.get(&slot) {
                 conflicts.push(SlotConflict {
                     path: format!("{}/sequence_number", candidate.item_path),
@@ -649,48 +669,116 @@ impl Writer {
             })
     }
 
-    /// Appends a gap-filling `no_op` (spec api.md §7): `Ok(true)` if written, `Ok(false)`
-    /// if the same fill is already recorded.
+    /// Appends gap-filling `no_op`s (spec api.md §7) and returns how many slots they filled
+    /// (0: already filled).
+    ///
+    /// Without `through`, one `no_op` at `sequence_number` (identity
+    /// `no_op/<stream>/<aggregate>/<seq>`); a slot already covered by a range no_op is
+    /// already filled. With `through` (D13), every missing slot of
+    /// `[sequence_number, through]`: one `no_op` per missing run, standing at the run's
+    /// first slot and covering the rest of it (identity `no_op/<stream>/<aggregate>/<a>-<b>`;
+    /// a run of one slot is a plain one-slot no_op), so storage grows with the number of
+    /// runs, never with the size of the range. Slots already taken stay as they are.
     pub async fn fill_sequence_gap(
         &self,
         stream: StreamKind,
         aggregate: Uuid,
         sequence_number: SequenceNumber,
+        through: Option<SequenceNumber>,
         actor: &str,
         reason: &str,
-    ) -> Result<bool, WriteError> {
-        let event_uuid = EventUuid(biglearn_domain::ids::uuid_v5(&format!(
-            "no_op/{}/{}/{}",
-            stream.as_str(),
-            aggregate,
-            sequence_number
-        )));
-        let no_op = biglearn_domain::events::NoOp {
-            reason: NoOpReason::AdminFill,
-            actor: Some(actor.to_owned()),
-            detail_json: Some(serde_json::json!({ "reason": reason }).to_string()),
-        };
-        let payload = match stream {
-            StreamKind::Course => CandidatePayload::Course(CoursePayload::NoOp(no_op)),
-            StreamKind::Ecosystem => {
-                CandidatePayload::Ecosystem(biglearn_domain::events::EcosystemPayload::NoOp(no_op))
+    ) -> Result<GapFill, WriteError> {
+        let runs = match through {
+            None => {
+                if self
+                    .log
+                    .covering(stream, aggregate, sequence_number)
+                    .map_err(Self::internal)?
+                    .is_some()
+                {
+                    return Ok(GapFill::Filled(0));
+                }
+                vec![(sequence_number, sequence_number)]
+            }
+            Some(through) => {
+                let runs = self
+                    .log
+                    .missing_runs(stream, aggregate, sequence_number, through)
+                    .map_err(Self::internal)?;
+                if runs.len() > MAX_FILL_RUNS {
+                    return Ok(GapFill::TooManyRuns(runs.len()));
+                }
+                runs
             }
         };
-        let receipt = self
-            .write(vec![Candidate {
-                stream,
-                aggregate,
-                sequence_number,
-                event_uuid,
-                payload,
-                item_path: String::new(),
-            }])
-            .await?;
-        Ok(matches!(
-            receipt.outcomes.first(),
-            Some((_, CandidateOutcome::Written))
+        if runs.is_empty() {
+            return Ok(GapFill::Filled(0));
+        }
+        let candidates: Vec<Candidate> = runs
+            .iter()
+            .map(|(first, last)| {
+                let (name, covers) = if first == last {
+                    (
+                        format!("no_op/{}/{}/{}", stream.as_str(), aggregate, first),
+                        None,
+                    )
+                } else {
+                    (
+                        format!("no_op/{}/{}/{}-{}", stream.as_str(), aggregate, first, last),
+                        Some(*last),
+                    )
+                };
+                let no_op = biglearn_domain::events::NoOp {
+                    reason: NoOpReason::AdminFill,
+                    actor: Some(actor.to_owned()),
+                    detail_json: Some(serde_json::json!({ "reason": reason }).to_string()),
+                    through_sequence_number: covers,
+                };
+                let payload = match stream {
+                    StreamKind::Course => CandidatePayload::Course(CoursePayload::NoOp(no_op)),
+                    StreamKind::Ecosystem => CandidatePayload::Ecosystem(
+                        biglearn_domain::events::EcosystemPayload::NoOp(no_op),
+                    ),
+                };
+                Candidate {
+                    stream,
+                    aggregate,
+                    sequence_number: *first,
+                    event_uuid: EventUuid(biglearn_domain::ids::uuid_v5(&name)),
+                    payload,
+                    item_path: String::new(),
+                }
+            })
+            .collect();
+        let sizes: HashMap<EventUuid, i64> = candidates
+            .iter()
+            .zip(&runs)
+            .map(|(candidate, (first, last))| (candidate.event_uuid, last.0 - first.0 + 1))
+            .collect();
+        let receipt = self.write(candidates).await?;
+        Ok(GapFill::Filled(
+            receipt
+                .outcomes
+                .iter()
+                .filter(|(_, outcome)| matches!(outcome, CandidateOutcome::Written))
+                .map(|(event_uuid, _)| sizes.get(event_uuid).copied().unwrap_or(0))
+                .sum::<i64>() as u64,
         ))
     }
+}
+
+/// At most this many separate missing runs are filled by one range fill (each is one
+/// record in one request); more answer 400 and the operator fills a smaller range.
+pub const MAX_FILL_RUNS: usize = 1000;
+
+/// The outcome of [`Writer::fill_sequence_gap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapFill {
+    /// This many slots were filled (0: they already were).
+    Filled(u64),
+    /// The range holds this many separate missing runs, more than [`MAX_FILL_RUNS`];
+    /// nothing was written.
+    TooManyRuns(usize),
 }
 
 /// The more alarming of two delivery errors: fatal > uncertain > definite.

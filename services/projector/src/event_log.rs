@@ -33,6 +33,11 @@ const TAG_KNOWN: u8 = b'K';
 const TAG_BOOK_CONTAINER: u8 = b'B';
 const TAG_PREPARATION: u8 = b'R';
 const TAG_ECOSYSTEM_UPDATE: u8 = b'U';
+/// Slots covered by a range `no_op` (api.md D13): one row per run of covered slots, keyed
+/// by the run's first slot, holding its last slot and the no_op's identity.
+const TAG_COVERED: u8 = b'G';
+/// Flag on the no_op-reason byte of an event row: 8 bytes of `covers_through` follow it.
+const COVERS_FLAG: u8 = 0x80;
 
 /// Things whose existence the read API reports (`*_unknown` statuses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +73,8 @@ pub struct EventRow {
     pub event_data: Option<String>,
     /// Set for `no_op` events.
     pub no_op_reason: Option<NoOpReason>,
+    /// Set for a range `no_op`: the last slot it covers (api.md D13).
+    pub covers_through: Option<SequenceNumber>,
 }
 
 /// Where an identity lives.
@@ -210,6 +217,10 @@ impl OfferedEvent<'_> {
                     CoursePayload::NoOp(no_op) => Some(no_op.reason),
                     _ => None,
                 },
+                covers_through: match &event.payload {
+                    CoursePayload::NoOp(no_op) => no_op.covers_through(event.meta.sequence_number),
+                    _ => None,
+                },
             },
             OfferedEvent::Ecosystem(event) => EventRow {
                 event_uuid: event.meta.event_uuid,
@@ -217,6 +228,12 @@ impl OfferedEvent<'_> {
                 event_data: Some(event.payload.to_event_data().to_string()),
                 no_op_reason: match &event.payload {
                     EcosystemPayload::NoOp(no_op) => Some(no_op.reason),
+                    _ => None,
+                },
+                covers_through: match &event.payload {
+                    EcosystemPayload::NoOp(no_op) => {
+                        no_op.covers_through(event.meta.sequence_number)
+                    }
                     _ => None,
                 },
             },
@@ -229,6 +246,7 @@ impl OfferedEvent<'_> {
                 event_type: event_type.clone(),
                 event_data: None,
                 no_op_reason: None,
+                covers_through: None,
             },
         }
     }
@@ -271,6 +289,12 @@ fn slot_key(stream: StreamKind, aggregate: Uuid, seq: SequenceNumber) -> Vec<u8>
     key.push(stream_byte(stream));
     key.extend_from_slice(aggregate.as_bytes());
     key.extend_from_slice(&seq.0.to_be_bytes());
+    key
+}
+
+fn covered_key(stream: StreamKind, aggregate: Uuid, first: SequenceNumber) -> Vec<u8> {
+    let mut key = slot_key(stream, aggregate, first);
+    key[0] = TAG_COVERED;
     key
 }
 
@@ -328,7 +352,13 @@ fn course_key(tag: u8, course: CourseUuid, suffix: Option<Uuid>) -> Vec<u8> {
 fn encode_event_row(row: &EventRow) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(32 + row.event_data.as_ref().map_or(0, String::len));
     bytes.extend_from_slice(row.event_uuid.0.as_bytes());
-    bytes.push(no_op_reason_byte(row.no_op_reason));
+    match row.covers_through {
+        Some(through) => {
+            bytes.push(no_op_reason_byte(row.no_op_reason) | COVERS_FLAG);
+            bytes.extend_from_slice(&through.0.to_be_bytes());
+        }
+        None => bytes.push(no_op_reason_byte(row.no_op_reason)),
+    }
     bytes.push(row.event_type.len() as u8);
     bytes.extend_from_slice(row.event_type.as_bytes());
     match &row.event_data {
@@ -359,9 +389,18 @@ fn decode_no_op_reason(byte: u8) -> Option<NoOpReason> {
     }
 }
 
-fn decode_event_row(bytes: &[u8]) -> Option<EventRow> {
-    let event_uuid = EventUuid(Uuid::from_slice(bytes.get(0..16)?).ok()?);
-    let no_op_reason = decode_no_op_reason(*bytes.get(16)?);
+fn decode_event_row(whole: &[u8]) -> Option<EventRow> {
+    let event_uuid = EventUuid(Uuid::from_slice(whole.get(0..16)?).ok()?);
+    let reason_byte = *whole.get(16)?;
+    let no_op_reason = decode_no_op_reason(reason_byte & !COVERS_FLAG);
+    // Rows of range no_ops carry `covers_through` after the reason byte; the rest of the
+    // layout is the same, shifted by 8.
+    let (covers_through, bytes) = if reason_byte & COVERS_FLAG != 0 {
+        let through = i64::from_be_bytes(whole.get(17..25)?.try_into().ok()?);
+        (Some(SequenceNumber(through)), whole.get(8..)?)
+    } else {
+        (None, whole)
+    };
     let type_len = usize::from(*bytes.get(17)?);
     let event_type = std::str::from_utf8(bytes.get(18..18 + type_len)?)
         .ok()?
@@ -381,7 +420,41 @@ fn decode_event_row(bytes: &[u8]) -> Option<EventRow> {
         event_type,
         event_data,
         no_op_reason,
+        covers_through,
     })
+}
+
+/// A run of slots covered by a range no_op: `(first, last, identity)`.
+fn decode_covered(key: &[u8], value: &[u8]) -> Option<(SequenceNumber, SequenceNumber, EventUuid)> {
+    let first = i64::from_be_bytes(key.get(18..26)?.try_into().ok()?);
+    let last = i64::from_be_bytes(value.get(0..8)?.try_into().ok()?);
+    let event_uuid = EventUuid(Uuid::from_slice(value.get(8..24)?).ok()?);
+    Some((SequenceNumber(first), SequenceNumber(last), event_uuid))
+}
+
+fn encode_covered(last: SequenceNumber, event_uuid: EventUuid) -> Vec<u8> {
+    let mut value = last.0.to_be_bytes().to_vec();
+    value.extend_from_slice(event_uuid.0.as_bytes());
+    value
+}
+
+/// The covered run holding `seq`, if any: runs never overlap, so it is the last run that
+/// starts at or below `seq`, if it reaches it.
+fn covering_run(
+    overlay: &Overlay<'_>,
+    stream: StreamKind,
+    aggregate: Uuid,
+    seq: SequenceNumber,
+) -> Result<Option<(SequenceNumber, SequenceNumber, EventUuid)>, ProjectionError> {
+    let start = covered_key(stream, aggregate, SequenceNumber(0));
+    let end = covered_key(stream, aggregate, seq);
+    match overlay.last_in(&start, &end)? {
+        Some((key, value)) => {
+            let run = decode_covered(&key, &value).ok_or_else(|| corrupt("covered run"))?;
+            Ok((run.1 >= seq).then_some(run))
+        }
+        None => Ok(None),
+    }
 }
 
 fn encode_identity_row(row: &IdentityRow) -> Vec<u8> {
@@ -481,13 +554,30 @@ impl EventLog {
             if existing.event_uuid == event_uuid {
                 // An opaque entry is replaced once a build that can decode it sees it again.
                 if existing.event_data.is_none() && !matches!(event, OfferedEvent::Opaque { .. }) {
-                    overlay.insert(slot, encode_event_row(&event.row()));
+                    let row = event.row();
+                    overlay.insert(slot, encode_event_row(&row));
+                    // A range no_op decoded only now covers its range now.
+                    if let Some(through) = row.covers_through {
+                        let n_covered =
+                            Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?;
+                        Self::account(
+                            overlay, stream, aggregate, meta_seq, &row, n_covered, 0, now_micros,
+                        )?;
+                    }
                     self.index_effects(overlay, event)?;
                 }
                 return Ok(Offered::Duplicate);
             }
             return Ok(Offered::SlotConflict {
                 taken_by: existing.event_uuid,
+            });
+        }
+        // A slot covered by a range no_op is held by it (a later event there is a conflict).
+        if let Some((_, _, holder)) = covering_run(overlay, stream, aggregate, meta_seq)? {
+            return Ok(if holder == event_uuid {
+                Offered::Duplicate
+            } else {
+                Offered::SlotConflict { taken_by: holder }
             });
         }
         let row = event.row();
@@ -506,24 +596,16 @@ impl EventLog {
             }),
         );
         overlay.insert(slot, encode_event_row(&row));
-
-        let aggregate_key = aggregate_key(stream, aggregate);
-        let mut state = match overlay.get(&aggregate_key)? {
-            Some(bytes) => AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
-            None => AggregateRow::new(),
-        };
-        state.n_present += 1;
-        state.max_seq = state.max_seq.max(meta_seq.0);
-        while overlay.contains(&slot_key(stream, aggregate, SequenceNumber(state.next_seq)))? {
-            state.next_seq += 1;
-        }
-        if state.has_gap() {
-            if state.blocked_since_micros == 0 {
-                state.blocked_since_micros = now_micros.max(1);
+        let n_covered = match row.covers_through {
+            Some(through) => {
+                Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?
             }
-        } else {
-            state.blocked_since_micros = 0;
-        }
+            None => 0,
+        };
+
+        let mut state = Self::account(
+            overlay, stream, aggregate, meta_seq, &row, n_covered, 1, now_micros,
+        )?;
         let metadata = match event {
             OfferedEvent::Course(event) => event.meta.metadata_sequence_number,
             OfferedEvent::Ecosystem(event) => event.meta.metadata_sequence_number,
@@ -543,9 +625,107 @@ impl EventLog {
                 overlay.insert(metadata_key(stream, number), value);
             }
         }
-        overlay.insert(aggregate_key, state.encode());
+        overlay.insert(aggregate_key(stream, aggregate), state.encode());
         self.index_effects(overlay, event)?;
         Ok(Offered::Stored)
+    }
+
+    /// Counts `n_slot + n_covered` new present slots of `row` (stored at `meta_seq`) in the
+    /// aggregate's bookkeeping, advances its contiguous prefix and gap time, and stores the
+    /// row (also returned, for the caller to amend).
+    #[allow(clippy::too_many_arguments)]
+    fn account(
+        overlay: &mut Overlay<'_>,
+        stream: StreamKind,
+        aggregate: Uuid,
+        meta_seq: SequenceNumber,
+        row: &EventRow,
+        n_covered: i64,
+        n_slot: i64,
+        now_micros: i64,
+    ) -> Result<AggregateRow, ProjectionError> {
+        let aggregate_key = aggregate_key(stream, aggregate);
+        let mut state = match overlay.get(&aggregate_key)? {
+            Some(bytes) => AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
+            None => AggregateRow::new(),
+        };
+        state.n_present += n_slot + n_covered;
+        state.max_seq = state
+            .max_seq
+            .max(row.covers_through.unwrap_or(meta_seq).0.max(meta_seq.0));
+        // Bounded by the rows present: a covered run is crossed in one step.
+        loop {
+            let next = SequenceNumber(state.next_seq);
+            if overlay.contains(&slot_key(stream, aggregate, next))? {
+                state.next_seq += 1;
+            } else if let Some(value) = overlay.get(&covered_key(stream, aggregate, next))? {
+                let last = read_i64(&value, 0, "covered run")?;
+                state.next_seq = last.saturating_add(1);
+            } else {
+                break;
+            }
+        }
+        if state.has_gap() {
+            if state.blocked_since_micros == 0 {
+                state.blocked_since_micros = now_micros.max(1);
+            }
+        } else {
+            state.blocked_since_micros = 0;
+        }
+        overlay.insert(aggregate_key, state.encode());
+        Ok(state)
+    }
+
+    /// Records the slots of `(at, through]` that no row holds as covered by the range no_op
+    /// `event_uuid` standing at `at`: one row per free run, so the work is bounded by the
+    /// rows inside the range, never its size. Returns how many slots it covered.
+    fn cover(
+        overlay: &mut Overlay<'_>,
+        stream: StreamKind,
+        aggregate: Uuid,
+        at: SequenceNumber,
+        through: SequenceNumber,
+        event_uuid: EventUuid,
+    ) -> Result<i64, ProjectionError> {
+        let first = SequenceNumber(at.0.saturating_add(1));
+        if through < first {
+            return Ok(0);
+        }
+        // What already holds slots inside the range: events, and runs of other ranges.
+        let mut held: Vec<(i64, i64)> = Vec::new();
+        for (key, _) in overlay.range(
+            &slot_key(stream, aggregate, first),
+            &slot_key(stream, aggregate, through),
+        )? {
+            let seq = read_i64(&key, 18, "slot key")?;
+            held.push((seq, seq));
+        }
+        for (key, value) in overlay.range(
+            &covered_key(stream, aggregate, first),
+            &covered_key(stream, aggregate, through),
+        )? {
+            let (run_first, run_last, _) =
+                decode_covered(&key, &value).ok_or_else(|| corrupt("covered run"))?;
+            held.push((run_first.0, run_last.0.min(through.0)));
+        }
+        held.sort_unstable();
+        let mut n_covered = 0;
+        let mut free_from = first.0;
+        let mut add_run = |overlay: &mut Overlay<'_>, from: i64, to: i64| {
+            if from <= to {
+                overlay.insert(
+                    covered_key(stream, aggregate, SequenceNumber(from)),
+                    encode_covered(SequenceNumber(to), event_uuid),
+                );
+                n_covered += to - from + 1;
+            }
+        };
+        for (held_first, held_last) in held {
+            add_run(overlay, free_from, held_first - 1);
+            free_from = free_from.max(held_last.saturating_add(1));
+        }
+        add_run(overlay, free_from, through.0);
+        Ok(n_covered)
     }
 
     /// Updates the known sets and course bookkeeping an event implies.
@@ -724,7 +904,8 @@ impl EventLog {
     }
 
     /// The identity holding a slot, read without decoding the rest of the row (the
-    /// consumer checks every record for slot conflicts).
+    /// consumer checks every record for slot conflicts): the event stored there, or the
+    /// range no_op covering it.
     pub fn slot_identity(
         &self,
         stream: StreamKind,
@@ -733,7 +914,88 @@ impl EventLog {
     ) -> Result<Option<EventUuid>, ProjectionError> {
         match self.tree.get(slot_key(stream, aggregate, seq))? {
             Some(bytes) => Ok(Some(EventUuid(read_uuid(&bytes, 0, "event")?))),
-            None => Ok(None),
+            None => Ok(self
+                .covering(stream, aggregate, seq)?
+                .map(|(_, _, event_uuid)| event_uuid)),
+        }
+    }
+
+    /// The covered run `(first, last, range no_op identity)` holding `seq`, if a range
+    /// no_op covers it (api.md D13).
+    pub fn covering(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        seq: SequenceNumber,
+    ) -> Result<Option<(SequenceNumber, SequenceNumber, EventUuid)>, ProjectionError> {
+        covering_run(&Overlay::new(&self.tree), stream, aggregate, seq)
+    }
+
+    /// The maximal runs of slots in `[from, to]` that nothing holds (no event, no range
+    /// no_op), ascending. Reads the rows inside the range, never every slot of it.
+    pub fn missing_runs(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        from: SequenceNumber,
+        to: SequenceNumber,
+    ) -> Result<Vec<(SequenceNumber, SequenceNumber)>, ProjectionError> {
+        let overlay = Overlay::new(&self.tree);
+        let mut held: Vec<(i64, i64)> = Vec::new();
+        if let Some((first, last, _)) = covering_run(&overlay, stream, aggregate, from)? {
+            held.push((first.0, last.0));
+        }
+        for (key, _) in overlay.range(
+            &slot_key(stream, aggregate, from),
+            &slot_key(stream, aggregate, to),
+        )? {
+            let seq = read_i64(&key, 18, "slot key")?;
+            held.push((seq, seq));
+        }
+        for (key, value) in overlay.range(
+            &covered_key(stream, aggregate, from),
+            &covered_key(stream, aggregate, to),
+        )? {
+            let (first, last, _) =
+                decode_covered(&key, &value).ok_or_else(|| corrupt("covered run"))?;
+            held.push((first.0, last.0));
+        }
+        held.sort_unstable();
+        let mut runs = Vec::new();
+        let mut free_from = from.0;
+        for (held_first, held_last) in held {
+            if held_first > free_from {
+                runs.push((
+                    SequenceNumber(free_from),
+                    SequenceNumber((held_first - 1).min(to.0)),
+                ));
+            }
+            free_from = free_from.max(held_last.saturating_add(1));
+        }
+        if free_from <= to.0 {
+            runs.push((SequenceNumber(free_from), to));
+        }
+        Ok(runs)
+    }
+
+    /// The smallest `s ≥ from` that nothing holds (no event, no range no_op), crossing a
+    /// covered run in one step.
+    pub fn first_missing_from(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        from: SequenceNumber,
+    ) -> Result<SequenceNumber, ProjectionError> {
+        let overlay = Overlay::new(&self.tree);
+        let mut seq = from;
+        loop {
+            if overlay.contains(&slot_key(stream, aggregate, seq))? {
+                seq = seq.next();
+            } else if let Some((_, last, _)) = covering_run(&overlay, stream, aggregate, seq)? {
+                seq = SequenceNumber(last.0.saturating_add(1));
+            } else {
+                return Ok(seq);
+            }
         }
     }
 
@@ -1084,5 +1346,227 @@ mod readiness_tests {
         assert!(!log
             .has_materialized_model(EcosystemUuid(Uuid::from_u128(3)))
             .unwrap());
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    //! Range no_ops (api.md D13) in the event-log projection: one covered-run row per free
+    //! run, slots covered count as present, later events there are conflicts.
+
+    use biglearn_domain::events::{EnvelopeMeta, NoOp, RecordResponse};
+    use biglearn_domain::ids::{ExerciseUuid, ResponseUuid, StudentUuid, TrialUuid};
+
+    use super::*;
+
+    const COURSE: u128 = 7;
+
+    fn course_event(seq: i64, identity: u128, payload: CoursePayload) -> CourseEvent {
+        CourseEvent {
+            meta: EnvelopeMeta {
+                event_uuid: EventUuid(Uuid::from_u128(identity)),
+                sequence_number: SequenceNumber(seq),
+                accepted_at_micros: 0,
+                writer_id: "test".into(),
+                settings_version: 0,
+                metadata_sequence_number: None,
+            },
+            course_uuid: CourseUuid(Uuid::from_u128(COURSE)),
+            payload,
+        }
+    }
+
+    fn response(seq: i64) -> CourseEvent {
+        let id = |n: u128| Uuid::from_u128(1000 + n);
+        course_event(
+            seq,
+            100_000 + seq as u128,
+            CoursePayload::RecordResponse(RecordResponse {
+                response_uuid: ResponseUuid(id(seq as u128)),
+                course_uuid: CourseUuid(Uuid::from_u128(COURSE)),
+                sequence_number: SequenceNumber(seq),
+                ecosystem_uuid: EcosystemUuid(id(1)),
+                trial_uuid: TrialUuid(id(2)),
+                student_uuid: StudentUuid(id(3)),
+                exercise_uuid: ExerciseUuid(id(4)),
+                is_correct: true,
+                is_real_response: true,
+                responded_at: "2017-01-01T00:00:00Z".into(),
+            }),
+        )
+    }
+
+    fn range(seq: i64, through: i64) -> CourseEvent {
+        course_event(
+            seq,
+            200_000 + seq as u128,
+            CoursePayload::NoOp(NoOp {
+                reason: NoOpReason::AdminFill,
+                actor: Some("ops".into()),
+                detail_json: None,
+                through_sequence_number: Some(SequenceNumber(through)),
+            }),
+        )
+    }
+
+    fn offer(log: &EventLog, events: &[CourseEvent]) -> Vec<Offered> {
+        let offered: Vec<OfferedEvent<'_>> = events.iter().map(OfferedEvent::Course).collect();
+        log.apply(&offered, &[], 1).unwrap()
+    }
+
+    fn open() -> (sled::Db, EventLog) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let log = EventLog::open(&db, "event_log").unwrap();
+        (db, log)
+    }
+
+    fn course() -> Uuid {
+        Uuid::from_u128(COURSE)
+    }
+
+    #[test]
+    fn a_range_of_two_million_slots_is_one_row_and_closes_the_gap() {
+        let (_db, log) = open();
+        offer(&log, &[response(0), response(1), response(2_000_002)]);
+        let before = log.tree().len();
+        let gaps = log.gaps(StreamKind::Course, 10).unwrap();
+        assert_eq!(
+            (gaps[0].first_missing, gaps[0].missing_count),
+            (2, 2_000_000)
+        );
+        assert_eq!(
+            log.missing_runs(
+                StreamKind::Course,
+                course(),
+                SequenceNumber(1),
+                SequenceNumber(2_000_003)
+            )
+            .unwrap(),
+            [
+                (SequenceNumber(2), SequenceNumber(2_000_001)),
+                (SequenceNumber(2_000_003), SequenceNumber(2_000_003))
+            ]
+        );
+
+        assert_eq!(offer(&log, &[range(2, 2_000_001)]), [Offered::Stored]);
+        // The slot row, the identity row and one covered-run row.
+        assert_eq!(log.tree().len(), before + 3);
+        assert!(log.gaps(StreamKind::Course, 10).unwrap().is_empty());
+        let row = log
+            .aggregate(StreamKind::Course, course())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.next_seq, row.max_seq, row.n_present),
+            (2_000_003, 2_000_002, 2_000_003)
+        );
+        assert_eq!(
+            log.first_missing_from(StreamKind::Course, course(), SequenceNumber(5))
+                .unwrap(),
+            SequenceNumber(2_000_003)
+        );
+        let stored = log
+            .event(StreamKind::Course, course(), SequenceNumber(2))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.covers_through, Some(SequenceNumber(2_000_001)));
+        assert_eq!(stored.no_op_reason, Some(NoOpReason::AdminFill));
+        // A covered slot is held by the range; a later event there is a conflict.
+        let holder = EventUuid(Uuid::from_u128(200_002));
+        assert_eq!(
+            log.slot_identity(StreamKind::Course, course(), SequenceNumber(1_000_000))
+                .unwrap(),
+            Some(holder)
+        );
+        assert_eq!(
+            offer(&log, &[response(1_000_000), range(2, 2_000_001)]),
+            [
+                Offered::SlotConflict { taken_by: holder },
+                Offered::Duplicate
+            ]
+        );
+        assert!(log
+            .missing_runs(
+                StreamKind::Course,
+                course(),
+                SequenceNumber(1),
+                SequenceNumber(2_000_002)
+            )
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn events_already_inside_a_range_keep_their_slots() {
+        let (_db, log) = open();
+        offer(&log, &[response(0), response(5), response(9), response(12)]);
+        // One batch: the range and a later event into it.
+        assert_eq!(
+            offer(&log, &[range(1, 10), response(7)]),
+            [
+                Offered::Stored,
+                Offered::SlotConflict {
+                    taken_by: EventUuid(Uuid::from_u128(200_001))
+                }
+            ]
+        );
+        let row = log
+            .aggregate(StreamKind::Course, course())
+            .unwrap()
+            .unwrap();
+        // 11 is still missing.
+        assert_eq!((row.next_seq, row.n_present), (11, 12));
+        let gaps = log.gaps(StreamKind::Course, 10).unwrap();
+        assert_eq!((gaps[0].first_missing, gaps[0].missing_count), (11, 1));
+        // The events inside stay where they are; the free runs are covered.
+        assert_eq!(
+            log.slot_identity(StreamKind::Course, course(), SequenceNumber(5))
+                .unwrap(),
+            Some(EventUuid(Uuid::from_u128(100_005)))
+        );
+        for seq in [2, 4, 6, 8, 10] {
+            assert_eq!(
+                log.slot_identity(StreamKind::Course, course(), SequenceNumber(seq))
+                    .unwrap(),
+                Some(EventUuid(Uuid::from_u128(200_001))),
+                "{seq}"
+            );
+        }
+        assert_eq!(
+            log.missing_runs(
+                StreamKind::Course,
+                course(),
+                SequenceNumber(0),
+                SequenceNumber(20)
+            )
+            .unwrap(),
+            [
+                (SequenceNumber(11), SequenceNumber(11)),
+                (SequenceNumber(13), SequenceNumber(20))
+            ]
+        );
+        offer(&log, &[response(11)]);
+        let row = log
+            .aggregate(StreamKind::Course, course())
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.next_seq, 13);
+        assert!(log.gaps(StreamKind::Course, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rows_with_and_without_a_covered_range_round_trip() {
+        for covers_through in [None, Some(SequenceNumber(2_147_483_646))] {
+            for event_data in [None, Some("{\"reason\":\"admin_fill\"}".to_owned())] {
+                let row = EventRow {
+                    event_uuid: EventUuid(Uuid::from_u128(5)),
+                    event_type: "no_op".into(),
+                    event_data: event_data.clone(),
+                    no_op_reason: Some(NoOpReason::AdminFill),
+                    covers_through,
+                };
+                assert_eq!(decode_event_row(&encode_event_row(&row)), Some(row));
+            }
+        }
     }
 }

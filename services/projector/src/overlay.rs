@@ -8,6 +8,9 @@ use sled::IVec;
 /// Rows of a prefix scan: `(key, value)` in key order.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// One `(key, value)` row.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// Pending writes to one tree, readable before they commit.
 pub struct Overlay<'t> {
     tree: &'t sled::Tree,
@@ -57,6 +60,70 @@ impl<'t> Overlay<'t> {
             };
         }
         Ok(rows.into_iter().collect())
+    }
+
+    /// Every `(key, value)` with `start <= key <= end`, in key order, as the batch would
+    /// leave them.
+    pub fn range(&self, start: &[u8], end: &[u8]) -> Result<Rows, sled::Error> {
+        let mut rows = BTreeMap::new();
+        for row in self.tree.range(start..=end) {
+            let (key, value) = row?;
+            rows.insert(key.to_vec(), value.to_vec());
+        }
+        for (key, value) in self.writes.range(start.to_vec()..=end.to_vec()) {
+            match value {
+                Some(value) => rows.insert(key.clone(), value.clone()),
+                None => rows.remove(key),
+            };
+        }
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The first `(key, value)` with `start <= key <= end`, as the batch would leave it.
+    pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Row>, sled::Error> {
+        // The tree's first key that the batch does not delete.
+        let mut from_tree = None;
+        for row in self.tree.range(start..=end) {
+            let (key, value) = row?;
+            match self.writes.get(key.as_ref()) {
+                Some(None) => continue,
+                Some(Some(written)) => from_tree = Some((key.to_vec(), written.clone())),
+                None => from_tree = Some((key.to_vec(), value.to_vec())),
+            }
+            break;
+        }
+        let from_writes = self
+            .writes
+            .range(start.to_vec()..=end.to_vec())
+            .find_map(|(key, value)| value.as_ref().map(|value| (key.clone(), value.clone())));
+        Ok(match (from_tree, from_writes) {
+            (Some(tree), Some(writes)) => Some(if writes.0 <= tree.0 { writes } else { tree }),
+            (tree, writes) => tree.or(writes),
+        })
+    }
+
+    /// The last `(key, value)` with `start <= key <= end`, as the batch would leave it.
+    pub fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Row>, sled::Error> {
+        // The tree's last key that the batch does not delete.
+        let mut from_tree = None;
+        for row in self.tree.range(start..=end).rev() {
+            let (key, value) = row?;
+            match self.writes.get(key.as_ref()) {
+                Some(None) => continue,
+                Some(Some(written)) => from_tree = Some((key.to_vec(), written.clone())),
+                None => from_tree = Some((key.to_vec(), value.to_vec())),
+            }
+            break;
+        }
+        let from_writes = self
+            .writes
+            .range(start.to_vec()..=end.to_vec())
+            .rev()
+            .find_map(|(key, value)| value.as_ref().map(|value| (key.clone(), value.clone())));
+        Ok(match (from_tree, from_writes) {
+            (Some(tree), Some(writes)) => Some(if writes.0 >= tree.0 { writes } else { tree }),
+            (tree, writes) => tree.or(writes),
+        })
     }
 
     /// How many writes the batch holds.
@@ -122,6 +189,27 @@ mod tests {
             .map(|(key, _)| key)
             .collect();
         assert_eq!(scanned, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            overlay.range(b"a", b"b").unwrap(),
+            vec![(b"b".to_vec(), b"2".to_vec())]
+        );
+        assert_eq!(
+            overlay.last_in(b"a", b"bz").unwrap(),
+            Some((b"b".to_vec(), b"2".to_vec()))
+        );
+        assert_eq!(overlay.last_in(b"a", b"a").unwrap(), None, "a is removed");
+        assert_eq!(
+            overlay.first_in(b"a", b"z").unwrap(),
+            Some((b"b".to_vec(), b"2".to_vec()))
+        );
+        assert_eq!(
+            overlay.first_in(b"bb", b"z").unwrap().unwrap().0,
+            b"c".to_vec()
+        );
+        assert_eq!(
+            overlay.last_in(b"", b"z").unwrap(),
+            Some((b"c".to_vec(), b"3".to_vec()))
+        );
         overlay.commit().unwrap();
         assert!(!tree.contains_key(b"a").unwrap());
         assert_eq!(tree.get(b"b").unwrap().unwrap().to_vec(), b"2".to_vec());

@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use biglearn_domain::events::{CourseEvent, CoursePayload, EcosystemEvent, StreamKind};
+use biglearn_domain::events::{
+    CourseEvent, CoursePayload, EcosystemEvent, EcosystemPayload, StreamKind,
+};
 use biglearn_domain::ids::{EventUuid, PreparationUuid, SequenceNumber};
 use biglearn_domain::sequencing::{
     identities_not_kept, receive, AggregateSequence, Incoming, Outcome, PendingChange, PendingView,
@@ -136,29 +138,50 @@ fn decode_aggregate(bytes: &[u8]) -> Result<AggregateSequence, ProjectionError> 
 /// from the batch for records in flight, owned when read back from a pending row.
 type Raw<'r> = std::borrow::Cow<'r, [u8]>;
 
+/// A pending row: kind (0 event, 1 opaque, 2 range no_op), identity, for a range no_op its
+/// last covered slot (8 bytes), then the raw record.
 fn encode_slot(slot: &Slot<Raw<'_>>) -> Vec<u8> {
-    let (kind, event_uuid, raw) = match slot {
-        Slot::Event { event_uuid, event } => (0u8, event_uuid, event.as_ref()),
-        Slot::Opaque { event_uuid, raw } => (1u8, event_uuid, raw.as_slice()),
+    let (kind, event_uuid, covers_through, raw) = match slot {
+        Slot::Event {
+            event_uuid,
+            event,
+            covers_through: None,
+        } => (0u8, event_uuid, None, event.as_ref()),
+        Slot::Event {
+            event_uuid,
+            event,
+            covers_through: Some(through),
+        } => (2u8, event_uuid, Some(*through), event.as_ref()),
+        Slot::Opaque { event_uuid, raw } => (1u8, event_uuid, None, raw.as_slice()),
     };
-    let mut bytes = Vec::with_capacity(17 + raw.len());
+    let mut bytes = Vec::with_capacity(25 + raw.len());
     bytes.push(kind);
     bytes.extend_from_slice(event_uuid.0.as_bytes());
+    if let Some(through) = covers_through {
+        bytes.extend_from_slice(&through.0.to_be_bytes());
+    }
     bytes.extend_from_slice(raw);
     bytes
 }
 
 fn decode_slot(bytes: &[u8]) -> Option<Slot<Raw<'static>>> {
     let event_uuid = EventUuid(Uuid::from_slice(bytes.get(1..17)?).ok()?);
-    let raw: Raw<'static> = Raw::Owned(bytes.get(17..)?.to_vec());
     match bytes.first()? {
         0 => Some(Slot::Event {
             event_uuid,
-            event: raw,
+            event: Raw::Owned(bytes.get(17..)?.to_vec()),
+            covers_through: None,
         }),
         1 => Some(Slot::Opaque {
             event_uuid,
-            raw: raw.into_owned(),
+            raw: bytes.get(17..)?.to_vec(),
+        }),
+        2 => Some(Slot::Event {
+            event_uuid,
+            covers_through: Some(SequenceNumber(i64::from_be_bytes(
+                bytes.get(17..25)?.try_into().ok()?,
+            ))),
+            event: Raw::Owned(bytes.get(25..)?.to_vec()),
         }),
         _ => None,
     }
@@ -186,6 +209,41 @@ impl<'r> PendingView<Raw<'r>> for PendingRows<'_, '_> {
             .ok()??;
         decode_slot(&bytes)
     }
+
+    fn first_from(&self, from: SequenceNumber) -> Option<(SequenceNumber, Slot<Raw<'r>>)> {
+        if self.none_pending {
+            return None;
+        }
+        let (key, value) = self
+            .overlay
+            .first_in(
+                &pending_key(self.stream, self.aggregate, from),
+                &pending_key(self.stream, self.aggregate, SequenceNumber(i64::MAX)),
+            )
+            .ok()??;
+        Some((pending_seq(&key)?, decode_slot(&value)?))
+    }
+
+    fn last_below(&self, below: SequenceNumber) -> Option<(SequenceNumber, Slot<Raw<'r>>)> {
+        if self.none_pending || below.0 <= 0 {
+            return None;
+        }
+        let (key, value) = self
+            .overlay
+            .last_in(
+                &pending_key(self.stream, self.aggregate, SequenceNumber(0)),
+                &pending_key(self.stream, self.aggregate, SequenceNumber(below.0 - 1)),
+            )
+            .ok()??;
+        Some((pending_seq(&key)?, decode_slot(&value)?))
+    }
+}
+
+/// The sequence number at the end of a pending row's key.
+fn pending_seq(key: &[u8]) -> Option<SequenceNumber> {
+    Some(SequenceNumber(i64::from_be_bytes(
+        key.get(key.len().checked_sub(8)?..)?.try_into().ok()?,
+    )))
 }
 
 /// One record offered to the projection, decoded or opaque.
@@ -226,6 +284,12 @@ impl<'r> StateRecord<'r> {
                 Slot::Event {
                     event_uuid: event.meta.event_uuid,
                     event: Raw::Borrowed(raw),
+                    covers_through: match &event.payload {
+                        CoursePayload::NoOp(no_op) => {
+                            no_op.covers_through(event.meta.sequence_number)
+                        }
+                        _ => None,
+                    },
                 },
             ),
             StateRecord::Ecosystem { event, raw } => (
@@ -234,6 +298,12 @@ impl<'r> StateRecord<'r> {
                 Slot::Event {
                     event_uuid: event.meta.event_uuid,
                     event: Raw::Borrowed(raw),
+                    covers_through: match &event.payload {
+                        EcosystemPayload::NoOp(no_op) => {
+                            no_op.covers_through(event.meta.sequence_number)
+                        }
+                        _ => None,
+                    },
                 },
             ),
             StateRecord::Opaque {
@@ -668,6 +738,7 @@ impl<'t> Staging<'t> {
                 Slot::Event {
                     event_uuid: item.event_uuid,
                     event: item.event,
+                    covers_through: item.covers_through,
                 }
             };
             highest = Some(highest.map_or(item.sequence_number, |h| h.max(item.sequence_number)));

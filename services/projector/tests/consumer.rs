@@ -47,6 +47,7 @@ fn event(course: u128, seq: i64, identity: u128) -> CourseEvent {
             reason: NoOpReason::Imported,
             actor: None,
             detail_json: None,
+            through_sequence_number: None,
         })
     };
     CourseEvent {

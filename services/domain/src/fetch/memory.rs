@@ -18,6 +18,8 @@ struct Entry<E> {
     event_type: String,
     data_len: usize,
     event: E,
+    /// The last slot this entry makes present: its own, or a range `no_op`'s last covered one.
+    last: SequenceNumber,
 }
 
 impl<E> MemoryEventLog<E> {
@@ -45,6 +47,30 @@ impl<E> MemoryEventLog<E> {
                 event_type: event_type.to_owned(),
                 data_len,
                 event,
+                last: sequence_number,
+            },
+        );
+    }
+
+    /// Stores a range `no_op` (spec api.md D13) at `sequence_number` that also makes every
+    /// slot up to `through` present (the caller has stored no other event inside it, or
+    /// such events keep their slots). One entry, whatever the size of the range.
+    pub fn insert_range(
+        &mut self,
+        aggregate: Uuid,
+        sequence_number: SequenceNumber,
+        through: SequenceNumber,
+        event_type: &str,
+        data_len: usize,
+        event: E,
+    ) {
+        self.aggregates.entry(aggregate).or_default().insert(
+            sequence_number,
+            Entry {
+                event_type: event_type.to_owned(),
+                data_len,
+                event,
+                last: through.max(sequence_number),
             },
         );
     }
@@ -73,7 +99,11 @@ impl<E: Clone> EventLogView for MemoryEventLog<E> {
     type Event = E;
 
     fn max_sequence(&self, aggregate: Uuid) -> Option<SequenceNumber> {
-        self.aggregates.get(&aggregate)?.keys().next_back().copied()
+        self.aggregates
+            .get(&aggregate)?
+            .values()
+            .map(|entry| entry.last)
+            .max()
     }
 
     fn first_missing_from(&self, aggregate: Uuid, from: SequenceNumber) -> SequenceNumber {
@@ -81,11 +111,15 @@ impl<E: Clone> EventLogView for MemoryEventLog<E> {
         let Some(events) = self.aggregates.get(&aggregate) else {
             return expected;
         };
-        for seq in events.range(from..).map(|(seq, _)| *seq) {
-            if seq != expected {
+        // A range standing below `from` may cover it.
+        if let Some((_, entry)) = events.range(..from).next_back() {
+            expected = expected.max(entry.last.next());
+        }
+        for (seq, entry) in events.range(from..) {
+            if *seq > expected {
                 break;
             }
-            expected = expected.next();
+            expected = expected.max(entry.last.next());
         }
         expected
     }

@@ -426,3 +426,116 @@ fn metadata_lists_are_a_contiguous_prefix_unless_caught_up() {
     check_metadata(&[1, 2, 3, 4], 3, 10, false, &[3, 4]);
     check_metadata(&[], 0, 10, true, &[]);
 }
+
+/// A log with range no_ops: `(aggregate, sequence_number, through)`.
+fn with_ranges(
+    mut log: MemoryEventLog<String>,
+    ranges: &[(u128, i64, i64)],
+) -> MemoryEventLog<String> {
+    for (aggregate, seq, through) in ranges {
+        log.insert_range(
+            Uuid::from_u128(*aggregate),
+            SequenceNumber(*seq),
+            SequenceNumber(*through),
+            "no_op",
+            SMALL,
+            format!("{seq}:no_op"),
+        );
+    }
+    log
+}
+
+const N: &str = "no_op";
+
+#[test]
+fn a_range_no_op_makes_two_million_slots_present_and_is_one_row() {
+    let log = with_ranges(
+        log(&[(1, 0, R), (1, 1, R), (1, 2_000_002, R), (1, 2_000_003, U)]),
+        &[(1, 2, 2_000_001)],
+    );
+    check(
+        &log,
+        &[(1, 0, &[R]), (1, 0, &[R, N]), (1, 1_000_000, &[R, U])],
+        1000,
+        &[
+            "events=0-1,2000002 gap=false end=true",
+            // The no_op is one row at its own slot, however many slots it covers.
+            "events=0-2,2000002 gap=false end=true",
+            "events=2000002-2000003 gap=false end=true",
+        ],
+    );
+    let view = &log;
+    assert_eq!(
+        view.first_missing_from(Uuid::from_u128(1), SequenceNumber(0)),
+        SequenceNumber(2_000_004)
+    );
+    // From inside the range.
+    assert_eq!(
+        view.first_missing_from(Uuid::from_u128(1), SequenceNumber(77)),
+        SequenceNumber(2_000_004)
+    );
+}
+
+#[test]
+fn a_range_no_op_ending_beyond_every_event_is_the_aggregate_s_maximum() {
+    let log = with_ranges(log(&[(1, 0, R), (1, 1, R)]), &[(1, 2, 50)]);
+    assert_eq!(
+        log.max_sequence(Uuid::from_u128(1)),
+        Some(SequenceNumber(50))
+    );
+    check(
+        &log,
+        &[(1, 0, &[R]), (1, 30, &[R]), (1, 51, &[R])],
+        1000,
+        &[
+            "events=0-1 gap=false end=true",
+            "events= gap=false end=true",
+            "events= gap=false end=true",
+        ],
+    );
+}
+
+#[test]
+fn a_range_that_does_not_reach_the_next_event_leaves_a_gap() {
+    // 11 is missing: the range covers 4..=10 only.
+    let short = with_ranges(
+        log(&[(1, 0, R), (1, 1, R), (1, 2, R), (1, 3, R), (1, 12, R)]),
+        &[(1, 4, 10)],
+    );
+    check(
+        &short,
+        &[(1, 0, &[R])],
+        1000,
+        &["events=0-3 gap=true end=false"],
+    );
+    // Events inside a range keep their slots and are served (a range filled around them).
+    let around = with_ranges(
+        log(&[(1, 0, R), (1, 5, R), (1, 9, R), (1, 12, R)]),
+        &[(1, 1, 11)],
+    );
+    check(
+        &around,
+        &[(1, 0, &[R])],
+        1000,
+        &["events=0,5,9,12 gap=false end=true"],
+    );
+}
+
+#[test]
+fn responses_over_a_covered_range_stay_bounded_by_max_num_events() {
+    let mut events: Vec<(u128, i64, &str)> = (0..10).map(|seq| (1, seq, R)).collect();
+    events.extend((1_000_000..1_000_010).map(|seq| (1, seq, R)));
+    let log = with_ranges(log(&events), &[(1, 10, 999_999)]);
+    check(
+        &log,
+        &[(1, 0, &[R, N])],
+        5,
+        &["events=0-4 gap=false end=false"],
+    );
+    check(
+        &log,
+        &[(1, 8, &[R, N])],
+        4,
+        &["events=8-10,1000000 gap=false end=false"],
+    );
+}

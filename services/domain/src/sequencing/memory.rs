@@ -25,6 +25,21 @@ struct AggregateMemory<E> {
     pending: BTreeMap<SequenceNumber, Slot<E>>,
     /// Applied identities, only when the sequencer keeps them.
     applied: BTreeMap<SequenceNumber, EventUuid>,
+    /// Applied range no_ops by their first slot: `(covers_through, identity)`.
+    applied_ranges: BTreeMap<SequenceNumber, (SequenceNumber, EventUuid)>,
+}
+
+impl<E> AggregateMemory<E> {
+    /// The identity applied at `seq`: the event there, or the range no_op covering it.
+    fn identity_at(&self, seq: SequenceNumber) -> Option<EventUuid> {
+        self.applied.get(&seq).copied().or_else(|| {
+            self.applied_ranges
+                .range(..=seq)
+                .next_back()
+                .filter(|(_, (through, _))| *through >= seq)
+                .map(|(_, (_, event_uuid))| *event_uuid)
+        })
+    }
 }
 
 impl<E> Default for AggregateMemory<E> {
@@ -33,6 +48,7 @@ impl<E> Default for AggregateMemory<E> {
             state: AggregateSequence::default(),
             pending: BTreeMap::new(),
             applied: BTreeMap::new(),
+            applied_ranges: BTreeMap::new(),
         }
     }
 }
@@ -66,11 +82,10 @@ impl<E: Clone> SequencerMemory<E> {
         now_micros: i64,
     ) -> Outcome<E> {
         let entry = self.aggregates.entry(aggregate).or_default();
-        let applied = &entry.applied;
         let received = receive(
             &entry.state,
             &entry.pending,
-            |seq| applied.get(&seq).copied(),
+            |seq| entry.identity_at(seq),
             incoming,
             now_micros,
         );
@@ -95,6 +110,12 @@ impl<E: Clone> SequencerMemory<E> {
                         .iter()
                         .map(|sequenced| (sequenced.sequence_number, sequenced.event_uuid)),
                 );
+                entry
+                    .applied_ranges
+                    .extend(events.iter().filter_map(|sequenced| {
+                        let through = sequenced.covers_through?;
+                        Some((sequenced.sequence_number, (through, sequenced.event_uuid)))
+                    }));
             }
             Outcome::Duplicate => self.n_duplicates += 1,
             Outcome::Conflict { .. } => self.n_conflicts += 1,

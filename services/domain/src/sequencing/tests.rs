@@ -13,6 +13,8 @@ use super::*;
 enum Step {
     Event(i64, char),
     Opaque(i64, char),
+    /// A range no_op at the first number covering through the second.
+    Range(i64, i64, char),
 }
 
 fn identity(seq: i64, tag: char) -> EventUuid {
@@ -32,6 +34,15 @@ fn incoming(step: Step) -> Incoming<String> {
             slot: Slot::Event {
                 event_uuid: identity(seq, tag),
                 event: format!("{seq}{tag}"),
+                covers_through: None,
+            },
+        },
+        Step::Range(seq, through, tag) => Incoming {
+            sequence_number: SequenceNumber(seq),
+            slot: Slot::Event {
+                event_uuid: identity(seq, tag),
+                event: format!("{seq}{tag}"),
+                covers_through: Some(SequenceNumber(through)),
             },
         },
         Step::Opaque(seq, tag) => Incoming {
@@ -101,7 +112,7 @@ fn check(steps: &[Step], expected: &[&str], expected_state: &str) {
     );
 }
 
-use Step::{Event as E, Opaque as O};
+use Step::{Event as E, Opaque as O, Range as R};
 
 #[test]
 fn applies_in_order_delivery_at_once() {
@@ -414,6 +425,166 @@ fn gaps_are_listed_oldest_first() {
     assert_eq!(listed, vec![(old, 100, 1), (young, 300, 5)]);
 }
 
+#[test]
+fn a_range_no_op_fills_two_million_slots_in_one_step() {
+    check(
+        &[
+            E(0, 'a'),
+            E(2_000_002, 'a'),
+            R(1, 2_000_001, 'n'),
+            E(2_000_003, 'a'),
+        ],
+        &[
+            "applied 0a",
+            "parked",
+            "applied 1n 2000002a",
+            "applied 2000003a",
+        ],
+        "next=2000004 pending=0 opaque=0 highest=- since=-",
+    );
+}
+
+#[test]
+fn a_range_no_op_below_a_stray_maximal_sequence_number_lets_the_course_read_through() {
+    // A client bug sent 2^31 - 1; everything missing below it is filled by one record.
+    check(
+        &[
+            E(0, 'a'),
+            E(1, 'a'),
+            E(2_147_483_647, 's'),
+            E(3, 'a'),
+            R(2, 2_147_483_646, 'n'),
+        ],
+        &[
+            "applied 0a",
+            "applied 1a",
+            "parked",
+            "parked",
+            "applied 2n 3a 2147483647s",
+        ],
+        "next=2147483648 pending=0 opaque=0 highest=- since=-",
+    );
+}
+
+#[test]
+fn events_parked_inside_a_range_keep_their_slots_and_apply_in_order() {
+    // 5 and 7 were received before the range: they hold their slots, the range covers the
+    // rest of 1..=10; 20 stays parked behind the new gap at 11.
+    check(
+        &[E(0, 'a'), E(7, 'a'), E(5, 'a'), E(20, 'a'), R(1, 10, 'n')],
+        &[
+            "applied 0a",
+            "parked",
+            "parked",
+            "parked",
+            "applied 1n 5a 7a",
+        ],
+        "next=11 pending=1 opaque=0 highest=20 since=200",
+    );
+    // A range parked inside another range extends it.
+    check(
+        &[E(0, 'a'), E(3, 'a'), R(8, 30, 'm'), R(1, 10, 'n')],
+        &["applied 0a", "parked", "parked", "applied 1n 3a 8m"],
+        "next=31 pending=0 opaque=0 highest=- since=-",
+    );
+}
+
+#[test]
+fn a_range_parked_behind_a_gap_applies_when_the_gap_closes() {
+    check(
+        &[
+            E(0, 'a'),
+            R(3, 1_000, 'n'),
+            E(1_001, 'a'),
+            E(2, 'a'),
+            E(1, 'a'),
+        ],
+        &[
+            "applied 0a",
+            "parked",
+            "parked",
+            "parked",
+            "applied 1a 2a 3n 1001a",
+        ],
+        "next=1002 pending=0 opaque=0 highest=- since=-",
+    );
+}
+
+#[test]
+fn a_later_record_for_a_covered_slot_is_a_conflict_with_the_range() {
+    // Covered by an applied range: the range's identity holds the slot.
+    check(
+        &[
+            E(0, 'a'),
+            R(1, 100, 'n'),
+            E(50, 'b'),
+            R(1, 100, 'n'),
+            E(101, 'a'),
+        ],
+        &[
+            "applied 0a",
+            "applied 1n",
+            "conflict 1n",
+            "duplicate",
+            "applied 101a",
+        ],
+        "next=102 pending=0 opaque=0 highest=- since=-",
+    );
+    // Covered by a parked range.
+    check(
+        &[
+            E(0, 'a'),
+            R(3, 100, 'n'),
+            E(50, 'b'),
+            O(60, 'c'),
+            E(2, 'a'),
+            E(1, 'a'),
+        ],
+        &[
+            "applied 0a",
+            "parked",
+            "conflict 3n",
+            "conflict 3n",
+            "parked",
+            "applied 1a 2a 3n",
+        ],
+        "next=101 pending=0 opaque=0 highest=- since=-",
+    );
+    // A consumer that keeps no identities drops it as a duplicate.
+    check_with(
+        SequencerMemory::new(),
+        &[E(0, 'a'), R(1, 100, 'n'), E(50, 'b')],
+        &["applied 0a", "applied 1n", "duplicate"],
+        "next=101 pending=0 opaque=0 highest=- since=-",
+    );
+}
+
+#[test]
+fn gaps_count_slots_covered_by_a_parked_range_as_received() {
+    let course = Uuid::from_u128(9);
+    let mut sequencer = SequencerMemory::with_identities();
+    for (step, now) in [E(0, 'a'), R(5, 1_000, 'n'), E(2_000, 'a')]
+        .into_iter()
+        .zip(1..)
+    {
+        sequencer.receive(course, incoming(step), now);
+    }
+    let gaps = sequencer.gaps();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0].first_missing, Some(SequenceNumber(1)));
+    // 1..=4 and 1001..=1999.
+    assert_eq!(gaps[0].missing_count, 4 + 999);
+    assert_eq!(gaps[0].highest_received, SequenceNumber(2_000));
+    // A range parked at the end: the highest received is its last covered slot.
+    let mut sequencer = SequencerMemory::with_identities();
+    sequencer.receive(course, incoming(E(0, 'a')), 1);
+    sequencer.receive(course, incoming(R(2, 2_000_000, 'n')), 2);
+    let gaps = sequencer.gaps();
+    assert_eq!(gaps[0].first_missing, Some(SequenceNumber(1)));
+    assert_eq!(gaps[0].missing_count, 1);
+    assert_eq!(gaps[0].highest_received, SequenceNumber(2_000_000));
+}
+
 /// Every sequence number of `0..n` once, plus random re-deliveries, in random order.
 fn shuffled_deliveries() -> impl Strategy<Value = (i64, Vec<i64>)> {
     (1..40i64).prop_flat_map(|n| {
@@ -425,7 +596,57 @@ fn shuffled_deliveries() -> impl Strategy<Value = (i64, Vec<i64>)> {
     })
 }
 
+/// Events at some numbers of `0..n`, one range no_op per missing run (as the writer fills
+/// them), and re-deliveries, in random order.
+fn shuffled_with_ranges() -> impl Strategy<Value = (i64, Vec<Step>)> {
+    (2..60i64, proptest::collection::vec(any::<bool>(), 60)).prop_flat_map(|(n, present)| {
+        let mut steps = Vec::new();
+        let mut seq = 0;
+        while seq < n {
+            if seq == 0 || present[seq as usize] {
+                steps.push(E(seq, 'a'));
+                seq += 1;
+            } else {
+                let from = seq;
+                while seq < n && !present[seq as usize] {
+                    seq += 1;
+                }
+                steps.push(R(from, seq - 1, 'n'));
+            }
+        }
+        let mut deliveries = steps.clone();
+        deliveries.extend(steps.iter().take(3).copied());
+        (Just(n), Just(deliveries).prop_shuffle())
+    })
+}
+
 proptest! {
+    #[test]
+    fn ranges_in_any_delivery_order_apply_every_record_once_in_order((n, deliveries) in shuffled_with_ranges()) {
+        let course = Uuid::from_u128(5);
+        let mut sequencer = SequencerMemory::with_identities();
+        let mut applied = Vec::new();
+        for (step, now) in deliveries.iter().zip(0..) {
+            if let Outcome::Applied(events) = sequencer.receive(course, incoming(*step), now) {
+                applied.extend(events.into_iter().map(|event| event.sequence_number.0));
+            }
+        }
+        let mut expected: Vec<i64> = deliveries
+            .iter()
+            .map(|step| match step {
+                E(seq, _) | O(seq, _) | R(seq, _, _) => *seq,
+            })
+            .collect();
+        expected.sort();
+        expected.dedup();
+        prop_assert_eq!(applied, expected);
+        prop_assert_eq!(sequencer.n_conflicts(), 0);
+        prop_assert_eq!(
+            state_summary(&sequencer.state(course)),
+            format!("next={n} pending=0 opaque=0 highest=- since=-")
+        );
+    }
+
     #[test]
     fn any_delivery_order_applies_each_number_once_in_order((n, deliveries) in shuffled_deliveries()) {
         let course = Uuid::from_u128(3);

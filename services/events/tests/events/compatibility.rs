@@ -197,3 +197,56 @@ fn the_evolution_check_accepts_allowed_changes_and_rejects_broken_ones() {
         payload_branches(fields).pop();
     })));
 }
+
+/// The single-object frame of `current_bytes` (a no_op event written with the current
+/// schema, `through_sequence_number` null) as a v1 writer would have written it: the v2 body
+/// without the trailing null branch (0) of `through_sequence_number`, under v1's fingerprint.
+fn as_v1_frame(family: SchemaFamily, current_bytes: &[u8]) -> Vec<u8> {
+    let v1 = &family.versions()[0];
+    assert_ne!(v1.fingerprint, family.current().fingerprint);
+    assert_eq!(current_bytes.last(), Some(&0));
+    let mut v1_bytes = current_bytes[..2].to_vec();
+    v1_bytes.extend_from_slice(&v1.fingerprint.to_le_bytes());
+    v1_bytes.extend_from_slice(&current_bytes[10..current_bytes.len() - 1]);
+    // apache-avro agrees that this is a whole, valid v1 body.
+    let mut body = &v1_bytes[10..];
+    apache_avro::from_avro_datum(&v1.schema, &mut body, None).unwrap();
+    assert!(body.is_empty());
+    v1_bytes
+}
+
+/// A `no_op` written by a v1 writer (before range fills, api.md D13) reads as a one-slot
+/// no_op.
+#[test]
+fn a_no_op_written_with_v1_reads_as_a_one_slot_no_op() {
+    use crate::fixtures::{course_events, ecosystem_events, Optionals};
+    use biglearn_domain::events::{CoursePayload, EcosystemPayload};
+    use biglearn_events::{
+        decode_course_event, decode_ecosystem_event, encode_course_event, encode_ecosystem_event,
+    };
+
+    for optionals in [Optionals::Present, Optionals::Absent] {
+        let mut course = course_events(optionals)
+            .into_iter()
+            .find(|event| matches!(event.payload, CoursePayload::NoOp(_)))
+            .unwrap();
+        if let CoursePayload::NoOp(no_op) = &mut course.payload {
+            no_op.through_sequence_number = None;
+        }
+        let v1_bytes = as_v1_frame(SchemaFamily::CourseEvent, &encode_course_event(&course));
+        assert_eq!(decode_course_event(&v1_bytes), Ok(course));
+
+        let mut ecosystem = ecosystem_events(optionals)
+            .into_iter()
+            .find(|event| matches!(event.payload, EcosystemPayload::NoOp(_)))
+            .unwrap();
+        if let EcosystemPayload::NoOp(no_op) = &mut ecosystem.payload {
+            no_op.through_sequence_number = None;
+        }
+        let v1_bytes = as_v1_frame(
+            SchemaFamily::EcosystemEvent,
+            &encode_ecosystem_event(&ecosystem),
+        );
+        assert_eq!(decode_ecosystem_event(&v1_bytes), Ok(ecosystem));
+    }
+}

@@ -42,18 +42,35 @@ fn check_setting_key(value: &Value) -> Option<String> {
     })
 }
 
-pub(crate) static FILL_SEQUENCE_GAP: Schema = object(&[
-    req("stream", &STREAM),
-    req("aggregate_uuid", &UUID),
-    req(
-        "sequence_number",
-        &Schema::Integer {
-            min: 1,
-            max: MAX_NON_NEGATIVE_INTEGER,
-        },
-    ),
-    req("reason", &REASON),
-]);
+static GAP_SEQUENCE_NUMBER: Schema = Schema::Integer {
+    min: 1,
+    max: MAX_NON_NEGATIVE_INTEGER,
+};
+
+pub(crate) static FILL_SEQUENCE_GAP: Schema = Schema::Object(ObjectSchema {
+    fields: &[
+        req("stream", &STREAM),
+        req("aggregate_uuid", &UUID),
+        req("sequence_number", &GAP_SEQUENCE_NUMBER),
+        opt("sequence_number_to", &GAP_SEQUENCE_NUMBER),
+        req("reason", &REASON),
+    ],
+    check: Some(check_range_is_ascending),
+});
+
+/// A range fill (D13) ends at or after its first slot.
+fn check_range_is_ascending(map: &Map<String, Value>) -> Vec<(Option<&'static str>, String)> {
+    match (
+        map.get("sequence_number").and_then(Value::as_i64),
+        map.get("sequence_number_to").and_then(Value::as_i64),
+    ) {
+        (Some(from), Some(to)) if to < from => vec![(
+            Some("sequence_number_to"),
+            format!("expected sequence_number_to ≥ sequence_number ({from})"),
+        )],
+        _ => Vec::new(),
+    }
+}
 
 pub(crate) static LIST_SEQUENCE_GAPS: Schema =
     object(&[req("stream", &STREAM), req("limit", &LIMIT_1_1000)]);
@@ -306,6 +323,8 @@ pub struct FillSequenceGapRequest {
     pub aggregate_uuid: uuid::Uuid,
     /// ≥ 1.
     pub sequence_number: SequenceNumber,
+    /// A range fill (D13): every missing slot of `[sequence_number, sequence_number_to]`.
+    pub sequence_number_to: Option<SequenceNumber>,
     pub reason: String,
 }
 

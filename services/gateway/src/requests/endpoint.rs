@@ -115,6 +115,23 @@ impl Endpoint {
         self.family() == EndpointFamily::Admin
     }
 
+    /// A read-only admin endpoint that also accepts the observer token (spec api.md §7,
+    /// D14): list gaps, dead-letter list, state digest, results list, rebuild status and
+    /// settings get/list/audit. Nothing else does.
+    pub fn is_observable(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AdminListSequenceGaps
+                | Endpoint::AdminDlqList
+                | Endpoint::AdminStateDigest
+                | Endpoint::AdminResultsList
+                | Endpoint::AdminRebuildStatus
+                | Endpoint::AdminSettingsGet
+                | Endpoint::AdminSettingsList
+                | Endpoint::AdminSettingsAudit
+        )
+    }
+
     /// The largest accepted request body; a larger one gets 413.
     pub fn max_body_bytes(self) -> usize {
         match self {
@@ -136,6 +153,32 @@ mod tests {
         }
         assert_eq!(Endpoint::from_path("/record_responses/"), None);
         assert_eq!(Endpoint::from_path("/ping"), None);
+    }
+
+    #[test]
+    fn only_the_eight_read_only_admin_endpoints_are_observable() {
+        let observable: Vec<&str> = Endpoint::ALL
+            .iter()
+            .filter(|endpoint| endpoint.is_observable())
+            .map(|endpoint| endpoint.path())
+            .collect();
+        assert_eq!(
+            observable,
+            [
+                "/admin/list_sequence_gaps",
+                "/admin/settings/get",
+                "/admin/settings/list",
+                "/admin/settings/audit",
+                "/admin/rebuild_status",
+                "/admin/dlq/list",
+                "/admin/state_digest",
+                "/admin/results/list",
+            ]
+        );
+        assert!(Endpoint::ALL
+            .iter()
+            .filter(|endpoint| endpoint.is_observable())
+            .all(|endpoint| endpoint.is_admin()));
     }
 
     #[test]

@@ -384,6 +384,7 @@ pub fn preparation_unknown_no_op(item: &UpdateCourseEcosystem) -> CoursePayload 
         reason: NoOpReason::PreparationUnknown,
         actor: None,
         detail_json: serde_json::to_string(item).ok(),
+        through_sequence_number: None,
     })
 }
 

@@ -57,6 +57,7 @@ fn no_op(course: CourseUuid, seq: i64) -> CourseEvent {
             reason: NoOpReason::AdminFill,
             actor: Some("ops".into()),
             detail_json: None,
+            through_sequence_number: None,
         }),
     );
     e.meta.event_uuid = EventUuid(uuid_v5(&format!("no_op/course/{}/{seq}", course.0)));
@@ -140,6 +141,19 @@ fn response(course: CourseUuid, seq: i64, n: u128) -> CourseEvent {
             responded_at: "2026-01-10T00:00:00Z".into(),
         }),
     )
+}
+
+/// A range no_op (api.md D13) at `seq` covering through `through`.
+fn range_no_op(course: CourseUuid, seq: i64, through: i64) -> CourseEvent {
+    let mut e = no_op(course, seq);
+    if let CoursePayload::NoOp(no_op) = &mut e.payload {
+        no_op.through_sequence_number = Some(SequenceNumber(through));
+    }
+    e.meta.event_uuid = EventUuid(uuid_v5(&format!(
+        "no_op/course/{}/{seq}-{through}",
+        course.0
+    )));
+    e
 }
 
 /// A course's log: create, roster, assignment, then `n_responses` responses.
@@ -441,4 +455,83 @@ fn the_settings_version_of_the_last_applied_event_is_kept_per_course() {
     );
     offer(&projection, &[last], 1);
     assert_eq!(projection.settings_version(COURSE.0).unwrap(), Some(8));
+}
+
+#[test]
+fn a_range_no_op_releases_the_events_parked_behind_two_million_missing_slots() {
+    for batch in [1, 2, 10] {
+        let projection = projection();
+        let mut log = course_log(COURSE, 2);
+        // 5 ..= 2_000_004 never arrive; two responses and a stray maximal one after them.
+        log.push(response(COURSE, 2_000_005, 1));
+        log.push(response(COURSE, 2_000_006, 2));
+        log.push(response(COURSE, 2_147_483_647, 0));
+        let outcomes = offer(&projection, &log, batch);
+        assert_eq!(
+            outcomes[5..],
+            [
+                RecordOutcome::Parked,
+                RecordOutcome::Parked,
+                RecordOutcome::Parked
+            ]
+        );
+        assert_eq!(n_responses(&projection, COURSE), 2);
+
+        let outcomes = offer(&projection, &[range_no_op(COURSE, 5, 2_000_004)], 1);
+        assert_eq!(outcomes, [RecordOutcome::Applied { released: 2 }]);
+        assert_eq!(n_responses(&projection, COURSE), 4);
+        let sequence = projection.aggregate(StreamKind::Course, COURSE.0).unwrap();
+        assert_eq!(sequence.next_seq, SequenceNumber(2_000_007));
+        assert_eq!(
+            sequence.n_pending, 1,
+            "the stray one waits behind the next gap"
+        );
+
+        // Everything below the stray one, in one record; a re-delivery changes nothing.
+        let fill = range_no_op(COURSE, 2_000_007, 2_147_483_646);
+        let outcomes = offer(&projection, std::slice::from_ref(&fill), 1);
+        assert_eq!(outcomes, [RecordOutcome::Applied { released: 1 }]);
+        assert_eq!(offer(&projection, &[fill], 1), [RecordOutcome::Duplicate]);
+        assert_eq!(n_responses(&projection, COURSE), 5);
+        assert!(projection.blocked().unwrap().is_empty());
+        assert_eq!(
+            projection
+                .aggregate(StreamKind::Course, COURSE.0)
+                .unwrap()
+                .next_seq,
+            SequenceNumber(2_147_483_648)
+        );
+    }
+}
+
+#[test]
+fn a_range_parked_behind_a_gap_is_kept_in_its_pending_row_and_applied_with_it() {
+    let projection = projection();
+    let log = course_log(COURSE, 1);
+    // 4 is missing; the range 5..=1_000 and a response after it wait behind it.
+    let mut parked = log.clone();
+    parked.push(range_no_op(COURSE, 5, 1_000));
+    parked.push(response(COURSE, 1_001, 1));
+    let outcomes = offer(&projection, &parked, 1);
+    assert_eq!(
+        outcomes[4..],
+        [RecordOutcome::Parked, RecordOutcome::Parked]
+    );
+    // A later record for a covered slot conflicts with the parked range.
+    let outcomes = offer(&projection, &[response(COURSE, 500, 2)], 1);
+    assert!(
+        matches!(outcomes[0], RecordOutcome::Conflict { .. }),
+        "{outcomes:?}"
+    );
+    let outcomes = offer(&projection, &[response(COURSE, 4, 0)], 1);
+    assert_eq!(outcomes, [RecordOutcome::Applied { released: 2 }]);
+    assert_eq!(n_responses(&projection, COURSE), 3);
+    assert_eq!(
+        projection
+            .aggregate(StreamKind::Course, COURSE.0)
+            .unwrap()
+            .next_seq,
+        SequenceNumber(1_002)
+    );
+    assert!(projection.blocked().unwrap().is_empty());
 }

@@ -236,6 +236,7 @@ async fn consume_and_check(store: &KafkaStore, topic: &str, report: &WriteReport
                 slot: Slot::Event {
                     event_uuid: event_uuid(event),
                     event,
+                    covers_through: None,
                 },
             };
             match sequencer.receive(course_uuid(event.0), incoming, 0) {
