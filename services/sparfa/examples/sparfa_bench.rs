@@ -31,6 +31,7 @@ fn spisa(dir: &str) {
             concepts: None,
             models: models.clone(),
             seed: seed.to_string(),
+            rescore: true,
         };
         match run_eval(&options) {
             Ok(reports) => {
@@ -170,7 +171,7 @@ fn large(n_learners: usize, n_questions: usize, k: usize, select: bool, threads:
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map_or("all", String::as_str);
-    let dir = "/work/shared/datasets/spisa";
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/spisa");
     match what {
         "spisa" => spisa(dir),
         "clue" => clue(),
