@@ -41,20 +41,20 @@ pub struct MarginalOptions {
     pub slope_l2: f64,
     /// Penalty λ_d · d² on each easiness.
     pub easiness_l2: f64,
-    /// Stop when no parameter moved more than this in an EM iteration.
+    /// Stop when no parameter moved more than this in an (accelerated) EM cycle.
     pub tolerance: f64,
-    /// Upper bound on EM iterations.
+    /// Upper bound on EM steps.
     pub max_iterations: usize,
 }
 
 impl MarginalOptions {
-    /// Defaults: ℓ2 0.05 on a and d (as the §4 λ_d), tolerance 1e−4, at most 300 iterations.
+    /// Defaults: ℓ2 0.05 on a and d (as the §4 λ_d), tolerance 1e−3, at most 300 EM steps.
     pub fn new(slopes: Slopes) -> Self {
         Self {
             slopes,
             slope_l2: 0.05,
             easiness_l2: 0.05,
-            tolerance: 1e-4,
+            tolerance: 1e-3,
             max_iterations: 300,
         }
     }
@@ -69,7 +69,7 @@ pub struct MarginalFit {
     pub easiness: Vec<f64>,
     /// EAP θ_j from each learner's training responses (0 for learners without any).
     pub theta: Vec<f64>,
-    /// EM iterations run.
+    /// EM steps run.
     pub iterations: usize,
     /// Marginal log-likelihood of the training data at the last E-step.
     pub log_likelihood: f64,
@@ -112,9 +112,9 @@ pub fn fit_marginal(
 ) -> MarginalFit {
     let (n_learners, n_questions) = (train.n_learners(), train.n_questions());
     let (nodes, log_prior) = grid();
-    let mut slopes = vec![1.0; n_questions];
+    let slopes = vec![1.0; n_questions];
     // Start d from the item means: E σ(θ + d) ≈ σ(d / √(1 + π/8)) for θ ~ N(0, 1).
-    let mut easiness: Vec<f64> = (0..n_questions)
+    let easiness: Vec<f64> = (0..n_questions)
         .map(|q| {
             let (mut s, mut n) = (0.0, 0.0);
             for (_, y) in train.question(q) {
@@ -125,45 +125,66 @@ pub fn fit_marginal(
             (p / (1.0 - p)).ln() * (1.0 + std::f64::consts::PI / 8.0).sqrt()
         })
         .collect();
-    let mut posterior = vec![0.0; n_learners * GRID_POINTS];
-    let mut learner_ll = vec![0.0; n_learners];
-    let mut table = vec![0.0; 2 * n_questions * GRID_POINTS];
-    let mut counts = vec![0.0; 2 * n_questions * GRID_POINTS];
-    let mut iterations = 0;
-    let mut log_likelihood;
-    let threads = threads.max(1);
-    loop {
-        fill_table(&mut table, &slopes, &easiness, &nodes);
-        e_step(
-            train,
-            &table,
-            &log_prior,
-            &mut posterior,
-            &mut learner_ll,
-            threads,
-        );
-        log_likelihood = learner_ll.iter().sum();
-        if iterations >= options.max_iterations {
+    let mut em = Em {
+        train,
+        options,
+        nodes,
+        log_prior,
+        threads: threads.max(1),
+        posterior: vec![0.0; n_learners * GRID_POINTS],
+        learner_ll: vec![0.0; n_learners],
+        table: vec![0.0; 2 * n_questions * GRID_POINTS],
+        counts: vec![0.0; 2 * n_questions * GRID_POINTS],
+        evaluations: 0,
+    };
+    // SQUAREM (Varadhan & Roland 2008): two EM steps, a step along their extrapolation,
+    // and one EM step from there, kept only if the likelihood did not fall.
+    let mut current: Vec<f64> = slopes.iter().chain(&easiness).copied().collect();
+    while em.evaluations < options.max_iterations {
+        let (p1, _) = em.step(&current);
+        if em.evaluations >= options.max_iterations || max_change(&p1, &current) < options.tolerance
+        {
+            current = p1;
             break;
         }
-        iterations += 1;
-        expected_counts(train, &posterior, &mut counts, threads);
-        let moved = m_step(&counts, &nodes, options, &mut slopes, &mut easiness);
-        if moved < options.tolerance {
-            // One more E-step above scores the learners under the final parameters.
-            fill_table(&mut table, &slopes, &easiness, &nodes);
-            e_step(
-                train,
-                &table,
-                &log_prior,
-                &mut posterior,
-                &mut learner_ll,
-                threads,
-            );
-            log_likelihood = learner_ll.iter().sum();
+        let (p2, ll1) = em.step(&p1);
+        let r: Vec<f64> = p1.iter().zip(&current).map(|(a, b)| a - b).collect();
+        let v: Vec<f64> = p2
+            .iter()
+            .zip(&p1)
+            .zip(&r)
+            .map(|((b, a), r)| b - a - r)
+            .collect();
+        let (nr, nv) = (norm(&r), norm(&v));
+        let mut next = p2.clone();
+        if nv > 0.0 {
+            let alpha = (-nr / nv).min(-1.0);
+            let mut jump: Vec<f64> = current
+                .iter()
+                .zip(&r)
+                .zip(&v)
+                .map(|((p, r), v)| p - 2.0 * alpha * r + alpha * alpha * v)
+                .collect();
+            for a in &mut jump[..n_questions] {
+                *a = a.max(0.0);
+            }
+            let (p3, ll_jump) = em.step(&jump);
+            if ll_jump.is_finite() && ll_jump >= ll1 {
+                next = p3;
+            }
+        }
+        let moved = max_change(&next, &current);
+        current = next;
+        if moved < options.tolerance || em.evaluations >= options.max_iterations {
             break;
         }
     }
+    let (slopes, easiness) = current.split_at(n_questions);
+    let (slopes, easiness) = (slopes.to_vec(), easiness.to_vec());
+    // Score the learners under the final parameters.
+    let log_likelihood = em.posterior_at(&slopes, &easiness);
+    let iterations = em.evaluations;
+    let posterior = em.posterior;
     let theta = eap(train, &posterior, &nodes);
     MarginalFit {
         slopes,
@@ -172,6 +193,67 @@ pub fn fit_marginal(
         iterations,
         log_likelihood,
     }
+}
+
+/// The EM map's buffers.
+struct Em<'a> {
+    train: &'a Observations,
+    options: &'a MarginalOptions,
+    nodes: [f64; GRID_POINTS],
+    log_prior: [f64; GRID_POINTS],
+    threads: usize,
+    posterior: Vec<f64>,
+    learner_ll: Vec<f64>,
+    table: Vec<f64>,
+    counts: Vec<f64>,
+    /// EM steps taken.
+    evaluations: usize,
+}
+
+impl Em<'_> {
+    /// Posteriors at (slopes, easiness); returns the marginal log-likelihood there.
+    fn posterior_at(&mut self, slopes: &[f64], easiness: &[f64]) -> f64 {
+        fill_table(&mut self.table, slopes, easiness, &self.nodes);
+        e_step(
+            self.train,
+            &self.table,
+            &self.log_prior,
+            &mut self.posterior,
+            &mut self.learner_ll,
+            self.threads,
+        );
+        self.learner_ll.iter().sum()
+    }
+
+    /// One EM step from `params` (slopes then easiness): the new parameters and the
+    /// marginal log-likelihood at `params`.
+    fn step(&mut self, params: &[f64]) -> (Vec<f64>, f64) {
+        self.evaluations += 1;
+        let n = params.len() / 2;
+        let ll = self.posterior_at(&params[..n], &params[n..]);
+        expected_counts(self.train, &self.posterior, &mut self.counts, self.threads);
+        let (mut slopes, mut easiness) = (params[..n].to_vec(), params[n..].to_vec());
+        m_step(
+            &self.counts,
+            &self.nodes,
+            self.options,
+            &mut slopes,
+            &mut easiness,
+        );
+        slopes.extend_from_slice(&easiness);
+        (slopes, ll)
+    }
+}
+
+fn max_change(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn norm(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum::<f64>().sqrt()
 }
 
 /// EAP θ of every learner of `responses` under fixed slopes and easiness (0 for learners
@@ -393,11 +475,11 @@ fn m_step(
         }
         Slopes::Common => {
             let a = slopes.first().copied().unwrap_or(1.0);
-            for q in 0..n_questions {
+            for (q, dq) in easiness.iter_mut().enumerate() {
                 if !observed(q) {
                     continue;
                 }
-                let d0 = easiness[q];
+                let d0 = *dq;
                 let mut d = d0;
                 for _ in 0..NEWTON_STEPS {
                     let (_, gd, _, _, hdd) = stats(q, a, d);
@@ -405,7 +487,7 @@ fn m_step(
                     d += step.clamp(-1.0, 1.0);
                 }
                 moved = moved.max((d - d0).abs());
-                easiness[q] = d;
+                *dq = d;
             }
             let (mut ga, mut haa) = (-la * a, la);
             for q in (0..n_questions).filter(|&q| observed(q)) {

@@ -54,6 +54,10 @@ pub struct Candidate {
     /// predictions and learns the page structure from there.
     #[serde(default)]
     pub warm_from_two_pl: bool,
+    /// Fitted only when the holdout is too small to compare candidates (then the first
+    /// candidate is the model); skipped by a real comparison.
+    #[serde(default)]
+    pub fallback_only: bool,
 }
 
 fn candidate(name: &str, pages: PageRows, f: impl FnOnce(&mut Hyperparameters)) -> Candidate {
@@ -65,11 +69,18 @@ fn candidate(name: &str, pages: PageRows, f: impl FnOnce(&mut Hyperparameters)) 
         pages,
         estimator: Estimator::Joint,
         warm_from_two_pl: false,
+        fallback_only: false,
     }
 }
 
+/// Patience of a candidate started from the 2PL: it starts near its optimum, so its
+/// holdout curve is smooth; 5 iterations without improvement end it (§6's 20 is for a
+/// cold start).
+pub const WARM_PATIENCE: usize = 5;
+
 fn warm(mut c: Candidate) -> Candidate {
     c.warm_from_two_pl = true;
+    c.hyperparameters.patience = WARM_PATIENCE;
     c
 }
 
@@ -117,15 +128,17 @@ pub fn two_pl_strong_candidate() -> Candidate {
     })
 }
 
-/// The candidates for a hinted model. The first, chosen when the holdout is too small
-/// to compare, is the §4 constants. Then the pages plus one general concept (hinted on
+/// The candidates for a hinted model. The first, the model when the holdout is too small
+/// to compare and otherwise not fitted, is the §4 constants. Then the pages plus one general concept (hinted on
 /// every question, so the model contains a 2PL) with strong shrinkage (ℓ2 8 on page
 /// loadings, 2 on the general one, γ_U = 10), and the one-factor 2PL and Rasch models
 /// by marginal likelihood (they stay accurate when learners answer few questions).
 /// ℓ1 stays 10 on non-hinted entries: loadings may leave the hints when the data demand it.
 pub fn hinted_candidates() -> Vec<Candidate> {
+    let mut spec = hinted_spec_candidate();
+    spec.fallback_only = true;
     vec![
-        hinted_spec_candidate(),
+        spec,
         two_pl_marginal_candidate(),
         rasch_marginal_candidate(),
         warm(candidate("hinted+general-strong", PageRows::Hinted, |h| {
@@ -145,14 +158,17 @@ pub fn free_candidate() -> Candidate {
     })
 }
 
-/// The candidates for a model without hints: the §12 `free` configuration, the same
-/// with one general concept, and the marginal 2PL and Rasch models.
+/// The candidates for a model without hints: the §12 `free` configuration (a fall-back
+/// when the holdout is too small to compare), the marginal 2PL and Rasch models, and the
+/// free concepts plus one general concept, started from the 2PL.
 pub fn free_candidates() -> Vec<Candidate> {
     let mut with_general = free_candidate();
     with_general.name = "free+general".to_owned();
     with_general.hyperparameters.extra_concepts = 1;
+    let mut spec = free_candidate();
+    spec.fallback_only = true;
     vec![
-        free_candidate(),
+        spec,
         two_pl_marginal_candidate(),
         rasch_marginal_candidate(),
         warm(with_general),
@@ -383,8 +399,72 @@ fn fit_marginal_candidate(
     }
 }
 
-/// Fits every candidate and keeps the best mean holdout log-likelihood (ties: the
-/// earlier candidate). Without early stopping (small holdout) the first candidate wins.
+/// The chosen candidate. The best mean holdout log-likelihood, except that a joint
+/// candidate must beat every marginal one by more than one standard error (of the
+/// per-observation difference): joint candidates pick their best iterate on the holdout
+/// (early stopping), so their holdout score is optimistic, while the marginal ones never
+/// see the holdout. Otherwise the best marginal candidate within that margin is chosen.
+/// Ties go to the earlier candidate. Without holdout scores, the first candidate.
+fn choose(
+    candidates: &[Candidate],
+    fits: &[(Fit, Array2<bool>)],
+    holdout: &[Observation],
+) -> usize {
+    let score = |i: usize| {
+        fits[i]
+            .0
+            .stats
+            .holdout_log_likelihood
+            .unwrap_or(f64::NEG_INFINITY)
+    };
+    let mut best = 0;
+    for i in 1..fits.len() {
+        if score(i) > score(best) {
+            best = i;
+        }
+    }
+    if !score(best).is_finite()
+        || holdout.len() < 2
+        || candidates[best].estimator == Estimator::Marginal
+    {
+        return best;
+    }
+    let mut sorted = holdout.to_vec();
+    sorted.sort();
+    let terms = |i: usize| -> Vec<f64> {
+        let f = &fits[i].0;
+        sorted
+            .iter()
+            .map(|o| clipped_log_likelihood(f.predict(o.learner, o.question), o.correct))
+            .collect()
+    };
+    // The best marginal candidate (the earlier on ties).
+    let mut marginal: Option<usize> = None;
+    for (i, c) in candidates.iter().enumerate().take(fits.len()) {
+        if c.estimator == Estimator::Marginal && marginal.is_none_or(|m| score(i) > score(m)) {
+            marginal = Some(i);
+        }
+    }
+    let Some(m) = marginal else {
+        return best;
+    };
+    let n = sorted.len() as f64;
+    let diff: Vec<f64> = terms(best)
+        .iter()
+        .zip(terms(m))
+        .map(|(b, a)| b - a)
+        .collect();
+    let mean = diff.iter().sum::<f64>() / n;
+    let variance = diff.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+    if mean <= (variance / n).sqrt() {
+        m
+    } else {
+        best
+    }
+}
+
+/// Fits every candidate and keeps one by holdout log-likelihood (see [`choose`]).
+/// Without early stopping (small holdout) the first candidate wins.
 /// Returns `None` only when `candidates` is empty.
 pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Option<SelectedFit> {
     let train = input.train;
@@ -411,10 +491,19 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
         (train, input.holdout)
     };
     // Without early stopping the candidates cannot be compared: only the first is fitted.
+    // With a real comparison, fall-back-only candidates are skipped.
+    let compared: Vec<Candidate>;
     let candidates = if sel_holdout.len() < MIN_OBSERVATIONS_FOR_EARLY_STOPPING
         || sel_train.len() < MIN_OBSERVATIONS_FOR_EARLY_STOPPING
     {
         &candidates[..candidates.len().min(1)]
+    } else if candidates.iter().any(|c| !c.fallback_only) {
+        compared = candidates
+            .iter()
+            .filter(|c| !c.fallback_only)
+            .cloned()
+            .collect();
+        &compared
     } else {
         candidates
     };
@@ -440,20 +529,17 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
         slots[i] = Some(result);
     }
     let fits: Vec<(Fit, Array2<bool>)> = slots.into_iter().collect::<Option<Vec<_>>>()?;
-    let mut scores = Vec::with_capacity(candidates.len());
-    let mut best: Option<(usize, f64, Fit, Array2<bool>)> = None;
-    for (i, (c, (f, hints))) in candidates.iter().zip(fits).enumerate() {
-        scores.push(CandidateScore {
+    let scores: Vec<CandidateScore> = candidates
+        .iter()
+        .zip(&fits)
+        .map(|(c, (f, _))| CandidateScore {
             name: c.name.clone(),
             holdout_log_likelihood: f.stats.holdout_log_likelihood,
             outer_iterations: f.stats.outer_iterations,
-        });
-        let ll = f.stats.holdout_log_likelihood.unwrap_or(f64::NEG_INFINITY);
-        if best.as_ref().is_none_or(|(_, b, _, _)| ll > *b) {
-            best = Some((i, ll, f, hints));
-        }
-    }
-    let (index, _, mut f, mut hints) = best?;
+        })
+        .collect();
+    let index = choose(candidates, &fits, sel_holdout);
+    let (mut f, mut hints) = fits.into_iter().nth(index)?;
     let chosen = candidates[index].clone();
     if stride > 1 {
         let warm = if chosen.warm_from_two_pl {
@@ -564,7 +650,8 @@ mod tests {
             .expect("candidates")
         };
         let one = run(1);
-        assert_eq!(one.scores.len(), hinted_candidates().len());
+        // The §4 candidate is a fall-back only: not fitted when the holdout can compare.
+        assert_eq!(one.scores.len(), hinted_candidates().len() - 1);
         assert!(one
             .scores
             .iter()
