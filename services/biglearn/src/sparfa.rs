@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// Seed of the split.
     #[arg(long, default_value = "42")]
     seed: String,
+    /// Score test learners with the fit's own knowledge (training responses only) instead
+    /// of re-scoring them from their training and validation responses.
+    #[arg(long)]
+    no_rescore: bool,
 }
 
 /// Runs a `sparfa` subcommand.
@@ -52,6 +56,7 @@ pub fn run_sparfa(command: SparfaCommand) -> anyhow::Result<()> {
                 concepts: args.concepts,
                 models: args.models,
                 seed: args.seed,
+                rescore: !args.no_rescore,
             };
             let reports = run_eval(&options).context("the evaluation failed")?;
             eprintln!("{}", format_table(&reports));

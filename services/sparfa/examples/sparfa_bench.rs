@@ -31,6 +31,7 @@ fn spisa(dir: &str) {
             concepts: None,
             models: models.clone(),
             seed: seed.to_string(),
+            rescore: true,
         };
         match run_eval(&options) {
             Ok(reports) => {
@@ -170,10 +171,39 @@ fn large(n_learners: usize, n_questions: usize, k: usize, select: bool, threads:
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map_or("all", String::as_str);
-    let dir = "/work/shared/datasets/spisa";
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/spisa");
     match what {
         "spisa" => spisa(dir),
         "clue" => clue(),
+        // `eval DIR [MODELS] [SEED]`: the §12 evaluation of DIR/responses.csv and DIR/tags.csv.
+        "eval" => {
+            let dir = args.get(1).map_or(dir, String::as_str);
+            let models = args
+                .get(2)
+                .map(|m| m.split(',').filter_map(|x| x.parse().ok()).collect())
+                .unwrap_or_default();
+            let started = Instant::now();
+            let options = EvalOptions {
+                responses: PathBuf::from(format!("{dir}/responses.csv")),
+                tags: Some(PathBuf::from(format!("{dir}/tags.csv"))),
+                test: None,
+                predictions: None,
+                concepts: None,
+                models,
+                seed: args.get(3).cloned().unwrap_or_else(|| "42".to_owned()),
+                rescore: std::env::var_os("NO_RESCORE").is_none(),
+            };
+            match run_eval(&options) {
+                Ok(reports) => {
+                    eprint!("{}", biglearn_sparfa::format_table(&reports));
+                    for r in reports {
+                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    }
+                    eprintln!("wall {:.3} s", started.elapsed().as_secs_f64());
+                }
+                Err(e) => eprintln!("eval failed: {e}"),
+            }
+        }
         "large" => {
             let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
             let select = args.iter().any(|s| s == "select");

@@ -1,6 +1,6 @@
 //! The §12 offline evaluation: CSV input, the hash split, the five models and their test scores.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -12,12 +12,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::fit::{clipped_log_likelihood, Hyperparameters};
+use crate::fit::{clipped_log_likelihood, rescore_knowledge, sigmoid, Hyperparameters};
 use crate::hash::sha256_joined;
+use crate::irt::eap_scores;
 use crate::observations::{Observation, Observations};
 use crate::select::{
     fit_selected, free_candidate, free_candidates, hinted_candidates, hinted_spec_candidate,
-    rasch_candidate, two_pl_candidate, Candidate, CandidateScore, SelectionInput,
+    rasch_candidate, rasch_marginal_candidate, two_pl_candidate, two_pl_marginal_candidate,
+    Candidate, CandidateScore, Estimator, SelectedFit, SelectionInput,
 };
 use crate::SparfaError;
 
@@ -26,6 +28,8 @@ type Predictor = Box<dyn Fn(&Observation) -> f64>;
 
 /// Above this many training observations, candidates are compared on a learner subsample.
 pub const SELECTION_CAP: usize = 2_000_000;
+/// U-steps that re-score learners from their training and validation responses.
+const RESCORE_ROUNDS: usize = 5;
 /// Worker threads of an evaluation fit (the machine target has two cores).
 const MAX_THREADS: usize = 2;
 
@@ -48,6 +52,10 @@ pub enum ModelKind {
     Free,
     /// The §12 `free` configuration exactly, no selection.
     FreeSpec,
+    /// A 2PL by marginal likelihood, learners scored by EAP.
+    TwoPlMarginal,
+    /// A common-slope Rasch model by marginal likelihood, learners scored by EAP.
+    RaschMarginal,
 }
 
 impl ModelKind {
@@ -61,11 +69,13 @@ impl ModelKind {
             Self::TaggedSpec => "tagged-spec",
             Self::Free => "free",
             Self::FreeSpec => "free-spec",
+            Self::TwoPlMarginal => "2pl-marginal",
+            Self::RaschMarginal => "rasch-marginal",
         }
     }
 
     /// Every model, in report order.
-    pub const ALL: [ModelKind; 7] = [
+    pub const ALL: [ModelKind; 9] = [
         Self::ItemMean,
         Self::Rasch,
         Self::TwoPl,
@@ -73,6 +83,8 @@ impl ModelKind {
         Self::TaggedSpec,
         Self::Free,
         Self::FreeSpec,
+        Self::TwoPlMarginal,
+        Self::RaschMarginal,
     ];
 }
 
@@ -104,6 +116,9 @@ pub struct EvalOptions {
     pub models: Vec<ModelKind>,
     /// Split seed (the CLI default is "42").
     pub seed: String,
+    /// Score test learners from their training and validation responses with the fitted
+    /// (W, d) fixed (the CLI default); false uses the fit's own U (training only).
+    pub rescore: bool,
 }
 
 /// Errors of the evaluation.
@@ -128,7 +143,7 @@ pub enum EvalError {
         message: String,
     },
     /// An unknown model name.
-    #[error("unknown model {0:?} (expected one of item-mean, rasch, 2pl, tagged, tagged-spec, free, free-spec)")]
+    #[error("unknown model {0:?} (expected one of item-mean, rasch, 2pl, tagged, tagged-spec, free, free-spec, 2pl-marginal, rasch-marginal)")]
     UnknownModel(String),
     /// The tagged models need a tags file.
     #[error("model {0} needs --tags")]
@@ -194,128 +209,222 @@ pub struct ResponseRow {
     pub correct: bool,
 }
 
-/// Splits one CSV line into fields, honouring double quotes ("" inside quotes is a quote).
-fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut in_quotes = false;
-    while let Some(ch) = chars.next() {
-        match (in_quotes, ch) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => in_quotes = false,
-            (false, '"') if field.is_empty() => in_quotes = true,
-            (false, ',') => fields.push(std::mem::take(&mut field)),
-            (_, c) => field.push(c),
-        }
-    }
-    if in_quotes {
-        return Err("unterminated quoted field".to_owned());
-    }
-    fields.push(field);
-    Ok(fields)
-}
+/// Reads CSV text whose header names (at least) the `wanted` columns, in any order, with
+/// any other columns ignored, and calls `visit(line, fields)` for every data record with
+/// its 1-based line number and the wanted fields in `wanted` order. Quoting is RFC 4180
+/// (the `csv` crate); blank lines are skipped; a UTF-8 byte-order mark and spaces around
+/// header names are ignored.
+/// Most columns `parse_csv` looks up.
+const MAX_WANTED: usize = 3;
 
-/// Parses CSV text with an exact expected header; returns (line number, fields) per data row.
 fn parse_csv(
     text: &str,
     path: &Path,
-    header: &[&str],
-) -> Result<Vec<(usize, Vec<String>)>, EvalError> {
+    wanted: &[&str],
+    mut visit: impl FnMut(usize, &[&str]) -> Result<(), EvalError>,
+) -> Result<(), EvalError> {
     let csv_error = |line: usize, message: String| EvalError::Csv {
         path: path.to_owned(),
         line,
         message,
     };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let Some((_, first)) = lines.next() else {
-        return Err(csv_error(
-            1,
-            format!("empty file, expected header {}", header.join(",")),
-        ));
-    };
-    let found =
-        split_csv_line(first.trim_start_matches('\u{feff}')).map_err(|m| csv_error(1, m))?;
-    let found: Vec<&str> = found.iter().map(|f| f.trim()).collect();
-    if found != header {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let record_line = |e: &csv::Error| e.position().map_or(1, |p| p.line() as usize);
+    let header = reader
+        .headers()
+        .map_err(|e| csv_error(record_line(&e), csv_message(&e)))?
+        .clone();
+    if header.is_empty() || (header.len() == 1 && header[0].trim().is_empty()) {
         return Err(csv_error(
             1,
             format!(
-                "bad header {:?}, expected {}",
-                found.join(","),
-                header.join(",")
+                "empty file, expected a header with columns {}",
+                wanted.join(",")
             ),
         ));
     }
-    let mut rows = Vec::new();
-    for (line, text) in lines {
-        if text.trim().is_empty() {
+    let names: Vec<&str> = header.iter().map(str::trim).collect();
+    let wanted = &wanted[..wanted.len().min(MAX_WANTED)];
+    let mut columns = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let mut at = names.iter().enumerate().filter(|(_, n)| *n == w);
+        match (at.next(), at.next()) {
+            (Some((i, _)), None) => columns.push(i),
+            (None, _) => {
+                return Err(csv_error(
+                    1,
+                    format!(
+                        "bad header {:?}: no column {w:?} (expected columns {})",
+                        names.join(","),
+                        wanted.join(",")
+                    ),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(csv_error(
+                    1,
+                    format!("bad header: column {w:?} appears twice"),
+                ))
+            }
+        }
+    }
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_error(record_line(&e), csv_message(&e))),
+        }
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let fields = split_csv_line(text).map_err(|m| csv_error(line, m))?;
-        if fields.len() != header.len() {
-            let missing = header
-                .get(fields.len())
-                .map_or(String::new(), |h| format!(" (missing {h})"));
+        if record.len() != names.len() {
             return Err(csv_error(
                 line,
                 format!(
-                    "expected {} columns, found {}{missing}",
-                    header.len(),
-                    fields.len()
+                    "expected {} columns like the header, found {}",
+                    names.len(),
+                    record.len()
                 ),
             ));
         }
-        rows.push((line, fields));
+        let mut fields = [""; MAX_WANTED];
+        for (slot, &i) in fields.iter_mut().zip(&columns) {
+            *slot = &record[i];
+        }
+        visit(line, &fields[..columns.len()])?;
     }
+    Ok(())
+}
+
+/// The message of a `csv` error without its position (the caller names the line).
+fn csv_message(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!("invalid UTF-8 in field {}", err.field() + 1),
+        csv::ErrorKind::Io(err) => err.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Parses `correct`: `1`/`0` or `true`/`false` (any case, surrounding spaces ignored).
+fn parse_correct(value: &str) -> Option<bool> {
+    match value.trim() {
+        "1" => Some(true),
+        "0" => Some(false),
+        v if v.eq_ignore_ascii_case("true") => Some(true),
+        v if v.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Interned ids: each distinct string gets the next number, in order of appearance.
+#[derive(Default)]
+struct Interner {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), i);
+        i
+    }
+}
+
+/// A response with interned student and item ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Row {
+    student: u32,
+    item: u32,
+    correct: bool,
+}
+
+/// Parses a responses CSV into interned rows (see [`parse_responses`]).
+fn parse_rows(
+    text: &str,
+    path: &Path,
+    students: &mut Interner,
+    items: &mut Interner,
+) -> Result<Vec<Row>, EvalError> {
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    parse_csv(
+        text,
+        path,
+        &["student_id", "item_id", "correct"],
+        |line, fields| {
+            let error = |message: String| EvalError::Csv {
+                path: path.to_owned(),
+                line,
+                message,
+            };
+            let Some(correct) = parse_correct(fields[2]) else {
+                return Err(error(format!(
+                    "column correct: bad value {:?}, expected 1, 0, true or false",
+                    fields[2]
+                )));
+            };
+            for (column, value) in [("student_id", fields[0]), ("item_id", fields[1])] {
+                if value.trim().is_empty() {
+                    return Err(error(format!("column {column}: empty value")));
+                }
+            }
+            let row = Row {
+                student: students.id(fields[0]),
+                item: items.id(fields[1]),
+                correct,
+            };
+            if seen.insert((row.student, row.item)) {
+                rows.push(row);
+            }
+            Ok(())
+        },
+    )?;
     Ok(rows)
 }
 
-/// Parses a responses CSV (`student_id,item_id,correct`); for a repeated (student,
-/// item) pair the first row wins.
+/// Parses a responses CSV (columns `student_id`, `item_id`, `correct` found by header
+/// name; other columns ignored); for a repeated (student, item) pair the first row wins.
 pub fn parse_responses(text: &str, path: &Path) -> Result<Vec<ResponseRow>, EvalError> {
-    let mut seen = BTreeSet::new();
-    let mut rows = Vec::new();
-    for (line, fields) in parse_csv(text, path, &["student_id", "item_id", "correct"])? {
-        let correct = match fields[2].trim() {
-            "0" => false,
-            "1" => true,
-            other => {
+    let (mut students, mut items) = (Interner::default(), Interner::default());
+    let rows = parse_rows(text, path, &mut students, &mut items)?;
+    Ok(rows
+        .iter()
+        .map(|r| ResponseRow {
+            student: students.names[r.student as usize].clone(),
+            item: items.names[r.item as usize].clone(),
+            correct: r.correct,
+        })
+        .collect())
+}
+
+/// Parses a tags CSV (columns `item_id`, `tag` by header name) into (item, tag) pairs.
+pub fn parse_tags(text: &str, path: &Path) -> Result<Vec<(String, String)>, EvalError> {
+    let mut pairs = Vec::new();
+    parse_csv(text, path, &["item_id", "tag"], |line, fields| {
+        for (column, value) in [("item_id", fields[0]), ("tag", fields[1])] {
+            if value.trim().is_empty() {
                 return Err(EvalError::Csv {
                     path: path.to_owned(),
                     line,
-                    message: format!("bad correct value {other:?}, expected 0 or 1"),
-                })
+                    message: format!("column {column}: empty value"),
+                });
             }
-        };
-        let (student, item) = (fields[0].clone(), fields[1].clone());
-        if seen.insert((student.clone(), item.clone())) {
-            rows.push(ResponseRow {
-                student,
-                item,
-                correct,
-            });
         }
-    }
-    Ok(rows)
-}
-
-/// Parses a tags CSV (`item_id,tag`) into (item, tag) pairs.
-pub fn parse_tags(text: &str, path: &Path) -> Result<Vec<(String, String)>, EvalError> {
-    Ok(parse_csv(text, path, &["item_id", "tag"])?
-        .into_iter()
-        .map(|(_, mut f)| {
-            let tag = f.pop().unwrap_or_default();
-            let item = f.pop().unwrap_or_default();
-            (item, tag)
-        })
-        .collect())
+        pairs.push((fields[0].to_owned(), fields[1].to_owned()));
+        Ok(())
+    })?;
+    Ok(pairs)
 }
 
 fn read(path: &Path) -> Result<String, EvalError> {
@@ -403,74 +512,126 @@ pub fn free_initial_loadings(k: usize, q: usize) -> Array2<f64> {
     })
 }
 
-struct Indexed {
-    students: BTreeMap<String, usize>,
-    items: BTreeMap<String, usize>,
+/// [`split`] on interned rows, hashing on up to `threads` threads: the same partition
+/// in the same order.
+fn split_rows(
+    rows: &[Row],
+    students: &Interner,
+    items: &Interner,
+    seed: &str,
+    with_test: bool,
+    threads: usize,
+) -> (Vec<Row>, Vec<Row>, Vec<Row>) {
+    let mut keyed: Vec<([u8; 32], u32)> = vec![([0; 32], 0); rows.len()];
+    let chunk = rows.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (part, (c, out)) in rows.chunks(chunk).zip(keyed.chunks_mut(chunk).enumerate()) {
+            scope.spawn(move || {
+                for (i, (r, slot)) in part.iter().zip(out.iter_mut()).enumerate() {
+                    let key = sha256_joined(&[
+                        seed,
+                        &students.names[r.student as usize],
+                        &items.names[r.item as usize],
+                    ]);
+                    *slot = (key, (c * chunk + i) as u32);
+                }
+            });
+        }
+    });
+    let names = |i: u32| {
+        let r = rows[i as usize];
+        (
+            &students.names[r.student as usize],
+            &items.names[r.item as usize],
+        )
+    };
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| names(a.1).cmp(&names(b.1))));
+    let n = keyed.len();
+    let n_test = if with_test { n / 5 } else { 0 };
+    let n_validation = n / 10;
+    let take = |range: std::ops::Range<usize>| {
+        keyed[range]
+            .iter()
+            .map(|(_, i)| rows[*i as usize])
+            .collect()
+    };
+    (
+        take(0..n_test),
+        take(n_test..n_test + n_validation),
+        take(n_test + n_validation..n),
+    )
 }
 
-impl Indexed {
-    fn observations(&self, rows: &[ResponseRow]) -> Vec<Observation> {
-        rows.iter()
-            .map(|r| Observation {
-                learner: self.students[&r.student],
-                question: self.items[&r.item],
-                correct: r.correct,
-            })
-            .collect()
+/// For each interned id, its position among all names sorted ascending.
+fn ranks(interner: &Interner) -> Vec<usize> {
+    let mut order: Vec<u32> = (0..interner.names.len() as u32).collect();
+    order.sort_unstable_by(|a, b| interner.names[*a as usize].cmp(&interner.names[*b as usize]));
+    let mut rank = vec![0; order.len()];
+    for (position, id) in order.into_iter().enumerate() {
+        rank[id as usize] = position;
     }
+    rank
 }
 
 /// Runs the §12 protocol and returns one report per requested model.
 pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
-    let responses = parse_responses(&read(&options.responses)?, &options.responses)?;
+    // Up to two threads; the result does not depend on it.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let (mut students, mut items) = (Interner::default(), Interner::default());
+    let responses = parse_rows(
+        &read(&options.responses)?,
+        &options.responses,
+        &mut students,
+        &mut items,
+    )?;
     if responses.is_empty() {
         return Err(EvalError::NoResponses(options.responses.clone()));
     }
+    let (response_students, response_items) = (students.names.len(), items.names.len());
     let tags = match &options.tags {
         Some(path) => Some(parse_tags(&read(path)?, path)?),
         None => None,
     };
     let external_test = match &options.test {
-        Some(path) => Some(parse_responses(&read(path)?, path)?),
+        Some(path) => Some(parse_rows(&read(path)?, path, &mut students, &mut items)?),
         None => None,
     };
-    let (test, validation, train) = match &external_test {
-        Some(test) => {
-            let (_, validation, train) = split(&responses, &options.seed, false);
-            (test.clone(), validation, train)
-        }
-        None => split(&responses, &options.seed, true),
-    };
-    let mut students = BTreeSet::new();
-    let mut items = BTreeSet::new();
-    for r in responses.iter().chain(external_test.iter().flatten()) {
-        students.insert(r.student.clone());
-        items.insert(r.item.clone());
-    }
     for (item, _) in tags.iter().flatten() {
-        items.insert(item.clone());
+        items.id(item);
     }
-    let index = Indexed {
-        students: students
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s, i))
-            .collect(),
-        items: items.into_iter().enumerate().map(|(i, s)| (s, i)).collect(),
+    let (test, validation, train) = match external_test {
+        Some(test) => {
+            let (_, validation, train) =
+                split_rows(&responses, &students, &items, &options.seed, false, threads);
+            (test, validation, train)
+        }
+        None => split_rows(&responses, &students, &items, &options.seed, true, threads),
     };
-    let (n_students, n_items) = (index.students.len(), index.items.len());
-    let response_students: BTreeSet<&str> = responses.iter().map(|r| r.student.as_str()).collect();
-    let response_items: BTreeSet<&str> = responses.iter().map(|r| r.item.as_str()).collect();
-    let observed_fraction =
-        responses.len() as f64 / (response_students.len() * response_items.len()) as f64;
+    let (student_rank, item_rank) = (ranks(&students), ranks(&items));
+    let observations = |rows: &[Row]| -> Vec<Observation> {
+        rows.iter()
+            .map(|r| Observation {
+                learner: student_rank[r.student as usize],
+                question: item_rank[r.item as usize],
+                correct: r.correct,
+            })
+            .collect()
+    };
+    let (n_students, n_items) = (students.names.len(), items.names.len());
+    let observed_fraction = responses.len() as f64 / (response_students * response_items) as f64;
     let mean_correct =
         responses.iter().filter(|r| r.correct).count() as f64 / responses.len() as f64;
 
-    let train_obs = Observations::new(n_students, n_items, &index.observations(&train))?;
-    let validation_obs = index.observations(&validation);
-    let test_obs = index.observations(&test);
-    // Candidates run side by side on up to two threads; the result does not depend on it.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let train_obs = Observations::new(n_students, n_items, &observations(&train))?;
+    // Learners are scored for the test from all their fitting responses (training and
+    // validation), with the selected model's (W, d) fixed.
+    let scoring_obs = Observations::new(
+        n_students,
+        n_items,
+        &observations(&[train.as_slice(), validation.as_slice()].concat()),
+    )?;
+    let validation_obs = observations(&validation);
+    let test_obs = observations(&test);
 
     // Tag hints: K = distinct tags, ascending.
     let tag_names: BTreeSet<&str> = tags.iter().flatten().map(|(_, t)| t.as_str()).collect();
@@ -478,7 +639,10 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
         tag_names.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let mut tag_hints = Array2::from_elem((tag_names.len(), n_items), false);
     for (item, tag) in tags.iter().flatten() {
-        tag_hints[(tag_index[tag.as_str()], index.items[item])] = true;
+        tag_hints[(
+            tag_index[tag.as_str()],
+            item_rank[items.index[item.as_str()] as usize],
+        )] = true;
     }
     let n_free = options.concepts.unwrap_or(tag_names.len().max(3));
     let free_hints = Array2::from_elem((n_free, n_items), false);
@@ -518,6 +682,10 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
                 match kind {
                     ModelKind::Rasch => (&no_pages, None, vec![rasch_candidate()]),
                     ModelKind::TwoPl => (&no_pages, None, vec![two_pl_candidate()]),
+                    ModelKind::TwoPlMarginal => {
+                        (&no_pages, None, vec![two_pl_marginal_candidate()])
+                    }
+                    ModelKind::RaschMarginal => (&no_pages, None, vec![rasch_marginal_candidate()]),
                     ModelKind::Tagged | ModelKind::TaggedSpec => {
                         let spec_only = *kind == ModelKind::TaggedSpec;
                         if tags.is_none() {
@@ -546,17 +714,25 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
             let Some(selected) = fit_selected(&input, &candidates) else {
                 continue;
             };
-            let fit = selected.fit.clone();
-            (
-                Box::new(move |o: &Observation| fit.predict(o.learner, o.question)),
-                Some(selected),
-            )
+            let predict = if options.rescore {
+                rescored_predictor(&selected, &scoring_obs, threads)
+            } else {
+                let fit = selected.fit.clone();
+                Box::new(move |o: &Observation| fit.predict(o.learner, o.question)) as Predictor
+            };
+            (predict, Some(selected))
         };
         let fit_seconds = started.elapsed().as_secs_f64();
         let scored: Vec<(f64, bool)> = test_obs.iter().map(|o| (predict(o), o.correct)).collect();
         if m == 0 {
             if let Some(path) = &options.predictions {
-                write_predictions(path, &test, &scored)?;
+                let names = test.iter().map(|r| {
+                    (
+                        students.names[r.student as usize].as_str(),
+                        items.names[r.item as usize].as_str(),
+                    )
+                });
+                write_predictions(path, names, &scored)?;
             }
         }
         let (accuracy, auc, log_loss) = score(&scored);
@@ -586,9 +762,46 @@ pub fn run_eval(options: &EvalOptions) -> Result<Vec<ModelReport>, EvalError> {
     Ok(reports)
 }
 
-fn write_predictions(
+/// Test predictions of a selected model with each learner re-scored from `responses`
+/// (W and d fixed): EAP for a marginal candidate, the §10.1 solve for a joint one.
+fn rescored_predictor(
+    selected: &SelectedFit,
+    responses: &Observations,
+    threads: usize,
+) -> Predictor {
+    let fit = &selected.fit;
+    if selected.chosen.estimator == Estimator::Marginal {
+        let k = fit.loadings.nrows();
+        let slopes: Vec<f64> = fit.loadings.row(k - 1).to_vec();
+        let easiness = fit.easiness.to_vec();
+        let theta = eap_scores(responses, &slopes, &easiness, threads);
+        return Box::new(move |o: &Observation| {
+            sigmoid(slopes[o.question] * theta[o.learner] + easiness[o.question])
+        });
+    }
+    let knowledge = rescore_knowledge(
+        fit,
+        &selected.chosen.hyperparameters,
+        responses,
+        RESCORE_ROUNDS,
+        threads,
+    );
+    let (loadings, easiness) = (fit.loadings.clone(), fit.easiness.clone());
+    Box::new(move |o: &Observation| {
+        let z = easiness[o.question]
+            + loadings
+                .column(o.question)
+                .iter()
+                .zip(knowledge.row(o.learner))
+                .map(|(w, u)| w * u)
+                .sum::<f64>();
+        sigmoid(z)
+    })
+}
+
+fn write_predictions<'a>(
     path: &Path,
-    test: &[ResponseRow],
+    test: impl Iterator<Item = (&'a str, &'a str)>,
     scored: &[(f64, bool)],
 ) -> Result<(), EvalError> {
     let mut out = String::from("student_id,item_id,p_correct\n");
@@ -599,8 +812,8 @@ fn write_predictions(
             s.to_owned()
         }
     };
-    for (row, (p, _)) in test.iter().zip(scored) {
-        let _ = writeln!(out, "{},{},{p}", quote(&row.student), quote(&row.item));
+    for ((student, item), (p, _)) in test.zip(scored) {
+        let _ = writeln!(out, "{},{},{p}", quote(student), quote(item));
     }
     std::fs::write(path, out).map_err(|source| EvalError::Io {
         path: path.to_owned(),

@@ -245,6 +245,26 @@ struct State {
 /// learner's and question's update is computed by one worker with its sums in ascending
 /// order, so the result does not depend on `threads`.
 pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fit {
+    fit_from(problem, hp, threads, None)
+}
+
+/// A warm start within one fit (§8 allows it between candidates): d⁰ and U⁰ (N × K)
+/// instead of §7's; W⁰ comes from the problem.
+#[derive(Clone, Debug)]
+pub struct WarmStart {
+    /// d⁰, length Q.
+    pub easiness: Array1<f64>,
+    /// U⁰, N × K.
+    pub knowledge: Array2<f64>,
+}
+
+/// [`fit`], starting from `start` when given.
+pub fn fit_from(
+    problem: &FitProblem<'_>,
+    hp: &Hyperparameters,
+    threads: usize,
+    start: Option<&WarmStart>,
+) -> Fit {
     let (k, n_questions) = problem.hints.dim();
     let train = problem.train;
     let n_learners = train.n_learners();
@@ -276,8 +296,16 @@ pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fi
     let mut state = State {
         k,
         w: initial.t().iter().copied().collect(),
-        d: initial_easiness(train).to_vec(),
-        u: vec![0.0; n_learners * k],
+        d: match start {
+            Some(s) if s.easiness.len() == n_questions => s.easiness.to_vec(),
+            _ => initial_easiness(train).to_vec(),
+        },
+        u: match start {
+            Some(s) if s.knowledge.dim() == (n_learners, k) => {
+                s.knowledge.iter().copied().collect()
+            }
+            _ => vec![0.0; n_learners * k],
+        },
     };
     let penalties = Penalties::new(problem.hints, hp);
     let mut holdout = problem.holdout.to_vec();
@@ -352,6 +380,28 @@ pub fn fit(problem: &FitProblem<'_>, hp: &Hyperparameters, threads: usize) -> Fi
             .unwrap_or_else(|_| Array2::zeros((n_learners, k))),
         stats,
     }
+}
+
+/// Re-estimates the knowledge of every learner of `responses` with the fit's (W, d)
+/// fixed: `rounds` §7 U-steps starting from the fit's U (learners without responses only
+/// feel the ridge). Deterministic for any `threads`.
+pub fn rescore_knowledge(
+    fitted: &Fit,
+    hp: &Hyperparameters,
+    responses: &Observations,
+    rounds: usize,
+    threads: usize,
+) -> Array2<f64> {
+    let (k, _) = fitted.loadings.dim();
+    let n = responses.n_learners();
+    let w: Vec<f64> = fitted.loadings.t().iter().copied().collect();
+    let d = fitted.easiness.to_vec();
+    let mut u: Vec<f64> = fitted.knowledge.iter().copied().collect();
+    u.resize(n * k, 0.0);
+    for _ in 0..rounds {
+        kernel::knowledge_step(&w, &d, &mut u, k, responses, hp, threads.max(1));
+    }
+    Array2::from_shape_vec((n, k), u).unwrap_or_else(|_| Array2::zeros((n, k)))
 }
 
 /// The U-step (§7): see [`kernel::knowledge_step`].
@@ -458,6 +508,7 @@ fn squared_norm(x: &[f64]) -> f64 {
 }
 
 mod kernel;
+pub(crate) use kernel::run_queue;
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@
 //! - [`observations`]: the training set Ω in CSR form, both ways.
 //! - [`fit`]: the §4 objective and the §7 block proximal-gradient fit with §6 stopping
 //!   (its private `kernel` holds the inner loops and the work queue).
+//! - [`irt`]: one-factor models (Rasch, 2PL) by marginal maximum likelihood (EM).
 //! - [`select`]: hyper-parameter selection by holdout log-likelihood (§4 Decision).
 //! - [`serve`]: the §10 per-learner Newton solve, CLUE and exercise ranking.
 //! - [`eval`]: the §12 offline evaluation protocol.
@@ -39,6 +40,7 @@
 pub mod eval;
 pub mod fit;
 pub mod hash;
+pub mod irt;
 pub mod observations;
 pub mod select;
 pub mod serve;

@@ -17,26 +17,64 @@ fn check_error(text: &str, expected_line: usize, expected_fragment: &str) {
 }
 
 #[test]
-fn csv_errors_name_the_line() {
+fn csv_errors_name_the_line_and_column() {
     check_error("", 1, "empty file");
-    check_error("student,item,correct\n", 1, "bad header");
+    check_error("student,item,correct\n", 1, "no column \"student_id\"");
+    check_error(
+        "student_id,item_id,correct,item_id\n",
+        1,
+        "column \"item_id\" appears twice",
+    );
     check_error(
         "student_id,item_id,correct\ns1,i1,1\ns1,i2,yes\n",
         3,
-        "bad correct value \"yes\"",
+        "column correct: bad value \"yes\"",
     );
-    check_error("student_id,item_id,correct\ns1,i1\n", 2, "missing correct");
+    check_error(
+        "student_id,item_id,correct\ns1,i1\n",
+        2,
+        "expected 3 columns like the header, found 2",
+    );
     check_error(
         "student_id,item_id,correct\ns1,i1,1,9\n",
         2,
-        "expected 3 columns, found 4",
+        "expected 3 columns like the header, found 4",
     );
-    check_error("student_id,item_id,correct\n\"s1,i1,1\n", 2, "unterminated");
+    // An unterminated quote swallows the rest of the file into one field.
+    check_error("student_id,item_id,correct\n\"s1,i1,1\n", 2, "found 1");
+    check_error(
+        "student_id,item_id,correct\n,i1,1\n",
+        2,
+        "column student_id: empty",
+    );
+    check_error(
+        "student_id,item_id,correct\ns1, ,0\n",
+        2,
+        "column item_id: empty",
+    );
+    // Line numbers count physical lines, also after a quoted field spanning two.
+    check_error(
+        "student_id,item_id,correct\n\"s\n1\",i1,1\ns2,i1,2\n",
+        4,
+        "bad value \"2\"",
+    );
     let err = parse_tags("item,tag\n", Path::new("tags.csv")).unwrap_err();
     assert!(
         err.to_string().starts_with("tags.csv:1: bad header"),
         "{err}"
     );
+    let err = parse_tags("item_id,tag\ni1,\n", Path::new("tags.csv")).unwrap_err();
+    assert_eq!(err.to_string(), "tags.csv:2: column tag: empty value");
+    let bad_utf8 = parse_csv_bytes(b"student_id,item_id,correct\ns1,i\xff,1\n");
+    assert!(bad_utf8.is_err());
+}
+
+/// Invalid UTF-8 cannot be a `&str`: it is caught when the file is read.
+fn parse_csv_bytes(bytes: &[u8]) -> Result<Vec<ResponseRow>, EvalError> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.csv");
+    std::fs::write(&file, bytes).unwrap();
+    parse_responses(&read(&file)?, &file)
 }
 
 #[test]
@@ -51,6 +89,36 @@ fn responses_parse_quotes_crlf_and_keep_the_first_of_duplicates() {
         .map(|r| (r.student.as_str(), r.item.as_str(), r.correct))
         .collect();
     assert_eq!(got, vec![("s,1", "i1", true), ("s2", "i\"2", false)]);
+}
+
+#[test]
+fn responses_find_columns_by_header_name_and_accept_true_false() {
+    let rows = parse_responses(
+        "correct, item_id ,session,student_id\nTRUE,i1,x,s1\nfalse,i2,y,s1\n 1 ,i3,z,s2\n0,i1,,s2\n",
+        &path(),
+    )
+    .unwrap();
+    let got: Vec<(&str, &str, bool)> = rows
+        .iter()
+        .map(|r| (r.student.as_str(), r.item.as_str(), r.correct))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("s1", "i1", true),
+            ("s1", "i2", false),
+            ("s2", "i3", true),
+            ("s2", "i1", false)
+        ]
+    );
+    let tags = parse_tags("tag,item_id\nalgebra,i1\n\"a, b\",i2\n", Path::new("t.csv")).unwrap();
+    assert_eq!(
+        tags,
+        vec![
+            ("i1".to_owned(), "algebra".to_owned()),
+            ("i2".to_owned(), "a, b".to_owned())
+        ]
+    );
 }
 
 fn check_auc(input: &[(f64, bool)], expected: Option<f64>) {
@@ -145,6 +213,7 @@ fn run_eval_reports_every_model_and_writes_predictions() {
             .map(|m| m.parse().unwrap())
             .collect(),
         seed: "42".to_owned(),
+        rescore: true,
     };
     let reports = run_eval(&options).unwrap();
     let names: Vec<&str> = reports.iter().map(|r| r.model.as_str()).collect();

@@ -13,7 +13,7 @@ const LEARNERS_PER_ITEM: usize = 256;
 /// queue on up to `threads` threads (the caller's thread included). An item's result
 /// must depend only on the item, never on the thread or on the other items; then the
 /// outcome is the same for any thread count.
-pub(super) fn run_queue<T, S>(
+pub(crate) fn run_queue<T, S>(
     items: Vec<T>,
     threads: usize,
     scratch: impl Fn() -> S + Sync,
