@@ -105,9 +105,6 @@ fn nothing_reads_outside_the_clone() {
     assert!(files.len() > 50, "the walk found the sources");
     let offenders: Vec<String> = files
         .iter()
-        // The SPISA data of services/sparfa moves into the repository on its own branch
-        // (issue 21); drop this exclusion once it has.
-        .filter(|path| !path.starts_with(workspace().join("services/sparfa")))
         .filter(|path| {
             std::fs::read_to_string(path)
                 .is_ok_and(|text| outside.iter().any(|pattern| text.contains(pattern)))
@@ -120,5 +117,8 @@ fn nothing_reads_outside_the_clone() {
     );
     assert!(workspace()
         .join("testdata/biglearn-api/02_create_course.json")
+        .is_file());
+    assert!(workspace()
+        .join("services/sparfa/tests/data/spisa/responses.csv")
         .is_file());
 }
