@@ -468,6 +468,7 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
         admin_token: "unused-admin-token-0123456789".into(),
         writer_id: "rebuild".into(),
         flags: Default::default(),
+        kafka: Default::default(),
     };
     biglearn::derived::rebuild_offline(config).await.unwrap();
     assert_eq!(

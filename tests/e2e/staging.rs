@@ -71,6 +71,7 @@ impl StagingNode {
             admin_token: ADMIN_TOKEN.into(),
             writer_id: format!("staging.{prefix}"),
             flags: Default::default(),
+            kafka: Default::default(),
         };
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();

@@ -70,6 +70,7 @@ impl Node {
             admin_token: ADMIN_TOKEN.into(),
             writer_id: "test-writer".into(),
             flags,
+            kafka: Default::default(),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();

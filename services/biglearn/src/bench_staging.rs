@@ -102,6 +102,7 @@ fn run_config(dir: &Path, backend: Backend, prefix: &str, roles: Vec<Role>) -> R
         admin_token: TOKEN.into(),
         writer_id: format!("{prefix}-writer"),
         flags: Default::default(),
+        kafka: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use biglearn_projector::consumer::{
 };
 use biglearn_projector::event_log::EventLog;
 use biglearn_stream::embedded::EmbeddedStore;
-use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
+use biglearn_stream::kafka::KafkaStore;
 use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::watch;
@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub writer_id: String,
     /// Per-environment feature flags (static; spec operations.md §6.1).
     pub flags: biglearn_settings::FeatureFlags,
+    /// Kafka client properties, client id and schema registry (`--kafka-property`, …).
+    pub kafka: crate::kafka_options::KafkaOptions,
 }
 
 /// How much to divide the production partition counts by when creating topics.
@@ -90,6 +92,16 @@ pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore>
         .ensure_topics(&topics.all_specs(partitions_scale(&config.backend)))
         .await
         .context("cannot create the topics")?;
+    if let Some(registry) = &config.kafka.registry {
+        if matches!(config.backend, Backend::Embedded) {
+            anyhow::bail!(
+                "--schema-registry needs Kafka (--kafka): the embedded log has no registry"
+            );
+        }
+        let subjects = crate::kafka_options::registry_topics(&topics, &config.backend);
+        let view = crate::kafka_options::register_schemas(registry, &subjects).await?;
+        biglearn_events::install_registry_view(Some(view));
+    }
     Ok(store)
 }
 
@@ -118,7 +130,9 @@ pub(crate) async fn open_backend(
             bootstrap_servers,
             single_broker,
         } => {
-            let mut kafka = KafkaConfig::new(bootstrap_servers.clone(), config.writer_id.clone());
+            let mut kafka = config
+                .kafka
+                .kafka_config(bootstrap_servers, &config.writer_id);
             if *single_broker {
                 kafka = kafka.single_broker();
             }
@@ -196,6 +210,8 @@ pub async fn run_with(
         )
     })?;
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let mut config = config;
+    config.kafka.stats = crate::kafka_options::metrics_observer(metrics.clone());
     let store = open_store(&config).await?;
     let topics = crate::staging::topics_of(&config);
     let state_dir = config.data_dir.join("state");
