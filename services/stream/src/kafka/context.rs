@@ -176,7 +176,10 @@ impl ConsumerContext for BiglearnContext {}
 
 /// Logs a client error: partition EOF is a notice (debug), everything else an error.
 pub(crate) fn log_client_error(role: &str, error: &KafkaError, reason: &str) {
-    if matches!(error, KafkaError::PartitionEOF(_)) {
+    // Readers with `enable.partition.eof` report it as a global error too.
+    if matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
+    {
         tracing::debug!(client = role, %error, "librdkafka: partition EOF");
     } else {
         tracing::error!(client = role, %error, %reason, "librdkafka error");
