@@ -93,6 +93,7 @@ pub async fn open_split_store(
 
 /// `biglearn staging …`
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum StagingCommand {
     /// Run a staging deployment: readers, projector and scheduler over production's
     /// course-events, ecosystem-events and settings topics, read-only, with staging's own

@@ -50,7 +50,9 @@ pub struct ClientStats {
 
 /// Receives every statistics report of every client (e.g. to update metrics).
 #[derive(Clone, Default)]
-pub struct StatsObserver(Option<Arc<dyn Fn(&ClientStats) + Send + Sync>>);
+pub struct StatsObserver(Option<Arc<ObserveFn>>);
+
+type ObserveFn = dyn Fn(&ClientStats) + Send + Sync;
 
 impl StatsObserver {
     /// An observer calling `observe` for every report.
