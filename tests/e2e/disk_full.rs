@@ -147,6 +147,7 @@ async fn start_fails(data_dir: &Path) -> String {
         writer_id: "test-writer".into(),
         flags: Default::default(),
         http: Default::default(),
+        kafka: Default::default(),
     };
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),

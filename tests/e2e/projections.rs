@@ -470,6 +470,7 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
         writer_id: "rebuild".into(),
         flags: Default::default(),
         http: Default::default(),
+        kafka: Default::default(),
     };
     biglearn::derived::rebuild_offline(config).await.unwrap();
     assert_eq!(

@@ -68,6 +68,7 @@ fn staging_config(
         writer_id: format!("staging.{prefix}"),
         flags: Default::default(),
         http: Default::default(),
+        kafka: Default::default(),
     }
 }
 

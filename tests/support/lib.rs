@@ -91,6 +91,7 @@ impl Node {
             writer_id: "test-writer".into(),
             flags,
             http: Default::default(),
+            kafka: Default::default(),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();

@@ -104,6 +104,7 @@ fn run_config(dir: &Path, backend: Backend, prefix: &str, roles: Vec<Role>) -> R
         writer_id: format!("{prefix}-writer"),
         flags: Default::default(),
         http: Default::default(),
+        kafka: Default::default(),
     }
 }
 

@@ -11,6 +11,8 @@
 //! Modules, in reading order:
 //! - [`run`]: `up` and `serve`: stream store, consumers, writer, HTTP, shutdown.
 //! - [`tokens`]: API and admin tokens from the environment or the data directory.
+//! - [`kafka_options`]: `--kafka-property`, the stable `client.id`, the schema registry.
+//! - [`logging`]: `--log-format text|json`, colour only on a terminal.
 //! - [`admin`]: operator commands that call the admin endpoints (`gap`, `dlq`).
 //! - [`derived`]: `state-hash` and `rebuild` (offline, or online through a running process).
 //! - [`settings`]: `biglearn settings …`, the settings admin endpoints from the command line.
@@ -29,6 +31,8 @@ pub mod bench;
 pub mod bench_latency;
 pub mod bench_staging;
 pub mod derived;
+pub mod kafka_options;
+pub mod logging;
 pub mod offline;
 pub mod publish;
 pub mod replay;

@@ -25,6 +25,15 @@ use biglearn::{admin, tokens};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "BIGLEARN_LOG_FORMAT"
+    )]
+    log_format: biglearn::logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +107,8 @@ struct StoreArgs {
     /// staging); default: `<data-dir>/observer-token`, generated once.
     #[arg(long, env = "BIGLEARN_OBSERVER_TOKEN", hide_env_values = true)]
     observer_token: Option<String>,
+    #[command(flatten)]
+    kafka_client: biglearn::kafka_options::KafkaClientArgs,
 }
 
 #[derive(Args, Debug)]
@@ -180,7 +191,7 @@ struct ServeArgs {
     http: HttpArgs,
 }
 
-fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> {
+fn run_config(store: &StoreArgs, roles: Vec<Role>, name: &str) -> anyhow::Result<RunConfig> {
     std::fs::create_dir_all(&store.data_dir).map_err(|error| {
         anyhow::anyhow!(
             "cannot create the data directory {}: {error}",
@@ -222,7 +233,17 @@ fn run_config(store: &StoreArgs, roles: Vec<Role>) -> anyhow::Result<RunConfig> 
         flags: biglearn_settings::FeatureFlags::parse(&store.feature_flags)
             .map_err(|error| anyhow::anyhow!("--feature-flags: {error}"))?,
         http: Default::default(),
+        kafka: biglearn::kafka_options::KafkaOptions::from_args(&store.kafka_client, name)?,
     })
+}
+
+/// The role part of the stable Kafka `client.id`: `writer-reader`, ….
+fn roles_name(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|role| format!("{role:?}").to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 async fn run_command(command: Command) -> anyhow::Result<()> {
@@ -233,14 +254,16 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 ..run_config(
                     &args.store,
                     vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+                    "up",
                 )?
             };
             run::run(config, run::termination_signal()).await
         }
         Command::Serve(args) => {
+            let name = roles_name(&args.role);
             let config = RunConfig {
                 http: args.http.limits(),
-                ..run_config(&args.store, args.role)?
+                ..run_config(&args.store, args.role, &name)?
             };
             run::run(config, run::termination_signal()).await
         }
@@ -252,7 +275,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 biglearn::derived::rebuild_online(&args.target, args.store.data_dir, &args.actor)
                     .await
             } else {
-                let config = run_config(&args.store, vec![])?;
+                let config = run_config(&args.store, vec![], "rebuild")?;
                 biglearn::derived::rebuild_offline(config).await
             }
         }
@@ -263,7 +286,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Staging(command) => biglearn::staging::run_staging(command).await,
         Command::Results(command) => biglearn::staging::run_results(command).await,
         Command::Publish(args) => {
-            let config = run_config(&args.store, Vec::new())?;
+            let config = run_config(&args.store, Vec::new(), "publish")?;
             let n_published = biglearn::publish::publish(&config, &args.file).await?;
             println!("published {n_published} requests to the inbox");
             Ok(())
@@ -276,13 +299,7 @@ fn main() -> ExitCode {
     // alone, whatever umask it was started with.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BIGLEARN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    biglearn::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

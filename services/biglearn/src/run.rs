@@ -14,7 +14,7 @@ use biglearn_projector::consumer::{
 };
 use biglearn_projector::event_log::EventLog;
 use biglearn_stream::embedded::EmbeddedStore;
-use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
+use biglearn_stream::kafka::KafkaStore;
 use biglearn_stream::volume::{SpaceError, SpaceReport, VolumeSpace};
 use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
@@ -72,6 +72,8 @@ pub struct RunConfig {
     pub flags: biglearn_settings::FeatureFlags,
     /// Deadlines and the connection cap of the HTTP listener.
     pub http: biglearn_gateway::server::HttpLimits,
+    /// Kafka client properties, client id and schema registry (`--kafka-property`, …).
+    pub kafka: crate::kafka_options::KafkaOptions,
 }
 
 /// Lowers the connection cap below the process's open-file limit when it does not fit
@@ -134,6 +136,16 @@ pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore>
         .ensure_topics(&topics.all_specs(partitions_scale(&config.backend)))
         .await
         .context("cannot create the topics")?;
+    if let Some(registry) = &config.kafka.registry {
+        if matches!(config.backend, Backend::Embedded) {
+            anyhow::bail!(
+                "--schema-registry needs Kafka (--kafka): the embedded log has no registry"
+            );
+        }
+        let subjects = crate::kafka_options::registry_topics(&topics, &config.backend);
+        let view = crate::kafka_options::register_schemas(registry, &subjects).await?;
+        biglearn_events::install_registry_view(Some(view));
+    }
     Ok(store)
 }
 
@@ -157,7 +169,9 @@ pub(crate) async fn open_backend(
             bootstrap_servers,
             single_broker,
         } => {
-            let mut kafka = KafkaConfig::new(bootstrap_servers.clone(), config.writer_id.clone());
+            let mut kafka = config
+                .kafka
+                .kafka_config(bootstrap_servers, &config.writer_id);
             if *single_broker {
                 kafka = kafka.single_broker();
             }
@@ -303,6 +317,8 @@ pub async fn run_with(
             report.reserve_bytes,
         );
     }
+    let mut config = config;
+    config.kafka.stats = crate::kafka_options::metrics_observer(metrics.clone());
     let store = open_store(&config).await?;
     let topics = crate::staging::topics_of(&config);
     let state_dir = config.data_dir.join("state");

@@ -130,6 +130,7 @@ pub async fn open_split_store(
 
 /// `biglearn staging …`
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum StagingCommand {
     /// Run a staging deployment: readers, projector and scheduler over production's
     /// course-events, ecosystem-events and settings topics, read-only, with staging's own
@@ -206,13 +207,13 @@ pub struct StagingRunArgs {
     /// No progress bar while catching up (logs only).
     #[arg(long)]
     no_progress: bool,
+    /// Properties, client id and registry of staging's own cluster (--kafka).
+    #[command(flatten)]
+    kafka_client: crate::kafka_options::KafkaClientArgs,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
-        .filter(|(key, _)| !key.is_empty())
-        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+    biglearn_stream::kafka::properties::parse_property(text).map_err(|error| error.to_string())
 }
 
 /// Reads a pseudonymisation key file.
@@ -240,8 +241,12 @@ fn staging_run_config(args: &StagingRunArgs) -> anyhow::Result<RunConfig> {
         None => Backend::Embedded,
     };
     let mut source = SourceConfig::new(args.source_kafka.clone(), args.topic_prefix.clone());
-    for (key, value) in &args.source_properties {
-        source = source.with_extra(key.clone(), value.clone());
+    // `@file` values (the read-only principal's password) are read here.
+    for (key, value) in
+        biglearn_stream::kafka::properties::resolve_properties(&args.source_properties)
+            .context("--source-property")?
+    {
+        source = source.with_extra(key, value);
     }
     let pseudonymizer = args
         .pseudonymize_key_file
@@ -274,6 +279,13 @@ fn staging_run_config(args: &StagingRunArgs) -> anyhow::Result<RunConfig> {
         flags: biglearn_settings::FeatureFlags::parse(&args.feature_flags)
             .map_err(|error| anyhow::anyhow!("--feature-flags: {error}"))?,
         http: Default::default(),
+        kafka: {
+            let mut kafka =
+                crate::kafka_options::KafkaOptions::from_args(&args.kafka_client, "staging")?;
+            // Staging's own clients keep the `staging.` prefix its ACLs match on.
+            kafka.client_id = format!("staging.{}", kafka.client_id);
+            kafka
+        },
     })
 }
 
@@ -742,6 +754,7 @@ mod tests {
             writer_id: "staging.test".into(),
             flags: Default::default(),
             http: Default::default(),
+            kafka: Default::default(),
         }
     }
 

@@ -5,8 +5,9 @@ use biglearn_domain::ids::*;
 
 use crate::binary::{AvroReader, AvroWriter};
 use crate::error::DecodeError;
+use crate::process::ProcessLookup;
 use crate::schemas::SchemaFamily;
-use crate::wire::{self, NoSchemaRegistry, SchemaLookup, WireFormat};
+use crate::wire::{self, SchemaLookup, WireFormat};
 
 /// Encodes a course event in single-object encoding.
 pub fn encode_course_event(event: &CourseEvent) -> Vec<u8> {
@@ -20,10 +21,11 @@ pub fn encode_course_event_as(event: &CourseEvent, format: WireFormat) -> Vec<u8
     writer.buf
 }
 
-/// Decodes a course event in either framing; Confluent values need a registry, so
-/// without one ([`decode_course_event_with`]) they are [`DecodeError::Undecodable`].
+/// Decodes a course event in either framing; Confluent values need a registry (the
+/// process's, [`crate::process`], or [`decode_course_event_with`]), so without one they
+/// are [`DecodeError::Undecodable`].
 pub fn decode_course_event(bytes: &[u8]) -> Result<CourseEvent, DecodeError> {
-    decode_course_event_with(bytes, &NoSchemaRegistry)
+    decode_course_event_with(bytes, &ProcessLookup)
 }
 
 /// Decodes a course event in either framing, looking Confluent schema ids up in `lookup`.

@@ -2,9 +2,10 @@
 
 use crate::binary::{AvroReader, AvroWriter};
 use crate::error::DecodeError;
+use crate::process::ProcessLookup;
 use crate::record::EncodedRecord;
 use crate::schemas::SchemaFamily;
-use crate::wire::{self, NoSchemaRegistry, SchemaLookup, WireFormat};
+use crate::wire::{self, SchemaLookup, WireFormat};
 
 /// Why a record went to the DLQ.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -95,7 +96,7 @@ pub fn encode_dead_letter(dead_letter: &DeadLetter) -> Vec<u8> {
 
 /// Decodes a dead letter in either framing, without a registry.
 pub fn decode_dead_letter(bytes: &[u8]) -> Result<DeadLetter, DecodeError> {
-    decode_dead_letter_with(bytes, &NoSchemaRegistry)
+    decode_dead_letter_with(bytes, &ProcessLookup)
 }
 
 /// Decodes a dead letter in either framing, looking Confluent schema ids up in `lookup`.

@@ -6,8 +6,9 @@ use biglearn_domain::ids::*;
 use crate::binary::{AvroReader, AvroWriter};
 use crate::course::{read_meta_head, read_no_op, write_meta_head, write_no_op};
 use crate::error::DecodeError;
+use crate::process::ProcessLookup;
 use crate::schemas::SchemaFamily;
-use crate::wire::{self, NoSchemaRegistry, SchemaLookup, WireFormat};
+use crate::wire::{self, SchemaLookup, WireFormat};
 
 /// Encodes an ecosystem event in single-object encoding.
 pub fn encode_ecosystem_event(event: &EcosystemEvent) -> Vec<u8> {
@@ -23,7 +24,7 @@ pub fn encode_ecosystem_event_as(event: &EcosystemEvent, format: WireFormat) -> 
 
 /// Decodes an ecosystem event in either framing, without a registry.
 pub fn decode_ecosystem_event(bytes: &[u8]) -> Result<EcosystemEvent, DecodeError> {
-    decode_ecosystem_event_with(bytes, &NoSchemaRegistry)
+    decode_ecosystem_event_with(bytes, &ProcessLookup)
 }
 
 /// Decodes an ecosystem event in either framing, looking Confluent schema ids up in `lookup`.

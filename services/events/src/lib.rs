@@ -17,6 +17,7 @@
 //! Modules, in reading order:
 //! - [`schemas`]: the embedded `.avsc` files, parsed once, with fingerprints.
 //! - `wire`: single-object and Confluent framing, [`SchemaLookup`], resolution of older writers.
+//! - `process`: the process's schema-registry view (framing of writers, ids of decoders).
 //! - `binary`: Avro binary primitives for the hand-written codecs.
 //! - `course`, `ecosystem`: the envelope codecs.
 //! - `record`: Kafka key and `bl-*` headers, [`routing_headers`].
@@ -30,6 +31,7 @@ mod dead_letter;
 mod ecosystem;
 mod error;
 mod model;
+mod process;
 mod record;
 mod result_record;
 pub mod schemas;
@@ -51,6 +53,7 @@ pub use model::{
     decode_model_computed, encode_model_computed, model_computed_record, ModelComputed,
     ModelHyperparameters, TopicPosition,
 };
+pub use process::{install_registry_view, process_format, ProcessLookup, RegistryView};
 pub use record::{
     aggregate_key, course_event_record, course_event_record_as, ecosystem_event_record,
     ecosystem_event_record_as, routing_headers, EncodedRecord, RoutingHeaders, ENCODING_CONFLUENT,

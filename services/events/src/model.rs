@@ -6,7 +6,7 @@ use crate::binary::{AvroReader, AvroWriter};
 use crate::error::DecodeError;
 use crate::record::{aggregate_key, EncodedRecord};
 use crate::schemas::SchemaFamily;
-use crate::wire::{self, NoSchemaRegistry, WireFormat};
+use crate::wire::{self, WireFormat};
 
 /// The fit's hyper-parameters as the v1 schema records them.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,7 +140,7 @@ pub fn decode_model_computed(bytes: &[u8]) -> Result<ModelComputed, DecodeError>
     let family = SchemaFamily::ModelComputed;
     let body = wire::current_body(
         family,
-        wire::unframe(family, bytes, &NoSchemaRegistry)?,
+        wire::unframe(family, bytes, &crate::process::ProcessLookup)?,
         |_| Ok(()),
     )?;
     let mut r = AvroReader::new(&body);
@@ -258,8 +258,12 @@ mod tests {
         let bytes = encode_model_computed(&model);
         assert_eq!(decode_model_computed(&bytes).unwrap(), model);
         // apache-avro reads the bytes and writes exactly the same ones back.
-        let value = wire::decode_value(SchemaFamily::ModelComputed, &bytes, &NoSchemaRegistry)
-            .expect("apache-avro reads our encoding");
+        let value = wire::decode_value(
+            SchemaFamily::ModelComputed,
+            &bytes,
+            &crate::wire::NoSchemaRegistry,
+        )
+        .expect("apache-avro reads our encoding");
         let again =
             wire::encode_value(SchemaFamily::ModelComputed, value, WireFormat::SingleObject)
                 .expect("apache-avro writes it back");

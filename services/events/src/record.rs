@@ -57,9 +57,13 @@ pub fn aggregate_key(aggregate_uuid: Uuid) -> Vec<u8> {
         .to_vec()
 }
 
-/// A course event as a single-object encoded record.
+/// A course event as a record in the process's framing (single-object unless a schema
+/// registry is installed, see [`crate::process`]).
 pub fn course_event_record(event: &CourseEvent) -> EncodedRecord {
-    course_event_record_as(event, WireFormat::SingleObject)
+    course_event_record_as(
+        event,
+        crate::process::process_format(crate::SchemaFamily::CourseEvent),
+    )
 }
 
 /// A course event as a record in the given framing.
@@ -73,9 +77,12 @@ pub fn course_event_record_as(event: &CourseEvent, format: WireFormat) -> Encode
     )
 }
 
-/// An ecosystem event as a single-object encoded record.
+/// An ecosystem event as a record in the process's framing (see [`crate::process`]).
 pub fn ecosystem_event_record(event: &EcosystemEvent) -> EncodedRecord {
-    ecosystem_event_record_as(event, WireFormat::SingleObject)
+    ecosystem_event_record_as(
+        event,
+        crate::process::process_format(crate::SchemaFamily::EcosystemEvent),
+    )
 }
 
 /// An ecosystem event as a record in the given framing.

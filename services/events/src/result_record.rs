@@ -7,7 +7,7 @@ use crate::binary::{AvroReader, AvroWriter};
 use crate::error::DecodeError;
 use crate::record::EncodedRecord;
 use crate::schemas::SchemaFamily;
-use crate::wire::{self, NoSchemaRegistry, WireFormat};
+use crate::wire::{self, WireFormat};
 
 /// What a result is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,7 +143,7 @@ pub fn decode_result_record(bytes: &[u8]) -> Result<ResultRecord, DecodeError> {
     let family = SchemaFamily::ResultRecord;
     let body = wire::current_body(
         family,
-        wire::unframe(family, bytes, &NoSchemaRegistry)?,
+        wire::unframe(family, bytes, &crate::process::ProcessLookup)?,
         |_| Ok(()),
     )?;
     let mut r = AvroReader::new(&body);
@@ -204,8 +204,12 @@ mod tests {
         let bytes = encode_result_record(&record);
         assert_eq!(decode_result_record(&bytes).unwrap(), record);
         // apache-avro reads the same bytes with the embedded schema.
-        wire::decode_value(SchemaFamily::ResultRecord, &bytes, &NoSchemaRegistry)
-            .expect("apache-avro reads our encoding");
+        wire::decode_value(
+            SchemaFamily::ResultRecord,
+            &bytes,
+            &crate::wire::NoSchemaRegistry,
+        )
+        .expect("apache-avro reads our encoding");
         assert!(decode_result_record(&bytes[..bytes.len() - 1]).is_err());
     }
 

@@ -10,7 +10,7 @@ use biglearn_stream::{
 use parking_lot::Mutex;
 
 /// How staging reaches the source (production) cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     /// `bootstrap.servers` of the source cluster.
     pub bootstrap_servers: String,
@@ -24,6 +24,21 @@ pub struct SourceConfig {
     pub extra: Vec<(String, String)>,
     /// Bound on metadata and watermark requests.
     pub request_deadline: Duration,
+}
+
+/// Prints the properties with their secret values (`sasl.password`, …) redacted.
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client_id", &self.client_id)
+            .field(
+                "extra",
+                &biglearn_stream::kafka::properties::Redacted(&self.extra),
+            )
+            .field("request_deadline", &self.request_deadline)
+            .finish()
+    }
 }
 
 impl SourceConfig {

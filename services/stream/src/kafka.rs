@@ -1,6 +1,9 @@
 //! The Kafka backend through rdkafka: an idempotent producer per events.md §6.3, manual-assign readers per §7.1.
 
+pub mod context;
 pub mod group;
+pub mod properties;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -9,7 +12,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHeaders};
@@ -17,13 +19,14 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
+use self::context::{BiglearnContext, StatsObserver};
 use crate::group::GroupMembership;
 use crate::record::{ConsumedRecord, Delivered, DeliveryError, OutgoingRecord};
 use crate::topics::TopicSpec;
 use crate::{StreamError, StreamReader, StreamStore};
 
 /// How to reach the cluster and how to lay out topics created on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`, e.g. `kafka-1:9092,kafka-2:9092`.
     pub bootstrap_servers: String,
@@ -34,11 +37,28 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// `min.insync.replicas` of created topics; `None` leaves the broker default.
     pub min_insync_replicas: Option<i32>,
-    /// librdkafka properties applied last to every client (producer, readers, admin);
-    /// tests use it to shorten timeouts.
+    /// librdkafka properties applied last to every client (producer, readers, admin):
+    /// the operator's `--kafka-property` (security, `client.id`, …); tests use it to
+    /// shorten timeouts. Values are final (`@file` already read, see [`properties`]).
     pub extra: Vec<(String, String)>,
     /// Bound on metadata, admin and watermark requests.
     pub request_deadline: Duration,
+    /// Receives librdkafka's statistics reports (`statistics.interval.ms`).
+    pub stats: StatsObserver,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client_id", &self.client_id)
+            .field("replication_factor", &self.replication_factor)
+            .field("min_insync_replicas", &self.min_insync_replicas)
+            .field("extra", &properties::Redacted(&self.extra))
+            .field("request_deadline", &self.request_deadline)
+            .field("stats", &self.stats)
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -51,6 +71,7 @@ impl KafkaConfig {
             min_insync_replicas: Some(2),
             extra: Vec::new(),
             request_deadline: Duration::from_secs(30),
+            stats: StatsObserver::default(),
         }
     }
 
@@ -65,6 +86,16 @@ impl KafkaConfig {
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaConfig {
         self.extra.push((key.into(), value.into()));
         self
+    }
+
+    /// Sends every client's statistics reports to `observer`.
+    pub fn with_stats(mut self, observer: StatsObserver) -> KafkaConfig {
+        self.stats = observer;
+        self
+    }
+
+    fn context(&self, role: &'static str) -> BiglearnContext {
+        BiglearnContext::new(role, self.stats.clone())
     }
 
     fn client_config(&self, role: &str) -> ClientConfig {
@@ -118,6 +149,10 @@ impl KafkaConfig {
             )
             .set("fetch.message.max.bytes", "33554432")
             .set("receive.message.max.bytes", "100000000");
+        if role == "reader" {
+            // Consumer lag as librdkafka sees it (biglearn_kafka_consumer_lag_messages).
+            config.set("statistics.interval.ms", "10000");
+        }
         self.apply_extra(&mut config);
         config
     }
@@ -141,9 +176,18 @@ struct ClassifiedFailure {
 }
 
 /// Routes each delivery report to the `append` call waiting for it.
-struct DeliveryContext;
+/// (Statistics and errors go through the shared context.)
+struct DeliveryContext(BiglearnContext);
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.0.stats(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<oneshot::Sender<DeliveryOutcome>>;
@@ -205,7 +249,7 @@ pub struct KafkaStore {
     /// `None` for a read-only store ([`KafkaStore::connect_read_only`]).
     writing: Option<Writing>,
     /// Metadata and watermark queries.
-    metadata: Arc<BaseConsumer>,
+    metadata: Arc<BaseConsumer<BiglearnContext>>,
     /// Topics seen to exist with their partition count (counts never change, §6.1).
     known_topics: Mutex<HashMap<String, i32>>,
     producers_created: Mutex<u64>,
@@ -217,7 +261,7 @@ struct Writing {
     producer: RwLock<Arc<WriterProducer>>,
     /// Serialises recreation so one fatal error creates one new producer.
     recreate: Mutex<()>,
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<BiglearnContext>,
 }
 
 impl std::fmt::Debug for KafkaStore {
@@ -238,9 +282,9 @@ impl KafkaStore {
     /// `config.request_deadline`.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaStore, StreamError> {
         let producer = Self::create_producer(&config)?;
-        let admin: AdminClient<DefaultClientContext> = config
+        let admin: AdminClient<BiglearnContext> = config
             .admin_config()
-            .create()
+            .create_with_context(config.context("admin"))
             .map_err(kafka_error("creating the Kafka admin client"))?;
         let writing = Writing {
             producer: RwLock::new(Arc::new(producer)),
@@ -263,9 +307,9 @@ impl KafkaStore {
         config: KafkaConfig,
         writing: Option<Writing>,
     ) -> Result<KafkaStore, StreamError> {
-        let metadata: BaseConsumer = config
+        let metadata: BaseConsumer<BiglearnContext> = config
             .consumer_config("metadata", false)
-            .create()
+            .create_with_context(config.context("metadata"))
             .map_err(kafka_error("creating the Kafka metadata client"))?;
         let producers_created = u64::from(writing.is_some());
         let store = KafkaStore {
@@ -325,7 +369,7 @@ impl KafkaStore {
     fn create_producer(config: &KafkaConfig) -> Result<WriterProducer, StreamError> {
         config
             .producer_config()
-            .create_with_context(DeliveryContext)
+            .create_with_context(DeliveryContext(config.context("producer")))
             .map_err(kafka_error("creating the Kafka producer"))
     }
 
@@ -412,9 +456,9 @@ fn fetch_watermarks(
     partitions: &[i32],
 ) -> Result<BTreeMap<i32, (i64, i64)>, StreamError> {
     let deadline = config.request_deadline;
-    let consumer: BaseConsumer = config
+    let consumer: BaseConsumer<BiglearnContext> = config
         .consumer_config("watermarks", true)
-        .create()
+        .create_with_context(config.context("watermarks"))
         .map_err(kafka_error("creating a watermark reader"))?;
     let mut listed = BTreeMap::new();
     for &partition in partitions {
@@ -675,10 +719,10 @@ impl StreamStore for KafkaStore {
         let partitions: Vec<i32> = start.iter().map(|&(partition, _)| partition).collect();
         let watermarks = self.watermarks(topic, &partitions).await?;
         check_in_range(topic, start, &watermarks)?;
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<BiglearnContext> = self
             .config
             .consumer_config("reader", false)
-            .create()
+            .create_with_context(self.config.context("reader"))
             .map_err(kafka_error("creating a Kafka reader"))?;
         let mut assignment = TopicPartitionList::new();
         for &(partition, offset) in start {
@@ -716,7 +760,10 @@ impl StreamStore for KafkaStore {
         }
         let client = group::group_config(&self.config, group_id);
         Ok(Box::new(group::KafkaMembership::join(
-            client, group_id, topics,
+            client,
+            self.config.context("group"),
+            group_id,
+            topics,
         )?))
     }
 }
@@ -745,7 +792,7 @@ fn check_in_range(
 struct KafkaReader {
     config: KafkaConfig,
     topic: String,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<BiglearnContext>>,
     /// Next offset per partition, to name the partition when the broker says out of range.
     next: BTreeMap<i32, i64>,
 }
@@ -778,7 +825,7 @@ fn consumed(message: &BorrowedMessage<'_>) -> ConsumedRecord {
 
 /// Polls `consumer` for up to `max_records`, waiting up to `timeout` for the first.
 fn poll_batch(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<BiglearnContext>,
     max_records: usize,
     timeout: Duration,
 ) -> Result<Vec<ConsumedRecord>, KafkaError> {
@@ -920,5 +967,81 @@ mod tests {
             assert_eq!(reader.get(key), Some(value), "{key}");
         }
         assert_eq!(reader.get("group.id"), Some("writer.reader.assign-only"));
+    }
+
+    /// Creates every kind of client from `config` (no broker is contacted).
+    fn create_every_client(config: &KafkaConfig) -> Result<(), KafkaError> {
+        let _producer: WriterProducer = config
+            .producer_config()
+            .create_with_context(DeliveryContext(config.context("producer")))?;
+        let _reader: BaseConsumer<BiglearnContext> = config
+            .consumer_config("reader", false)
+            .create_with_context(config.context("reader"))?;
+        let _admin: AdminClient<BiglearnContext> = config
+            .admin_config()
+            .create_with_context(config.context("admin"))?;
+        Ok(())
+    }
+
+    #[test]
+    fn tls_and_every_sasl_mechanism_are_built_in() {
+        let base = || {
+            KafkaConfig::new("127.0.0.1:9", "biglearn-test")
+                .with("socket.connection.setup.timeout.ms", "1000")
+        };
+        let scram = base()
+            .with("security.protocol", "SASL_SSL")
+            .with("sasl.mechanism", "SCRAM-SHA-512")
+            .with("sasl.username", "biglearn")
+            .with("sasl.password", "s3cret");
+        create_every_client(&scram).expect("SASL_SSL with SCRAM-SHA-512 is accepted");
+        let scram256 = base()
+            .with("security.protocol", "SASL_SSL")
+            .with("sasl.mechanism", "SCRAM-SHA-256")
+            .with("sasl.username", "biglearn")
+            .with("sasl.password", "s3cret");
+        create_every_client(&scram256).expect("SCRAM-SHA-256 is accepted");
+        let plain = base()
+            .with("security.protocol", "SASL_PLAINTEXT")
+            .with("sasl.mechanism", "PLAIN")
+            .with("sasl.username", "biglearn")
+            .with("sasl.password", "s3cret");
+        create_every_client(&plain).expect("SASL PLAIN is accepted");
+        let oauth = base()
+            .with("security.protocol", "SASL_SSL")
+            .with("sasl.mechanism", "OAUTHBEARER")
+            .with("enable.sasl.oauthbearer.unsecure.jwt", "true")
+            .with("sasl.oauthbearer.config", "principal=biglearn");
+        create_every_client(&oauth).expect("OAUTHBEARER is accepted");
+        let tls = base()
+            .with("security.protocol", "SSL")
+            .with("ssl.endpoint.identification.algorithm", "https");
+        create_every_client(&tls).expect("SSL is accepted");
+    }
+
+    #[test]
+    fn an_unknown_mechanism_or_property_is_refused_by_librdkafka() {
+        let unknown_mechanism = KafkaConfig::new("127.0.0.1:9", "biglearn-test")
+            .with("security.protocol", "SASL_SSL")
+            .with("sasl.mechanism", "NOPE");
+        let error = create_every_client(&unknown_mechanism).unwrap_err();
+        assert!(error.to_string().contains("NOPE"), "{error}");
+        let unknown_property =
+            KafkaConfig::new("127.0.0.1:9", "biglearn-test").with("no.such.property", "1");
+        let error = create_every_client(&unknown_property).unwrap_err();
+        assert!(
+            error.to_string().contains("No such configuration property"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_a_config_is_printed() {
+        let config = KafkaConfig::new("b:9092", "writer").with("sasl.password", "s3cret");
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains("sasl.password") && !printed.contains("s3cret"),
+            "{printed}"
+        );
     }
 }

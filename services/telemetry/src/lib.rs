@@ -133,6 +133,11 @@ pub struct Metrics {
     duplicates_dropped_total: IntCounterVec,
     apply_batch_seconds: HistogramVec,
     dlq_records_total: IntCounterVec,
+    kafka_broker_rtt_seconds: GaugeVec,
+    kafka_request_errors_total: IntCounterVec,
+    kafka_producer_queue_messages: IntGaugeVec,
+    kafka_producer_queue_bytes: IntGaugeVec,
+    kafka_consumer_lag_messages: IntGaugeVec,
     projection_rebuilding: IntGaugeVec,
     projection_rebuild_progress_ratio: GaugeVec,
     sled_size_bytes: IntGaugeVec,
@@ -371,6 +376,38 @@ impl Metrics {
                 "biglearn_dlq_records_total",
                 "Dead letters written.",
                 &["component", "reason"],
+            ),
+            // From librdkafka's statistics (statistics.interval.ms); `component` is the
+            // Kafka client's role: producer, reader, metadata, admin, group.
+            kafka_broker_rtt_seconds: float_gauge_vec(
+                r,
+                "biglearn_kafka_broker_rtt_seconds",
+                "Average request round trip to the slowest broker in the last statistics window.",
+                &["component"],
+            ),
+            kafka_request_errors_total: counter_vec(
+                r,
+                "biglearn_kafka_request_errors_total",
+                "Kafka request transmit and receive errors and request timeouts.",
+                &["component"],
+            ),
+            kafka_producer_queue_messages: gauge_vec(
+                r,
+                "biglearn_kafka_producer_queue_messages",
+                "Messages waiting in librdkafka's producer queues.",
+                &["component"],
+            ),
+            kafka_producer_queue_bytes: gauge_vec(
+                r,
+                "biglearn_kafka_producer_queue_bytes",
+                "Bytes waiting in librdkafka's producer queues.",
+                &["component"],
+            ),
+            kafka_consumer_lag_messages: gauge_vec(
+                r,
+                "biglearn_kafka_consumer_lag_messages",
+                "Messages between a Kafka reader's position and the end of its partition, as librdkafka sees it.",
+                &["component", "topic", "partition"],
             ),
             projection_rebuilding: gauge_vec(
                 r,
@@ -759,6 +796,40 @@ impl Metrics {
             .inc();
     }
 
+    /// A Kafka client of `component` reported its statistics: the slowest broker's
+    /// round trip, the request errors since its previous report, and (producers) its queue.
+    pub fn kafka_statistics(
+        &self,
+        component: &str,
+        rtt_seconds: Option<f64>,
+        new_request_errors: u64,
+        producer_queue: Option<(u64, u64)>,
+    ) {
+        if let Some(seconds) = rtt_seconds {
+            self.kafka_broker_rtt_seconds
+                .with_label_values(&[component])
+                .set(seconds);
+        }
+        self.kafka_request_errors_total
+            .with_label_values(&[component])
+            .inc_by(new_request_errors);
+        if let Some((messages, bytes)) = producer_queue {
+            self.kafka_producer_queue_messages
+                .with_label_values(&[component])
+                .set(messages as i64);
+            self.kafka_producer_queue_bytes
+                .with_label_values(&[component])
+                .set(bytes as i64);
+        }
+    }
+
+    /// A Kafka client of `component` reported the lag of one partition it reads.
+    pub fn kafka_consumer_lag(&self, component: &str, topic: &str, partition: i32, messages: i64) {
+        self.kafka_consumer_lag_messages
+            .with_label_values(&[component, topic, &partition.to_string()])
+            .set(messages);
+    }
+
     /// Rebuild progress of a projection (`None` when not rebuilding).
     pub fn rebuild_progress(&self, projection: &str, ratio: Option<f64>) {
         self.projection_rebuilding
@@ -1029,6 +1100,25 @@ mod tests {
             "biglearn_data_volume_reserve_bytes 5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn kafka_statistics_become_biglearn_kafka_metrics() {
+        let metrics = Metrics::new("test");
+        assert!(!metrics.render().contains("biglearn_kafka_"));
+        metrics.kafka_statistics("producer", Some(0.0025), 2, Some((3, 300)));
+        metrics.kafka_statistics("producer", None, 1, Some((0, 0)));
+        metrics.kafka_consumer_lag("reader", "biglearn.course-events", 4, 17);
+        let text = metrics.render();
+        for line in [
+            "biglearn_kafka_broker_rtt_seconds{component=\"producer\"} 0.0025",
+            "biglearn_kafka_request_errors_total{component=\"producer\"} 3",
+            "biglearn_kafka_producer_queue_messages{component=\"producer\"} 0",
+            "biglearn_kafka_producer_queue_bytes{component=\"producer\"} 0",
+            "biglearn_kafka_consumer_lag_messages{component=\"reader\",partition=\"4\",topic=\"biglearn.course-events\"} 17",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
         }
     }
 

@@ -13,6 +13,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::context::BiglearnContext;
 use super::KafkaConfig;
 use crate::group::{Assignment, GroupMembership};
 use crate::StreamError;
@@ -58,6 +59,8 @@ struct GroupFailure {
 /// Receives rebalances on the membership thread and turns them into [`Assignment`]s.
 struct MembershipContext {
     group_id: String,
+    /// Statistics reports go to the configuration's observer.
+    client: BiglearnContext,
     state: watch::Sender<GroupState>,
     /// When the last revocation happened, while no assignment has replaced it.
     revoked_at: Mutex<Option<Instant>>,
@@ -180,6 +183,10 @@ impl MembershipContext {
 }
 
 impl ClientContext for MembershipContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.client.stats(statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(group = %self.group_id, %error, %reason, "librdkafka error in the group consumer.");
     }
@@ -234,6 +241,7 @@ impl KafkaMembership {
     /// first assignment arrives asynchronously.
     pub(super) fn join(
         client: ClientConfig,
+        stats: BiglearnContext,
         group_id: &str,
         topics: &[String],
     ) -> Result<KafkaMembership, StreamError> {
@@ -244,6 +252,7 @@ impl KafkaMembership {
         let (sender, receiver) = watch::channel(GroupState::default());
         let context = MembershipContext {
             group_id: group_id.to_owned(),
+            client: stats,
             state: sender,
             revoked_at: Mutex::new(None),
         };
@@ -356,6 +365,7 @@ mod tests {
         let (state, receiver) = watch::channel(GroupState::default());
         let context = MembershipContext {
             group_id: "g".to_owned(),
+            client: BiglearnContext::new("group", Default::default()),
             state,
             revoked_at: Mutex::new(None),
         };
