@@ -235,5 +235,6 @@ fn staging_backend() -> biglearn::staging::StagingBackend {
         source_prefix: "prod".to_owned(),
         target: Backend::Embedded,
         pseudonymizer: None,
+        own_sparfa: false,
     }
 }
