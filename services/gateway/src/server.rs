@@ -9,7 +9,9 @@
 //! - send a body slowly: a body of `n` bytes must arrive within
 //!   [`HttpLimits::body_grace`] plus `n` / [`HttpLimits::body_min_bytes_per_second`]
 //!   (answered 408, see [`read_body`]);
-//! - announce a body larger than the endpoint's limit: 413 before any byte is read;
+//! - announce a body larger than the endpoint's limit: 413 without keeping it (up to 64 MiB
+//!   of it is read and discarded first, for at most 5 s, so that a client still sending
+//!   receives the answer instead of a reset; a larger announcement is answered at once);
 //! - exhaust the process's file descriptors: past [`HttpLimits::max_connections`] a new
 //!   connection is answered 503 with `Retry-After` and closed at once, and an `accept`
 //!   error (such as "too many open files") pauses accepting briefly instead of spinning.
@@ -75,6 +77,13 @@ pub enum BodyError {
     Broken(String),
 }
 
+/// The most of an oversized body that is read and discarded before answering 413, and
+/// for how long: a client that is still sending when the connection closes may lose the
+/// answer (the unread bytes make the close a reset), so a body of reasonable size is
+/// drained first; a larger one, or a slower one, is answered at once.
+const MAX_DRAINED_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_BUDGET: Duration = Duration::from_secs(5);
+
 /// Reads a whole request body under the endpoint's size limit and the listener's rate
 /// limit. `content_length` is the announced length, if any.
 pub async fn read_body(
@@ -83,12 +92,15 @@ pub async fn read_body(
     limit: usize,
     limits: &HttpLimits,
 ) -> Result<Bytes, BodyError> {
+    let mut body = body;
     if content_length.is_some_and(|length| length > limit as u64) {
+        if content_length.is_some_and(|length| length <= MAX_DRAINED_BYTES) {
+            drain(&mut body).await;
+        }
         return Err(BodyError::TooLarge { limit });
     }
     let deadline = limits.body_deadline(content_length.unwrap_or(limit as u64));
     let started = tokio::time::Instant::now();
-    let mut body = body;
     let mut bytes = Vec::with_capacity(content_length.unwrap_or(0) as usize);
     loop {
         let frame = tokio::time::timeout_at(started + deadline, body.frame())
@@ -98,12 +110,30 @@ pub async fn read_body(
         let frame = frame.map_err(|error| BodyError::Broken(error.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > limit {
+                drain(&mut body).await;
                 return Err(BodyError::TooLarge { limit });
             }
             bytes.extend_from_slice(&data);
         }
     }
     Ok(Bytes::from(bytes))
+}
+
+/// Reads and discards what is left of a body, within [`MAX_DRAINED_BYTES`] and
+/// [`DRAIN_BUDGET`].
+async fn drain(body: &mut Body) {
+    let _ = tokio::time::timeout(DRAIN_BUDGET, async {
+        let mut n_drained = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                n_drained += data.len() as u64;
+                if n_drained > MAX_DRAINED_BYTES {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// The answer to a connection over the cap, written before closing it.
@@ -333,6 +363,30 @@ mod tests {
         let (_sender, body) = channel_body();
         let outcome = read_body(body, Some(100_000_000), 8_388_608, &limits()).await;
         assert_eq!(outcome, Err(BodyError::TooLarge { limit: 8_388_608 }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversized_body_that_never_comes_is_refused_after_the_drain_budget() {
+        let (_sender, body) = channel_body();
+        let outcome = read_body(body, Some(9_000_000), 8_388_608, &limits()).await;
+        assert_eq!(outcome, Err(BodyError::TooLarge { limit: 8_388_608 }));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_drained_before_the_refusal() {
+        let (sender, body) = channel_body();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..20 {
+                sender
+                    .send(Bytes::from(vec![b'x'; 1000]))
+                    .await
+                    .expect("read");
+            }
+        });
+        let outcome = read_body(body, Some(20_000), 10_000, &limits()).await;
+        assert_eq!(outcome, Err(BodyError::TooLarge { limit: 10_000 }));
+        // Every chunk was taken: the sender never blocked on an unread body.
+        feeder.await.expect("the whole body was read");
     }
 
     #[tokio::test]
