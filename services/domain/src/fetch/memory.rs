@@ -41,14 +41,13 @@ impl<E> MemoryEventLog<E> {
         data_len: usize,
         event: E,
     ) {
-        self.aggregates.entry(aggregate).or_default().insert(
+        self.insert_range(
+            aggregate,
             sequence_number,
-            Entry {
-                event_type: event_type.to_owned(),
-                data_len,
-                event,
-                last: sequence_number,
-            },
+            sequence_number,
+            event_type,
+            data_len,
+            event,
         );
     }
 
