@@ -3,18 +3,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use biglearn_domain::events::StreamKind;
-use biglearn_projector::consumer::{
-    run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig,
-};
+use biglearn_projector::consumer::{ConsumerProgress, EventLogConsumerConfig, EventLogProjection};
+use biglearn_projector::decoded::decoder;
 use biglearn_projector::event_log::EventLog;
+use biglearn_projector::results::{decode_result, ResultsProjection};
 use biglearn_projector::service::{
-    combined_hash, state_hash_parts, Generations, ProjectionService, RebuildProgress, EVENT_LOG,
+    combined_hash, state_hash_parts, Generations, EVENT_LOG, STATE,
 };
-use biglearn_stream::{SharedStreamStore, Topics};
+use biglearn_projector::state::consumer::{StateApplier, StateConsumerConfig};
+use biglearn_projector::state::StateProjection;
+use biglearn_runtime::{RunOptions, TopicConsumer};
+use biglearn_stream::Topics;
 use biglearn_telemetry::Metrics;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
@@ -70,99 +73,13 @@ fn bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Rebuilds the event-log projection (events, identities, gaps, stored results) into a new
-/// generation and switches to it. The process must be stopped.
-async fn rebuild_event_log(
-    db: &sled::Db,
-    store: &SharedStreamStore,
-    topics: &Topics,
-    metrics: &Metrics,
-) -> anyhow::Result<u64> {
-    let generations = Generations::open(db)?;
-    let generation = generations.active(EVENT_LOG)? + 1;
-    let name = Generations::tree_name(EVENT_LOG, generation);
-    db.drop_tree(name.as_bytes())?;
-    let log = EventLog::open(db, &name)?;
-    let mut watchers: Vec<watch::Receiver<ConsumerProgress>> = Vec::new();
-    let mut stops = Vec::new();
-    let mut tasks = Vec::new();
-    for (stream, topic) in [
-        (StreamKind::Course, topics.course_events()),
-        (StreamKind::Ecosystem, topics.ecosystem_events()),
-    ] {
-        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        watchers.push(progress_rx);
-        stops.push(stop_tx);
-        tasks.push(tokio::spawn(run_event_log_consumer(
-            log.clone(),
-            store.clone(),
-            EventLogConsumerConfig {
-                component: "event_log".into(),
-                stream,
-                topic,
-                dlq_topic: topics.dlq(),
-                max_batch: 4000,
-                poll_timeout: Duration::from_millis(100),
-                metrics: metrics.clone(),
-                write_dead_letters: false,
-            },
-            progress_tx,
-            stop_rx,
-        )));
-    }
-    {
-        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        watchers.push(progress_rx);
-        stops.push(stop_tx);
-        tasks.push(tokio::spawn(
-            biglearn_projector::results::run_results_consumer(
-                log.clone(),
-                store.clone(),
-                topics.results(),
-                progress_tx,
-                stop_rx,
-            ),
-        ));
-    }
-    let progress_bar = bar(0, "event log");
-    loop {
-        let (mut applied, mut total, mut all_done) = (0i64, 0i64, true);
-        for (watcher, stop) in watchers.iter().zip(&stops) {
-            let progress = watcher.borrow().clone();
-            applied += progress.positions.iter().sum::<i64>();
-            total += progress.start_high_watermarks.iter().sum::<i64>();
-            // A consumer reports caught_up only after reading its start high watermarks.
-            let started = !progress.start_high_watermarks.is_empty() || progress.caught_up;
-            if started && progress.caught_up {
-                stop.send_replace(true);
-            } else {
-                all_done = false;
-            }
-        }
-        progress_bar.set_length(total.max(1) as u64);
-        progress_bar.set_position(applied.max(0) as u64);
-        if all_done || tasks.iter().all(|task| task.is_finished()) {
-            progress_bar.finish();
-            for stop in &stops {
-                stop.send_replace(true);
-            }
-            for task in tasks {
-                task.await
-                    .context("an event-log rebuild consumer panicked")??;
-            }
-            let old = generations.active(EVENT_LOG)?;
-            generations.switch(EVENT_LOG, generation)?;
-            db.drop_tree(Generations::tree_name(EVENT_LOG, old).as_bytes())?;
-            return Ok(applied.max(0) as u64);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// Records per batch of an offline rebuild: large, since nothing waits on it.
+const REBUILD_BATCH: usize = 10_000;
 
-/// `biglearn rebuild` with the process stopped: every derived state is replayed from the
-/// beginning of the streams into a new generation, then switched to.
+/// `biglearn rebuild` with the process stopped: every derived state (the event-log index
+/// with its stored results, and the state projection) is replayed from the beginning of
+/// the streams into new generations, then switched to. Each event topic is read and each
+/// record decoded once, for both projections.
 pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let topics = Topics::new(config.topic_prefix.clone());
@@ -171,33 +88,127 @@ pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
         open_state_db(&config.data_dir)
     })?;
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let started = Instant::now();
 
-    let records = rebuild_event_log(&db, &store, &topics, &metrics).await?;
-    println!("event log rebuilt from {records} records");
-
-    let (failed_tx, _failed_rx) = tokio::sync::mpsc::channel(4);
-    let projections = ProjectionService::open(db.clone(), store, topics, metrics, failed_tx, None)?;
-    let progress_bar = Arc::new(bar(0, "state"));
-    let report = {
-        let progress_bar = progress_bar.clone();
-        projections
-            .rebuild(move |progress: RebuildProgress| {
-                progress_bar.set_length(progress.total.max(1));
-                progress_bar.set_position(progress.applied);
-            })
-            .await?
+    let generations = Generations::open(&db)?;
+    let fresh_generation = |projection: &str| -> anyhow::Result<(u64, String)> {
+        let generation = generations.active(projection)? + 1;
+        let name = Generations::tree_name(projection, generation);
+        // A tree left by an interrupted rebuild is incomplete: start it afresh.
+        db.drop_tree(name.as_bytes())?;
+        Ok((generation, name))
     };
-    progress_bar.finish();
+    let (log_generation, log_tree) = fresh_generation(EVENT_LOG)?;
+    let (state_generation, state_tree) = fresh_generation(STATE)?;
+    let log = EventLog::open(&db, &log_tree)?;
+    let state = StateProjection::open(&db, &state_tree)?;
+
+    let (_stop, stop_rx) = watch::channel(false);
+    let mut watchers: Vec<watch::Receiver<ConsumerProgress>> = Vec::new();
+    let mut tasks = Vec::new();
+    let options = RunOptions {
+        max_batch: REBUILD_BATCH,
+        stop_when_caught_up: true,
+        ..RunOptions::default()
+    };
+    for (stream, topic) in [
+        (StreamKind::Ecosystem, topics.ecosystem_events()),
+        (StreamKind::Course, topics.course_events()),
+    ] {
+        let (log_progress, log_watch) = watch::channel(ConsumerProgress::default());
+        let (state_progress, state_watch) = watch::channel(ConsumerProgress::default());
+        watchers.push(log_watch);
+        watchers.push(state_watch);
+        let event_log = EventLogProjection::new(
+            log.clone(),
+            store.clone(),
+            EventLogConsumerConfig {
+                checkpoint: Default::default(),
+                component: "event_log".into(),
+                stream,
+                topic: topic.clone(),
+                dlq_topic: topics.dlq(),
+                max_batch: REBUILD_BATCH,
+                poll_timeout: Duration::from_millis(100),
+                metrics: metrics.clone(),
+                // The live pass wrote these dead letters already.
+                write_dead_letters: false,
+            },
+        );
+        let state = StateApplier::new(
+            state.clone(),
+            store.clone(),
+            StateConsumerConfig {
+                checkpoint: Default::default(),
+                component: "projector_rebuild".into(),
+                stream,
+                topic: topic.clone(),
+                dlq_topic: topics.dlq(),
+                max_batch: REBUILD_BATCH,
+                poll_timeout: Duration::from_millis(100),
+                stop_when_caught_up: true,
+                write_dead_letters: false,
+                metrics: metrics.clone(),
+                hook: None,
+            },
+        )?;
+        tasks.push(tokio::spawn(
+            TopicConsumer::new(topic, "rebuild", decoder(stream))
+                .feed("event_log", Arc::new(event_log), log_progress)
+                .feed("projector_rebuild", Arc::new(state), state_progress)
+                .options(options.clone())
+                .run(store.clone(), stop_rx.clone()),
+        ));
+    }
+    {
+        let (progress, watcher) = watch::channel(ConsumerProgress::default());
+        watchers.push(watcher);
+        tasks.push(tokio::spawn(
+            TopicConsumer::new(topics.results(), "rebuild", decode_result)
+                .feed("results", Arc::new(ResultsProjection::new(log.clone())), progress)
+                .options(options.clone())
+                .run(store.clone(), stop_rx.clone()),
+        ));
+    }
+    let progress_bar = bar(0, "rebuild");
+    // Bounded: every consumer stops by itself once it reaches its start high watermarks.
+    let records = loop {
+        // Each event topic has two projections: count its records once (the slower one).
+        let mut applied = 0i64;
+        let mut total = 0i64;
+        for pair in watchers.chunks(2) {
+            let slowest = pair
+                .iter()
+                .map(|watcher| watcher.borrow().positions.iter().sum::<i64>())
+                .min()
+                .unwrap_or(0);
+            applied += slowest;
+            total += pair[0].borrow().start_high_watermarks.iter().sum::<i64>();
+        }
+        progress_bar.set_length(total.max(1) as u64);
+        progress_bar.set_position(applied.max(0) as u64);
+        if tasks.iter().all(|task| task.is_finished()) {
+            progress_bar.finish();
+            break applied.max(0) as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for task in tasks {
+        task.await.context("a rebuild consumer panicked")??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for (projection, generation) in [(EVENT_LOG, log_generation), (STATE, state_generation)] {
+        let old = generations.active(projection)?;
+        generations.switch(projection, generation)?;
+        db.drop_tree(Generations::tree_name(projection, old).as_bytes())?;
+    }
     db.flush_async()
         .await
         .context("cannot flush the rebuilt state")?;
     println!(
-        "state projection rebuilt: generation {}, {} records in {:.1} s ({:.0} records/s); state hash {}",
-        report.generation,
-        report.records,
-        report.seconds,
-        report.records as f64 / report.seconds.max(1e-9),
-        report.state_hash
+        "derived state rebuilt: event log generation {log_generation}, state generation {state_generation}, {records} records in {seconds:.1} s ({:.0} records/s); state hash {}",
+        records as f64 / seconds.max(1e-9),
+        state.state_hash()?
     );
     Ok(())
 }

@@ -99,6 +99,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 state.clone(),
                 store.clone(),
                 StateConsumerConfig {
+                    checkpoint: Default::default(),
                     component: "projector".into(),
                     stream,
                     topic: topic.clone(),
@@ -119,6 +120,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             log.clone(),
             store.clone(),
             EventLogConsumerConfig {
+                checkpoint: Default::default(),
                 write_dead_letters: true,
                 component: "event_log".into(),
                 stream,

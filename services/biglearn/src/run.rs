@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use biglearn_domain::events::StreamKind;
 use biglearn_gateway::{GatewayState, Readiness, Tokens, Writer, WriterConfig};
-use biglearn_projector::consumer::{
-    run_event_log_consumer, ConsumerProgress, EventLogConsumerConfig,
-};
+use biglearn_projector::consumer::{ConsumerProgress, EventLogConsumerConfig};
 use biglearn_projector::event_log::EventLog;
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::kafka::KafkaStore;
@@ -227,6 +225,45 @@ fn spawn_sparfa_task(
     })
 }
 
+/// How long a clean stop spends applying what the topics hold at that moment.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Spawns a consumer of the runtime; a fatal error stops the process (transient ones
+/// are retried inside it).
+fn spawn_consumer<E: std::fmt::Display>(
+    name: String,
+    consumer: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    failed_tx: &tokio::sync::mpsc::Sender<String>,
+) -> tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>> {
+    let failed_tx = failed_tx.clone();
+    tokio::spawn(async move {
+        consumer.await.map_err(|error| {
+            let detail = format!("{name} failed: {error}");
+            let _ = failed_tx.try_send(detail.clone());
+            biglearn_projector::ProjectionError::Consumer { detail }
+        })
+    })
+}
+
+/// One group membership shared by the successive runs of a supervised component: the
+/// membership outlives a restart, so a transient error never costs a rebalance.
+struct SharedMembership(Arc<dyn biglearn_stream::GroupMembership>);
+
+#[async_trait::async_trait]
+impl biglearn_stream::GroupMembership for SharedMembership {
+    fn current(&self) -> biglearn_stream::Assignment {
+        self.0.current()
+    }
+
+    async fn changed(
+        &self,
+        seen_generation: u64,
+        timeout: Duration,
+    ) -> Result<Option<biglearn_stream::Assignment>, biglearn_stream::StreamError> {
+        self.0.changed(seen_generation, timeout).await
+    }
+}
+
 /// Starts the model store's follower of `models_topic`. With `log` (a process that
 /// answers writes or statuses), every ecosystem the store holds is marked ready in the
 /// event-log index now, and every new one as its first model arrives (D10); the marks are
@@ -257,28 +294,18 @@ fn follow_models(
             }
         }));
     }
-    let (caught_up_tx, mut caught_up_rx) = watch::channel(false);
+    let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
     let consumer = biglearn_sparfa_consumer::run_model_store(
         models.clone(),
         store.clone(),
         models_topic.to_owned(),
-        caught_up_tx,
+        progress_tx,
         stop_rx.clone(),
     );
     consumer_tasks.push((
         models_topic.to_owned(),
         spawn_sparfa_task("the model store", consumer, failed_tx),
     ));
-    let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
-    tokio::spawn(async move {
-        // Ends once caught up, or when the follower ends (its sender is dropped).
-        while !*caught_up_rx.borrow_and_update() {
-            if caught_up_rx.changed().await.is_err() {
-                return;
-            }
-        }
-        progress_tx.send_modify(|progress| progress.caught_up = true);
-    });
     Ok(progress_rx)
 }
 
@@ -343,6 +370,9 @@ pub async fn run_with(
         .roles
         .iter()
         .any(|role| !matches!(role, Role::Projector | Role::Sparfa));
+    // The event-log projection of each event topic, fed below by the same consumer as the
+    // state projection (each record decoded once).
+    let mut event_log_feeds = Vec::new();
     for (stream, topic) in [
         (StreamKind::Course, topics.course_events()),
         (StreamKind::Ecosystem, topics.ecosystem_events()),
@@ -352,35 +382,22 @@ pub async fn run_with(
     {
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
         progresses.push((topic.clone(), progress_rx));
-        let consumer_config = EventLogConsumerConfig {
-            write_dead_letters: true,
-            component: "event_log".into(),
-            stream,
-            topic: topic.clone(),
-            dlq_topic: topics.dlq(),
-            max_batch: 2000,
-            poll_timeout: Duration::from_millis(100),
-            metrics: metrics.clone(),
-        };
-        let consumer = run_event_log_consumer(
+        let projection = biglearn_projector::consumer::EventLogProjection::new(
             log.clone(),
             store.clone(),
-            consumer_config,
-            progress_tx,
-            stop_rx.clone(),
+            EventLogConsumerConfig {
+                checkpoint: Default::default(),
+                write_dead_letters: true,
+                component: "event_log".into(),
+                stream,
+                topic: topic.clone(),
+                dlq_topic: topics.dlq(),
+                max_batch: 2000,
+                poll_timeout: Duration::from_millis(100),
+                metrics: metrics.clone(),
+            },
         );
-        let failed_tx = failed_tx.clone();
-        let failed_topic = topic.clone();
-        let task = tokio::spawn(async move {
-            let result = consumer.await;
-            if let Err(error) = &result {
-                let _ = failed_tx
-                    .send(format!("the consumer of {failed_topic} failed: {error}"))
-                    .await;
-            }
-            result
-        });
-        consumer_tasks.push((topic, task));
+        event_log_feeds.push((stream, topic, Arc::new(projection), progress_tx));
     }
 
     // The scheduler's shell: its hook dirties targets in every state batch, its loop
@@ -478,7 +495,32 @@ pub async fn run_with(
     } else {
         None
     };
-    projections.start().await;
+    // One consumer per event topic feeds the event-log projection (first: the writer
+    // waits for it) and, in a process that keeps it, the state projection.
+    for (stream, topic, event_log, progress) in event_log_feeds {
+        let (state, state_progress) = projections.live(stream);
+        let consumer = biglearn_runtime::TopicConsumer::new(
+            topic.clone(),
+            "event_log",
+            biglearn_projector::decoded::decoder(stream),
+        )
+        .feed("event_log", event_log, progress)
+        .feed("projector", state, state_progress)
+        .options(biglearn_runtime::RunOptions {
+            max_batch: 2000,
+            drain_on_shutdown: Some(SHUTDOWN_DRAIN),
+            ..biglearn_runtime::RunOptions::default()
+        })
+        .metrics(metrics.clone())
+        .run(store.clone(), stop_rx.clone());
+        consumer_tasks.push((
+            topic.clone(),
+            spawn_consumer(format!("the consumer of {topic}"), consumer, &failed_tx),
+        ));
+    }
+    if !keeps_event_log {
+        projections.start().await;
+    }
     if computes_results {
         let source = projections.clone();
         // Nothing is computed before the models are caught up too: a catch-up computed
@@ -507,13 +549,27 @@ pub async fn run_with(
             )
             .await
             .context("cannot join the response routers' group")?;
-        let router = biglearn_sparfa_consumer::run_response_router(
-            db.clone(),
-            store.clone(),
-            router_membership,
-            biglearn_sparfa_consumer::RouterConfig::new(topics.clone()),
-            stop_rx.clone(),
-        );
+        let router_membership: Arc<dyn biglearn_stream::GroupMembership> =
+            Arc::from(router_membership);
+        let router = {
+            let (db, store, topics, run_stop) =
+                (db.clone(), store.clone(), topics.clone(), stop_rx.clone());
+            biglearn_runtime::supervise(
+                "sparfa_router",
+                move || {
+                    biglearn_sparfa_consumer::run_response_router(
+                        db.clone(),
+                        store.clone(),
+                        Box::new(SharedMembership(router_membership.clone())),
+                        biglearn_sparfa_consumer::RouterConfig::new(topics.clone()),
+                        run_stop.clone(),
+                    )
+                },
+                biglearn_sparfa_consumer::SparfaConsumerError::is_transient,
+                Some(metrics.clone()),
+                stop_rx.clone(),
+            )
+        };
         consumer_tasks.push((
             topics.sparfa_responses(),
             spawn_sparfa_task("the response router", router, &failed_tx),
@@ -533,13 +589,29 @@ pub async fn run_with(
                 }
                 None => biglearn_sparfa_consumer::SparfaSettings::INITIAL,
             });
-        let consumer = biglearn_sparfa_consumer::run_sparfa_consumer(
-            store.clone(),
-            membership,
-            biglearn_sparfa_consumer::SparfaConsumerConfig::new(topics.clone(), metrics.clone()),
-            sparfa_settings,
-            stop_rx.clone(),
-        );
+        let membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(membership);
+        let consumer = {
+            let (store, topics, metrics_for_fits, run_stop) =
+                (store.clone(), topics.clone(), metrics.clone(), stop_rx.clone());
+            biglearn_runtime::supervise(
+                "sparfa",
+                move || {
+                    biglearn_sparfa_consumer::run_sparfa_consumer(
+                        store.clone(),
+                        Box::new(SharedMembership(membership.clone())),
+                        biglearn_sparfa_consumer::SparfaConsumerConfig::new(
+                            topics.clone(),
+                            metrics_for_fits.clone(),
+                        ),
+                        sparfa_settings.clone(),
+                        run_stop.clone(),
+                    )
+                },
+                biglearn_sparfa_consumer::SparfaConsumerError::is_transient,
+                Some(metrics.clone()),
+                stop_rx.clone(),
+            )
+        };
         consumer_tasks.push((
             biglearn_sparfa_consumer::group_id(&topics),
             spawn_sparfa_task("the SPARFA consumer", consumer, &failed_tx),
@@ -547,28 +619,32 @@ pub async fn run_with(
     }
 
     let mut resync_task = None;
-    {
+    let (results_stop_tx, results_stop_rx) = watch::channel(false);
+    let results_task = {
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
         progresses.push((topics.results(), progress_rx));
-        let consumer = biglearn_projector::results::run_results_consumer(
-            log.clone(),
-            store.clone(),
+        // Stopped last, after the recompute loop's last publication, and drained: a clean
+        // stop leaves no published result unstored.
+        let consumer = biglearn_runtime::TopicConsumer::new(
             topics.results(),
+            "results",
+            biglearn_projector::results::decode_result,
+        )
+        .feed(
+            "results",
+            Arc::new(biglearn_projector::results::ResultsProjection::new(
+                log.clone(),
+            )),
             progress_tx,
-            stop_rx.clone(),
-        );
-        let failed_tx = failed_tx.clone();
-        let task = tokio::spawn(async move {
-            let result = consumer.await;
-            if let Err(error) = &result {
-                let _ = failed_tx
-                    .send(format!("the results consumer failed: {error}"))
-                    .await;
-            }
-            result
-        });
-        consumer_tasks.push((topics.results(), task));
-    }
+        )
+        .options(biglearn_runtime::RunOptions {
+            drain_on_shutdown: Some(SHUTDOWN_DRAIN),
+            ..biglearn_runtime::RunOptions::default()
+        })
+        .metrics(metrics.clone())
+        .run(store.clone(), results_stop_rx);
+        spawn_consumer("the results consumer".to_owned(), consumer, &failed_tx)
+    };
 
     // Every process follows the settings topic; readiness waits for it, and the writer
     // starts only once it has caught up, so that it stamps the latest settings version.
@@ -582,19 +658,10 @@ pub async fn run_with(
             metrics.clone(),
             stop_rx.clone(),
         );
-        let failed_tx = failed_tx.clone();
-        let task = tokio::spawn(async move {
-            let result = follower
-                .await
-                .map_err(biglearn_projector::ProjectionError::from);
-            if let Err(error) = &result {
-                let _ = failed_tx
-                    .send(format!("the settings follower failed: {error}"))
-                    .await;
-            }
-            result
-        });
-        consumer_tasks.push((topics.settings(), task));
+        consumer_tasks.push((
+            topics.settings(),
+            spawn_consumer("the settings follower".to_owned(), follower, &failed_tx),
+        ));
     }
     tokio::select! {
         _ = settings.caught_up() => {}
@@ -774,6 +841,14 @@ pub async fn run_with(
             Ok(Err(error)) => tracing::error!(%error, %topic, "A consumer stopped with an error."),
             Err(error) => tracing::error!(%error, %topic, "A consumer task panicked."),
         }
+    }
+    // Every other consumer and the recompute loop have stopped: nothing is published any
+    // more, so the results consumer drains a final topic.
+    results_stop_tx.send_replace(true);
+    match results_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "The results consumer stopped with an error."),
+        Err(error) => tracing::error!(%error, "The results consumer task panicked."),
     }
     db.flush_async().await.context("cannot flush the state")?;
     if let Some(reason) = failure.lock().take() {

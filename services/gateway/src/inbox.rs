@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use biglearn_events::{encode_dead_letter, DeadLetter, DeadLetterReason};
 use biglearn_projector::event_log::EventLog;
+use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{ConsumedRecord, OutgoingRecord, SharedStreamStore};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -127,60 +128,93 @@ fn dead_letter(record: &ConsumedRecord, reason: DeadLetterReason, body: &Value) 
     }
 }
 
-/// Consumes `inbox_topic` into the writer until `shutdown` turns true. Positions are
-/// kept in the event-log projection; a record is re-applied after a crash, which is
-/// harmless because writes are idempotent by identity.
+/// The inbox as a projection: each request applied through the writer, positions kept
+/// in the event-log projection. A record is re-applied after a crash or a retried batch,
+/// which is harmless because writes are idempotent by identity.
+struct InboxProjection {
+    writer: std::sync::Arc<Writer>,
+    log: EventLog,
+    store: SharedStreamStore,
+    dlq_topic: String,
+}
+
+#[async_trait::async_trait]
+impl Projection<()> for InboxProjection {
+    fn positions(&self, topic: &str, n_partitions: i32) -> Result<Vec<i64>, ApplyError> {
+        (0..n_partitions)
+            .map(|partition| {
+                self.log
+                    .position(topic, partition)
+                    .map(|position| position.unwrap_or(0))
+                    .map_err(|error| ApplyError::fatal(error.to_string()))
+            })
+            .collect()
+    }
+
+    async fn apply(&self, batch: &Batch<'_, ()>) -> Result<Applied, ApplyError> {
+        let mut applied = Applied::default();
+        for record in &batch.records {
+            let value = record.value.as_deref().unwrap_or_default();
+            match apply_inbox_request(&self.writer, value).await {
+                InboxOutcome::Accepted => applied.n_applied += 1,
+                InboxOutcome::Rejected { reason, body } => {
+                    let outcomes = self
+                        .store
+                        .append(&self.dlq_topic, vec![dead_letter(record, reason, &body)])
+                        .await?;
+                    if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
+                        return Err(ApplyError::transient(format!(
+                            "a rejected inbox request could not be dead-lettered: {error}"
+                        )));
+                    }
+                    applied.n_dead_lettered += 1;
+                }
+                InboxOutcome::Retry => {
+                    return Err(ApplyError::transient(
+                        "the log is unavailable to the writer; the inbox request is retried",
+                    ))
+                }
+            }
+        }
+        let positions: Vec<(&str, i32, i64)> = batch
+            .positions
+            .iter()
+            .map(|(partition, offset)| (batch.topic, *partition, *offset))
+            .collect();
+        self.log
+            .apply(&[], &positions, now_micros())
+            .map_err(ApplyError::from)?;
+        Ok(applied)
+    }
+}
+
+/// Consumes `inbox_topic` into the writer until `shutdown` turns true.
 pub async fn run_inbox_consumer(
     writer: std::sync::Arc<Writer>,
     log: EventLog,
     store: SharedStreamStore,
     inbox_topic: String,
     dlq_topic: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), biglearn_projector::ProjectionError> {
-    let n_partitions = store.partition_count(&inbox_topic).await?;
-    let mut start = Vec::new();
-    for partition in 0..n_partitions {
-        start.push((
-            partition,
-            log.position(&inbox_topic, partition)?.unwrap_or(0),
-        ));
-    }
-    let mut reader = store.open_reader(&inbox_topic, &start).await?;
-    while !*shutdown.borrow() {
-        let records = tokio::select! {
-            biased;
-            _ = shutdown.changed() => continue,
-            records = reader.poll(100, Duration::from_millis(200)) => records?,
-        };
-        for record in records {
-            loop {
-                let value = record.value.as_deref().unwrap_or_default();
-                match apply_inbox_request(&writer, value).await {
-                    InboxOutcome::Accepted => break,
-                    InboxOutcome::Rejected { reason, body } => {
-                        let outcomes = store
-                            .append(&dlq_topic, vec![dead_letter(&record, reason, &body)])
-                            .await?;
-                        if outcomes.iter().all(Result::is_ok) {
-                            break;
-                        }
-                    }
-                    InboxOutcome::Retry => {}
-                }
-                if *shutdown.borrow() {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            log.apply(
-                &[],
-                &[(inbox_topic.as_str(), record.partition, record.offset + 1)],
-                now_micros(),
-            )?;
-        }
-    }
-    Ok(())
+    let projection = InboxProjection {
+        writer,
+        log,
+        store: store.clone(),
+        dlq_topic,
+    };
+    TopicConsumer::new(inbox_topic, "inbox", |_: &ConsumedRecord| ())
+        .feed("inbox", std::sync::Arc::new(projection), watch::channel(Default::default()).0)
+        .options(RunOptions {
+            max_batch: 100,
+            poll_timeout: Duration::from_millis(200),
+            ..RunOptions::default()
+        })
+        .run(store, shutdown)
+        .await
+        .map_err(|error| biglearn_projector::ProjectionError::Consumer {
+            detail: error.to_string(),
+        })
 }
 
 /// The key an inbox record of `request` is published under: the course or ecosystem

@@ -75,7 +75,12 @@ impl Readiness {
     /// `(ready, detail)`: the detail names what is not ready.
     pub fn check(&self) -> (bool, String) {
         for (name, progress) in &self.consumers {
-            if !progress.borrow().caught_up {
+            let progress = progress.borrow();
+            // A stall is named even once caught up: what is served may be falling behind.
+            if let Some(stall) = &progress.stalled {
+                return (false, format!("{name} is stalled, {stall}"));
+            }
+            if !progress.caught_up {
                 return (false, format!("{name} is catching up with the log"));
             }
         }

@@ -13,7 +13,10 @@ use biglearn_settings::{
     DefineSetting, ExistingCourse, Scope, SettingValue, SettingsBody, SettingsError, SettingsEvent,
     SettingsHistory, ValueType,
 };
-use biglearn_stream::{OutgoingRecord, SharedStreamStore, StreamError};
+use biglearn_runtime::{
+    Applied as RuntimeApplied, ApplyError, Batch, Projection, RunOptions, TopicConsumer,
+};
+use biglearn_stream::{OutgoingRecord, SharedStreamStore};
 use biglearn_telemetry::Metrics;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -96,77 +99,104 @@ impl Settings {
     }
 }
 
+/// A settings record decoded once.
+type DecodedSettings = Result<SettingsEvent, SettingsError>;
+
+fn decode_settings(record: &biglearn_stream::ConsumedRecord) -> DecodedSettings {
+    record
+        .value
+        .as_deref()
+        .ok_or_else(|| SettingsError::Undecodable {
+            detail: "the record has no value".into(),
+        })
+        .and_then(decode_settings_event)
+}
+
+/// The settings history as a projection of `<prefix>.settings`: kept in memory and read
+/// from offset 0 at every start, so its position is the one it reached in this process.
+struct SettingsProjection {
+    settings: Arc<Settings>,
+    metrics: Metrics,
+    next_offset: std::sync::atomic::AtomicI64,
+}
+
+#[async_trait::async_trait]
+impl Projection<DecodedSettings> for SettingsProjection {
+    fn positions(&self, _topic: &str, n_partitions: i32) -> Result<Vec<i64>, ApplyError> {
+        let next = self.next_offset.load(std::sync::atomic::Ordering::SeqCst);
+        Ok((0..n_partitions)
+            .map(|partition| if partition == 0 { next } else { 0 })
+            .collect())
+    }
+
+    async fn apply(
+        &self,
+        batch: &Batch<'_, DecodedSettings>,
+    ) -> Result<RuntimeApplied, ApplyError> {
+        let mut applied = RuntimeApplied::default();
+        let last_version = {
+            let mut history = self
+                .settings
+                .history
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (decoded, record) in batch.decoded.iter().zip(&batch.records) {
+                match decoded {
+                    Ok(event) => match history.apply((*event).clone()) {
+                        Applied::Added => applied.n_applied += 1,
+                        Applied::Stale { .. } => applied.n_duplicates += 1,
+                    },
+                    // Every process follows this topic, so none of them dead-letters it;
+                    // an operator finds the offset in this line.
+                    Err(error) => {
+                        applied.n_dead_lettered += 1;
+                        tracing::error!(topic = %batch.topic, offset = record.offset, %error, "A settings record is undecodable and was skipped.");
+                    }
+                }
+            }
+            history.last_version()
+        };
+        if let Some((_, next)) = batch.positions.iter().find(|(partition, _)| *partition == 0) {
+            self.next_offset
+                .fetch_max(*next, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Some(writer) = self.settings.writer.get() {
+            writer.set_settings_version(last_version);
+        }
+        self.metrics
+            .settings_version_applied("settings_follower", last_version);
+        Ok(applied)
+    }
+}
+
 /// Reads `<prefix>.settings` from offset 0 into `settings` until `shutdown` turns true;
 /// after every batch, tells the attached writer (if any) the new version to stamp.
 pub async fn run_settings_follower(
     settings: Arc<Settings>,
     store: SharedStreamStore,
     metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), StreamError> {
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ApplyError> {
     let topic = settings.topic.clone();
-    let start_high_watermarks = store.high_watermarks(&topic).await?;
-    let mut reader = store.open_reader(&topic, &[(0, 0)]).await?;
-    let mut state = ConsumerProgress {
-        positions: vec![0],
-        caught_up: start_high_watermarks.iter().all(|high| *high <= 0),
-        start_high_watermarks,
-        ..ConsumerProgress::default()
-    };
-    settings.progress.send_replace(state.clone());
-    tracing::info!(%topic, "Settings follower started.");
-    while !*shutdown.borrow() {
-        let records = tokio::select! {
-            biased;
-            _ = shutdown.changed() => continue,
-            records = reader.poll(MAX_BATCH, POLL_TIMEOUT) => records?,
-        };
-        if records.is_empty() {
-            continue;
-        }
-        let last_version = {
-            let mut history = settings
-                .history
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            for record in &records {
-                state.positions[0] = state.positions[0].max(record.offset + 1);
-                let decoded = record
-                    .value
-                    .as_deref()
-                    .ok_or_else(|| SettingsError::Undecodable {
-                        detail: "the record has no value".into(),
-                    })
-                    .and_then(decode_settings_event);
-                match decoded {
-                    Ok(event) => match history.apply(event) {
-                        Applied::Added => state.n_applied += 1,
-                        Applied::Stale { .. } => state.n_duplicates += 1,
-                    },
-                    // Every process follows this topic, so none of them dead-letters it;
-                    // an operator finds the offset in this line.
-                    Err(error) => {
-                        state.n_dead_lettered += 1;
-                        tracing::error!(%topic, offset = record.offset, %error, "A settings record is undecodable and was skipped.");
-                    }
-                }
-            }
-            history.last_version()
-        };
-        if let Some(writer) = settings.writer.get() {
-            writer.set_settings_version(last_version);
-        }
-        metrics.settings_version_applied("settings_follower", last_version);
-        state.caught_up = state.caught_up
-            || state
-                .positions
-                .iter()
-                .zip(&state.start_high_watermarks)
-                .all(|(position, high)| position >= high);
-        settings.progress.send_replace(state.clone());
-    }
-    tracing::info!(%topic, "Settings follower stopped.");
-    Ok(())
+    let progress = settings.progress.clone();
+    TopicConsumer::new(topic, "settings_follower", decode_settings)
+        .feed(
+            "settings_follower",
+            Arc::new(SettingsProjection {
+                settings,
+                metrics: metrics.clone(),
+                next_offset: std::sync::atomic::AtomicI64::new(0),
+            }),
+            progress,
+        )
+        .options(RunOptions {
+            max_batch: MAX_BATCH,
+            poll_timeout: POLL_TIMEOUT,
+            ..RunOptions::default()
+        })
+        .metrics(metrics)
+        .run(store, shutdown)
+        .await
 }
 
 /// Why a settings change was not recorded.

@@ -1,37 +1,23 @@
-//! The loop that feeds the event-log projection from one event topic: poll a batch,
-//! decode, apply with the positions in one sled batch, dead-letter what cannot be applied.
+//! The event-log projection as a [`Projection`] of the consumer runtime: apply a decoded
+//! batch with its positions in one sled batch, dead-letter what cannot be applied.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use biglearn_domain::events::StreamKind;
-use biglearn_domain::ids::{EventUuid, SequenceNumber};
-use biglearn_events::{
-    decode_course_event, decode_ecosystem_event, encode_dead_letter, routing_headers, DeadLetter,
-    DeadLetterReason, DecodeError,
-};
+use biglearn_domain::ids::EventUuid;
+use biglearn_events::{encode_dead_letter, DeadLetter, DeadLetterReason};
+use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{ConsumedRecord, OutgoingRecord, SharedStreamStore};
 use tokio::sync::watch;
 
+pub use biglearn_runtime::{is_caught_up, ConsumerProgress};
+
+use crate::decoded::{decoder, DecodedEvent};
 use crate::event_log::{EventLog, Offered, OfferedEvent};
 use crate::ProjectionError;
-
-/// Where a consumer stands, published after every batch.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConsumerProgress {
-    /// Next offset per partition, as stored in sled.
-    pub positions: Vec<i64>,
-    /// High watermarks observed when the consumer started.
-    pub start_high_watermarks: Vec<i64>,
-    /// Every partition has reached its start high watermark.
-    pub caught_up: bool,
-    /// Records applied since start.
-    pub n_applied: u64,
-    /// Re-deliveries dropped since start.
-    pub n_duplicates: u64,
-    /// Records dead-lettered since start.
-    pub n_dead_lettered: u64,
-}
 
 /// What one consumer reads and where it sends dead letters.
 #[derive(Clone, Debug)]
@@ -52,6 +38,36 @@ pub struct EventLogConsumerConfig {
     pub metrics: biglearn_telemetry::Metrics,
     /// Off when replaying a log whose dead letters the live pass already wrote.
     pub write_dead_letters: bool,
+    /// When a replay writes its in-memory state back to sled.
+    pub checkpoint: crate::overlay::CheckpointPolicy,
+}
+
+/// The event-log projection of one event topic, fed by a [`TopicConsumer`].
+pub struct EventLogProjection {
+    log: EventLog,
+    store: SharedStreamStore,
+    config: EventLogConsumerConfig,
+}
+
+impl EventLogProjection {
+    pub fn new(
+        log: EventLog,
+        store: SharedStreamStore,
+        config: EventLogConsumerConfig,
+    ) -> EventLogProjection {
+        EventLogProjection { log, store, config }
+    }
+}
+
+impl From<ProjectionError> for ApplyError {
+    fn from(error: ProjectionError) -> ApplyError {
+        match error {
+            ProjectionError::Stream(error) => error.into(),
+            // The batch was not applied; the dead letter is written again on the retry.
+            ProjectionError::DeadLetterNotDelivered { .. } => ApplyError::transient(error.to_string()),
+            error => ApplyError::fatal(error.to_string()),
+        }
+    }
 }
 
 /// Consumes `config.topic` into `log` until `shutdown` turns true.
@@ -60,65 +76,30 @@ pub async fn run_event_log_consumer(
     store: SharedStreamStore,
     config: EventLogConsumerConfig,
     progress: watch::Sender<ConsumerProgress>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    let (mut reader, mut state) = resume_from_positions(&store, &config.topic, |partition| {
-        log.position(&config.topic, partition)
-    })
-    .await?;
-    progress.send_replace(state.clone());
-    tracing::info!(topic = %config.topic, component = %config.component, "Event-log consumer started.");
-    while !*shutdown.borrow() {
-        let records = tokio::select! {
-            biased;
-            _ = shutdown.changed() => continue,
-            records = reader.poll(config.max_batch, config.poll_timeout) => records?,
-        };
-        if records.is_empty() {
-            continue;
-        }
-        apply_batch(&log, &store, &config, &records, &mut state).await?;
-        state.caught_up =
-            state.caught_up || is_caught_up(&state.positions, &state.start_high_watermarks);
-        progress.send_replace(state.clone());
-    }
-    tracing::info!(topic = %config.topic, "Event-log consumer stopped.");
-    Ok(())
-}
-
-/// Opens a reader of every partition of `topic` at the positions stored with a
-/// projection's state (0 where none is stored), with the progress it starts from.
-pub(crate) async fn resume_from_positions(
-    store: &SharedStreamStore,
-    topic: &str,
-    stored_position: impl Fn(i32) -> Result<Option<i64>, ProjectionError>,
-) -> Result<(Box<dyn biglearn_stream::StreamReader>, ConsumerProgress), ProjectionError> {
-    let n_partitions = store.partition_count(topic).await?;
-    let mut positions = Vec::with_capacity(n_partitions as usize);
-    for partition in 0..n_partitions {
-        positions.push(stored_position(partition)?.unwrap_or(0));
-    }
-    let start_high_watermarks = store.high_watermarks(topic).await?;
-    let start: Vec<(i32, i64)> = positions
-        .iter()
-        .enumerate()
-        .map(|(partition, offset)| (partition as i32, *offset))
-        .collect();
-    let reader = store.open_reader(topic, &start).await?;
-    let progress = ConsumerProgress {
-        caught_up: is_caught_up(&positions, &start_high_watermarks),
-        positions,
-        start_high_watermarks,
-        ..ConsumerProgress::default()
+    let options = RunOptions {
+        max_batch: config.max_batch,
+        poll_timeout: config.poll_timeout,
+        ..RunOptions::default()
     };
-    Ok((reader, progress))
-}
-
-pub(crate) fn is_caught_up(positions: &[i64], high_watermarks: &[i64]) -> bool {
-    positions
-        .iter()
-        .zip(high_watermarks)
-        .all(|(position, high)| position >= high)
+    TopicConsumer::new(
+        config.topic.clone(),
+        config.component.clone(),
+        decoder(config.stream),
+    )
+    .feed(
+        config.component.clone(),
+        Arc::new(EventLogProjection::new(log, store.clone(), config.clone())),
+        progress,
+    )
+    .options(options)
+    .metrics(config.metrics.clone())
+    .run(store, shutdown)
+    .await
+    .map_err(|error| ProjectionError::Consumer {
+        detail: error.to_string(),
+    })
 }
 
 pub(crate) fn now_micros() -> i64 {
@@ -128,95 +109,71 @@ pub(crate) fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-enum Decoded {
-    Course(Box<biglearn_domain::events::CourseEvent>),
-    Ecosystem(Box<biglearn_domain::events::EcosystemEvent>),
-    Opaque {
-        aggregate: uuid::Uuid,
-        sequence_number: SequenceNumber,
-        event_uuid: EventUuid,
-        event_type: String,
-    },
-    Unroutable,
+#[async_trait]
+impl Projection<DecodedEvent> for EventLogProjection {
+    fn positions(&self, topic: &str, n_partitions: i32) -> Result<Vec<i64>, ApplyError> {
+        (0..n_partitions)
+            .map(|partition| Ok(self.log.position(topic, partition)?.unwrap_or(0)))
+            .collect()
+    }
+
+    async fn apply(&self, batch: &Batch<'_, DecodedEvent>) -> Result<Applied, ApplyError> {
+        Ok(apply_batch(&self.log, &self.store, &self.config, batch).await?)
+    }
+
+    fn replaying(&self, replaying: bool) -> Result<(), ApplyError> {
+        if replaying {
+            self.log.begin_write_back(self.config.checkpoint);
+            Ok(())
+        } else {
+            Ok(self.log.end_write_back()?)
+        }
+    }
 }
 
 async fn apply_batch(
     log: &EventLog,
     store: &SharedStreamStore,
     config: &EventLogConsumerConfig,
-    records: &[ConsumedRecord],
-    state: &mut ConsumerProgress,
-) -> Result<(), ProjectionError> {
-    let mut decoded = Vec::with_capacity(records.len());
+    batch: &Batch<'_, DecodedEvent>,
+) -> Result<Applied, ProjectionError> {
     let mut dead_letters = Vec::new();
-    for record in records {
-        let value = record.value.as_deref().unwrap_or_default();
-        let result = match config.stream {
-            StreamKind::Course => {
-                decode_course_event(value).map(|event| Decoded::Course(Box::new(event)))
-            }
-            StreamKind::Ecosystem => {
-                decode_ecosystem_event(value).map(|event| Decoded::Ecosystem(Box::new(event)))
-            }
-        };
-        let item = match result {
-            Ok(item) => item,
-            Err(error) => {
-                let reason = match error {
-                    DecodeError::UnknownEventType { .. } => DeadLetterReason::UnknownType,
-                    _ => DeadLetterReason::Undecodable,
+    let mut offered: Vec<OfferedEvent<'_>> = Vec::with_capacity(batch.records.len());
+    let mut offered_records: Vec<&ConsumedRecord> = Vec::with_capacity(batch.records.len());
+    for (item, record) in batch.decoded.iter().zip(&batch.records) {
+        let event = match item {
+            DecodedEvent::Course(event) => OfferedEvent::Course(event),
+            DecodedEvent::Ecosystem(event) => OfferedEvent::Ecosystem(event),
+            DecodedEvent::Undecodable {
+                reason,
+                detail,
+                routing,
+            } => {
+                dead_letters.push(dead_letter_for(
+                    &config.component,
+                    record,
+                    *reason,
+                    detail.clone(),
+                ));
+                let Some(routing) = routing else {
+                    continue;
                 };
-                dead_letters.push(dead_letter(config, record, reason, error.to_string()));
-                match routing_headers(&record.headers) {
-                    Some(routing) => Decoded::Opaque {
-                        aggregate: routing.aggregate_uuid,
-                        sequence_number: SequenceNumber(routing.sequence_number),
-                        event_uuid: EventUuid(routing.event_uuid),
-                        event_type: routing.event_type,
-                    },
-                    None => Decoded::Unroutable,
+                OfferedEvent::Opaque {
+                    stream: config.stream,
+                    aggregate: routing.aggregate,
+                    sequence_number: routing.sequence_number,
+                    event_uuid: routing.event_uuid,
+                    event_type: routing.event_type.clone(),
                 }
             }
         };
-        decoded.push(item);
+        offered.push(event);
+        offered_records.push(record);
     }
-    let offered: Vec<OfferedEvent<'_>> = decoded
+    let positions: Vec<(&str, i32, i64)> = batch
+        .positions
         .iter()
-        .filter_map(|item| match item {
-            Decoded::Course(event) => Some(OfferedEvent::Course(event)),
-            Decoded::Ecosystem(event) => Some(OfferedEvent::Ecosystem(event)),
-            Decoded::Opaque {
-                aggregate,
-                sequence_number,
-                event_uuid,
-                event_type,
-            } => Some(OfferedEvent::Opaque {
-                stream: config.stream,
-                aggregate: *aggregate,
-                sequence_number: *sequence_number,
-                event_uuid: *event_uuid,
-                event_type: event_type.clone(),
-            }),
-            Decoded::Unroutable => None,
-        })
-        .collect();
-    let offered_records: Vec<&ConsumedRecord> = decoded
-        .iter()
-        .zip(records)
-        .filter(|(item, _)| !matches!(item, Decoded::Unroutable))
-        .map(|(_, record)| record)
-        .collect();
-
-    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-    for record in records {
-        let entry = next_offsets
-            .entry(record.partition)
-            .or_insert(record.offset + 1);
-        *entry = (*entry).max(record.offset + 1);
-    }
-    let positions: Vec<(&str, i32, i64)> = next_offsets
-        .iter()
-        .map(|(partition, offset)| (config.topic.as_str(), *partition, *offset))
+        .map(|(partition, offset)| (batch.topic, *partition, *offset))
         .collect();
 
     // Dead letters must be durable before the positions move past their records, and
@@ -230,8 +187,8 @@ async fn apply_batch(
             None => log.slot_identity(config.stream, aggregate, seq)?,
         };
         match taken_by {
-            Some(first) if first != event_uuid => dead_letters.push(dead_letter(
-                config,
+            Some(first) if first != event_uuid => dead_letters.push(dead_letter_for(
+                &config.component,
                 record,
                 DeadLetterReason::SlotConflict,
                 format!("sequence_number {seq} is already taken by event {first}; the first in log order wins"),
@@ -245,58 +202,56 @@ async fn apply_batch(
     if !config.write_dead_letters {
         dead_letters.clear();
     }
-    if !dead_letters.is_empty() {
-        state.n_dead_lettered += dead_letters.len() as u64;
-        for (_, reason) in &dead_letters {
-            config
-                .metrics
-                .dead_lettered(&config.component, reason.as_str());
-        }
-        let dead_letters: Vec<OutgoingRecord> =
-            dead_letters.into_iter().map(|(record, _)| record).collect();
-        let outcomes = store.append(&config.dlq_topic, dead_letters).await?;
-        for outcome in outcomes {
-            if let Err(error) = outcome {
-                return Err(ProjectionError::DeadLetterNotDelivered {
-                    topic: config.dlq_topic.clone(),
-                    detail: error.to_string(),
-                });
-            }
-        }
-    }
+    let mut applied = Applied {
+        n_dead_lettered: dead_letters.len() as u64,
+        ..Applied::default()
+    };
+    write_dead_letters(store, &config.dlq_topic, dead_letters, &config.component, &config.metrics).await?;
     let now = now_micros();
     let outcomes = log.apply(&offered, &positions, now)?;
-    for item in &decoded {
-        let accepted_at = match item {
-            Decoded::Course(event) => event.meta.accepted_at_micros,
-            Decoded::Ecosystem(event) => event.meta.accepted_at_micros,
-            _ => continue,
+    for item in &batch.decoded {
+        let Some(accepted_at) = item.accepted_at_micros() else {
+            continue;
         };
+        applied.last_accepted_at_micros = Some(accepted_at);
         let age = Duration::from_micros((now - accepted_at).max(0) as u64);
         config.metrics.event_applied(&config.component, age);
     }
     for outcome in &outcomes {
         match outcome {
-            Offered::Stored => state.n_applied += 1,
-            Offered::Duplicate => state.n_duplicates += 1,
+            Offered::Stored => applied.n_applied += 1,
+            Offered::Duplicate => applied.n_duplicates += 1,
             Offered::SlotConflict { .. } => {}
         }
     }
-    for (partition, offset) in next_offsets {
-        if let Some(position) = state.positions.get_mut(partition as usize) {
-            *position = offset;
+    Ok(applied)
+}
+
+/// Appends `dead_letters` to `dlq_topic` and counts them; an undelivered one fails the
+/// batch (retried: it is not applied yet).
+pub(crate) async fn write_dead_letters(
+    store: &SharedStreamStore,
+    dlq_topic: &str,
+    dead_letters: Vec<(OutgoingRecord, DeadLetterReason)>,
+    component: &str,
+    metrics: &biglearn_telemetry::Metrics,
+) -> Result<(), ProjectionError> {
+    if dead_letters.is_empty() {
+        return Ok(());
+    }
+    for (_, reason) in &dead_letters {
+        metrics.dead_lettered(component, reason.as_str());
+    }
+    let letters: Vec<OutgoingRecord> = dead_letters.into_iter().map(|(record, _)| record).collect();
+    for outcome in store.append(dlq_topic, letters).await? {
+        if let Err(error) = outcome {
+            return Err(ProjectionError::DeadLetterNotDelivered {
+                topic: dlq_topic.to_owned(),
+                detail: error.to_string(),
+            });
         }
     }
     Ok(())
-}
-
-fn dead_letter(
-    config: &EventLogConsumerConfig,
-    record: &ConsumedRecord,
-    reason: DeadLetterReason,
-    detail: String,
-) -> (OutgoingRecord, DeadLetterReason) {
-    dead_letter_for(&config.component, record, reason, detail)
 }
 
 /// The dead letter of `record` (spec events.md §7.4), keyed like the original.

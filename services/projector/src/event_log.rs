@@ -21,7 +21,10 @@ use biglearn_domain::ids::{
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::overlay::Overlay;
+use crate::overlay::{CheckpointPolicy, Overlay, WriteBack};
+
+/// Rows of a read, in key order.
+type Rows<'a> = Box<dyn DoubleEndedIterator<Item = Result<(Vec<u8>, Vec<u8>), sled::Error>> + 'a>;
 use crate::ProjectionError;
 
 const TAG_POSITION: u8 = b'P';
@@ -281,6 +284,7 @@ pub struct EventLog {
     /// Serialises read-modify-write of rows between the consumers sharing this tree
     /// (course events, ecosystem events, results) and result pushes.
     apply_lock: Arc<Mutex<()>>,
+    write_back: WriteBack,
 }
 
 fn slot_key(stream: StreamKind, aggregate: Uuid, seq: SequenceNumber) -> Vec<u8> {
@@ -504,12 +508,53 @@ impl EventLog {
         Ok(EventLog {
             tree: db.open_tree(name)?,
             apply_lock: Arc::new(Mutex::new(())),
+            write_back: WriteBack::default(),
         })
     }
 
     /// The underlying tree (for state hashing and size metrics).
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    /// Keeps applied batches in memory, written back at checkpoints (while replaying).
+    pub fn begin_write_back(&self, policy: CheckpointPolicy) {
+        self.write_back.begin(policy);
+    }
+
+    /// Writes back everything kept in memory; batches commit to sled again.
+    pub fn end_write_back(&self) -> Result<(), ProjectionError> {
+        Ok(self.write_back.end(&self.tree)?)
+    }
+
+    /// Reads over sled and what the write-back holds.
+    fn view(&self) -> Overlay<'_> {
+        Overlay::over(&self.tree, &self.write_back)
+    }
+
+    /// Rows with `start <= key <= end` in key order: streamed from sled, or merged with
+    /// the write-back while it holds rows.
+    fn rows_in(&self, start: &[u8], end: &[u8]) -> Result<Rows<'_>, ProjectionError> {
+        if !self.write_back.is_active() {
+            return Ok(Box::new(
+                self.tree
+                    .range(start..=end)
+                    .map(|row| row.map(|(key, value)| (key.to_vec(), value.to_vec()))),
+            ));
+        }
+        Ok(Box::new(self.view().range(start, end)?.into_iter().map(Ok)))
+    }
+
+    /// Rows under `prefix` in key order (see [`EventLog::rows_in`]).
+    fn rows_with_prefix(&self, prefix: &[u8]) -> Result<Rows<'_>, ProjectionError> {
+        if !self.write_back.is_active() {
+            return Ok(Box::new(
+                self.tree
+                    .scan_prefix(prefix)
+                    .map(|row| row.map(|(key, value)| (key.to_vec(), value.to_vec()))),
+            ));
+        }
+        Ok(Box::new(self.view().scan_prefix(prefix)?.into_iter().map(Ok)))
     }
 
     /// Applies events and stream positions as one atomic batch.
@@ -523,7 +568,7 @@ impl EventLog {
         now_micros: i64,
     ) -> Result<Vec<Offered>, ProjectionError> {
         let _guard = self.apply_lock.lock();
-        let mut overlay = Overlay::new(&self.tree);
+        let mut overlay = self.view();
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
             outcomes.push(self.offer(&mut overlay, event, now_micros)?);
@@ -534,7 +579,7 @@ impl EventLog {
                 next_offset.to_be_bytes().to_vec(),
             );
         }
-        overlay.commit()?;
+        overlay.commit_records(events.len())?;
         Ok(outcomes)
     }
 
@@ -880,7 +925,7 @@ impl EventLog {
         stream: StreamKind,
         event_uuid: EventUuid,
     ) -> Result<Option<IdentityRow>, ProjectionError> {
-        match self.tree.get(identity_key(stream, event_uuid))? {
+        match self.view().get(&identity_key(stream, event_uuid))? {
             Some(bytes) => Ok(Some(
                 decode_identity_row(&bytes).ok_or_else(|| corrupt("identity"))?,
             )),
@@ -895,7 +940,7 @@ impl EventLog {
         aggregate: Uuid,
         seq: SequenceNumber,
     ) -> Result<Option<EventRow>, ProjectionError> {
-        match self.tree.get(slot_key(stream, aggregate, seq))? {
+        match self.view().get(&slot_key(stream, aggregate, seq))? {
             Some(bytes) => Ok(Some(
                 decode_event_row(&bytes).ok_or_else(|| corrupt("event"))?,
             )),
@@ -912,7 +957,7 @@ impl EventLog {
         aggregate: Uuid,
         seq: SequenceNumber,
     ) -> Result<Option<EventUuid>, ProjectionError> {
-        match self.tree.get(slot_key(stream, aggregate, seq))? {
+        match self.view().get(&slot_key(stream, aggregate, seq))? {
             Some(bytes) => Ok(Some(EventUuid(read_uuid(&bytes, 0, "event")?))),
             None => Ok(self
                 .covering(stream, aggregate, seq)?
@@ -928,7 +973,7 @@ impl EventLog {
         aggregate: Uuid,
         seq: SequenceNumber,
     ) -> Result<Option<(SequenceNumber, SequenceNumber, EventUuid)>, ProjectionError> {
-        covering_run(&Overlay::new(&self.tree), stream, aggregate, seq)
+        covering_run(&self.view(), stream, aggregate, seq)
     }
 
     /// The maximal runs of slots in `[from, to]` that nothing holds (no event, no range
@@ -940,7 +985,7 @@ impl EventLog {
         from: SequenceNumber,
         to: SequenceNumber,
     ) -> Result<Vec<(SequenceNumber, SequenceNumber)>, ProjectionError> {
-        let overlay = Overlay::new(&self.tree);
+        let overlay = self.view();
         let mut held: Vec<(i64, i64)> = Vec::new();
         if let Some((first, last, _)) = covering_run(&overlay, stream, aggregate, from)? {
             held.push((first.0, last.0));
@@ -986,7 +1031,7 @@ impl EventLog {
         aggregate: Uuid,
         from: SequenceNumber,
     ) -> Result<SequenceNumber, ProjectionError> {
-        let overlay = Overlay::new(&self.tree);
+        let overlay = self.view();
         let mut seq = from;
         loop {
             if overlay.contains(&slot_key(stream, aggregate, seq))? {
@@ -1010,7 +1055,7 @@ impl EventLog {
         let start = slot_key(stream, aggregate, SequenceNumber(from.0.max(0)));
         let end = slot_key(stream, aggregate, SequenceNumber(i64::MAX));
         let mut rows = Vec::new();
-        for entry in self.tree.range(start..=end) {
+        for entry in self.rows_in(&start, &end)? {
             if rows.len() >= limit {
                 break;
             }
@@ -1030,7 +1075,7 @@ impl EventLog {
         stream: StreamKind,
         aggregate: Uuid,
     ) -> Result<Option<AggregateRow>, ProjectionError> {
-        match self.tree.get(aggregate_key(stream, aggregate))? {
+        match self.view().get(&aggregate_key(stream, aggregate))? {
             Some(bytes) => Ok(Some(
                 AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
             )),
@@ -1052,7 +1097,7 @@ impl EventLog {
         let end = metadata_key(stream, i64::MAX);
         let mut rows = Vec::new();
         let mut expected = offset.max(0);
-        for entry in self.tree.range(start..=end) {
+        for entry in self.rows_in(&start, &end)? {
             if rows.len() >= max {
                 break;
             }
@@ -1084,7 +1129,7 @@ impl EventLog {
     ) -> Result<i64, ProjectionError> {
         let start = metadata_key(stream, 0);
         let end = metadata_key(stream, i64::MAX);
-        match self.tree.range(start..=end).next_back() {
+        match self.rows_in(&start, &end)?.next_back() {
             Some(entry) => {
                 let (key, _) = entry?;
                 Ok(
@@ -1098,7 +1143,7 @@ impl EventLog {
 
     /// Whether something has been seen (see [`KnownKind`]).
     pub fn is_known(&self, kind: KnownKind, uuid: Uuid) -> Result<bool, ProjectionError> {
-        Ok(self.tree.contains_key(known_key(kind, uuid))?)
+        Ok(self.view().contains(&known_key(kind, uuid))?)
     }
 
     /// The ecosystem of a book container: the one with the lowest metadata number.
@@ -1141,7 +1186,7 @@ impl EventLog {
     ) -> Result<Vec<(PreparationUuid, SequenceNumber, EcosystemUuid)>, ProjectionError> {
         let prefix = course_key(TAG_PREPARATION, course, None);
         let mut rows = Vec::new();
-        for entry in self.tree.scan_prefix(prefix) {
+        for entry in self.rows_with_prefix(&prefix)? {
             let (key, bytes) = entry?;
             let preparation = read_uuid(&key, 17, "preparation")?;
             let seq = read_i64(&bytes, 0, "preparation")?;
@@ -1177,7 +1222,7 @@ impl EventLog {
     pub fn gaps(&self, stream: StreamKind, limit: usize) -> Result<Vec<GapRow>, ProjectionError> {
         let prefix = [TAG_AGGREGATE, stream_byte(stream)];
         let mut gaps = Vec::new();
-        for entry in self.tree.scan_prefix(prefix) {
+        for entry in self.rows_with_prefix(&prefix)? {
             let (key, value) = entry?;
             let row = AggregateRow::decode(&value).ok_or_else(|| corrupt("aggregate"))?;
             if !row.has_gap() {
@@ -1225,7 +1270,7 @@ impl EventLog {
         positions: &[(&str, i32, i64)],
     ) -> Result<Vec<bool>, ProjectionError> {
         let _guard = self.apply_lock.lock();
-        let mut overlay = Overlay::new(&self.tree);
+        let mut overlay = self.view();
         let mut stored = Vec::with_capacity(results.len());
         for (key, version, content_json) in results {
             let slot = result_key(key);
@@ -1262,7 +1307,7 @@ impl EventLog {
         use sha2::Digest;
         let mut hasher = sha2::Sha256::new();
         let mut any = false;
-        for row in self.tree.scan_prefix([TAG_RESULT]) {
+        for row in self.rows_with_prefix(&[TAG_RESULT])? {
             let (key, value) = row?;
             let (_, content) = decode_result(&value).ok_or_else(|| corrupt("result"))?;
             let mut content: serde_json::Value =
@@ -1282,7 +1327,7 @@ impl EventLog {
 
     /// The stored result under `key`: its version and content JSON.
     pub fn result(&self, key: &str) -> Result<Option<(ResultVersion, String)>, ProjectionError> {
-        match self.tree.get(result_key(key))? {
+        match self.view().get(&result_key(key))? {
             Some(bytes) => Ok(Some(
                 decode_result(&bytes).ok_or_else(|| corrupt("result"))?,
             )),
@@ -1297,7 +1342,7 @@ impl EventLog {
         prefix: &str,
     ) -> Result<Vec<(String, ResultVersion, String)>, ProjectionError> {
         let mut rows = Vec::new();
-        for entry in self.tree.scan_prefix(result_key(prefix)) {
+        for entry in self.rows_with_prefix(&result_key(prefix))? {
             let (key, bytes) = entry?;
             let key = std::str::from_utf8(&key[1..])
                 .map_err(|_| corrupt("result key"))?

@@ -15,13 +15,15 @@
 //! Modules, in reading order:
 //! - [`overlay`]: read-your-own-writes batches over one sled tree.
 //! - [`event_log`]: every event by slot, identities, metadata numbers, gaps, known sets.
-//! - [`consumer`]: the loop that feeds the event-log projection from the streams.
+//! - [`decoded`]: an event record decoded once for every projection of its topic.
+//! - [`consumer`]: the event-log projection as a projection of the consumer runtime.
 //! - [`state`]: the read model (courses, rosters, assignments, responses, content), applied
 //!   per aggregate in sequence order with gaps parked in sled, and its consumer loop.
 //! - [`service`]: the state projection's live consumers and blue/green rebuilds.
 //! - [`results`]: computed and pushed results by key, newest version wins.
 
 pub mod consumer;
+pub mod decoded;
 pub mod event_log;
 pub mod overlay;
 pub mod results;
@@ -41,4 +43,6 @@ pub enum ProjectionError {
     RebuildRunning,
     #[error(transparent)]
     Stream(#[from] biglearn_stream::StreamError),
+    #[error("{detail}")]
+    Consumer { detail: String },
 }

@@ -1,11 +1,12 @@
 //! The results projection: `<prefix>.results` into the event-log tree, by result key,
 //! where a lower version never replaces a higher one (D11).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use biglearn_events::{decode_result_record, ResultKind, ResultRecord};
-use biglearn_stream::SharedStreamStore;
+use biglearn_runtime::{ApplyError, Applied, Batch, Projection, TopicConsumer};
+use biglearn_stream::{ConsumedRecord, SharedStreamStore};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -52,80 +53,81 @@ pub fn version_of(record: &ResultRecord) -> ResultVersion {
     }
 }
 
-/// Consumes `topic` (`<prefix>.results`) into `log` until `shutdown` turns true.
+/// The results projection, fed by a [`TopicConsumer`] of `<prefix>.results`.
 /// Undecodable records are skipped with an error log: results are derived data that
 /// their producer can publish again, unlike the system of record.
-pub async fn run_results_consumer(
+pub struct ResultsProjection {
     log: EventLog,
-    store: SharedStreamStore,
-    topic: String,
-    progress: watch::Sender<ConsumerProgress>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ProjectionError> {
-    let n_partitions = store.partition_count(&topic).await?;
-    let mut positions = Vec::with_capacity(n_partitions as usize);
-    for partition in 0..n_partitions {
-        positions.push(log.position(&topic, partition)?.unwrap_or(0));
+}
+
+impl ResultsProjection {
+    pub fn new(log: EventLog) -> ResultsProjection {
+        ResultsProjection { log }
     }
-    let start_high_watermarks = store.high_watermarks(&topic).await?;
-    let start: Vec<(i32, i64)> = positions
-        .iter()
-        .enumerate()
-        .map(|(partition, offset)| (partition as i32, *offset))
-        .collect();
-    let mut reader = store.open_reader(&topic, &start).await?;
-    let caught_up = |positions: &[i64], high: &[i64]| {
-        positions
-            .iter()
-            .zip(high)
-            .all(|(position, high)| position >= high)
-    };
-    let mut state = ConsumerProgress {
-        caught_up: caught_up(&positions, &start_high_watermarks),
-        positions,
-        start_high_watermarks,
-        ..ConsumerProgress::default()
-    };
-    progress.send_replace(state.clone());
-    while !*shutdown.borrow() {
-        let records = tokio::select! {
-            biased;
-            _ = shutdown.changed() => continue,
-            records = reader.poll(2000, Duration::from_millis(100)) => records?,
-        };
-        if records.is_empty() {
-            continue;
-        }
-        let mut results = Vec::with_capacity(records.len());
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in &records {
-            next_offsets.insert(record.partition, record.offset + 1);
-            match decode_result_record(record.value.as_deref().unwrap_or_default()) {
-                Ok(result) => results.push((
-                    result.key(),
-                    version_of(&result),
-                    stored_content(&result).to_string(),
-                )),
+}
+
+/// A result record decoded once: the stored row, or why it could not be.
+pub type DecodedResult = Result<(String, ResultVersion, String), String>;
+
+/// Decodes a `<prefix>.results` record into its stored row.
+pub fn decode_result(record: &ConsumedRecord) -> DecodedResult {
+    decode_result_record(record.value.as_deref().unwrap_or_default())
+        .map(|result| {
+            (
+                result.key(),
+                version_of(&result),
+                stored_content(&result).to_string(),
+            )
+        })
+        .map_err(|error| error.to_string())
+}
+
+#[async_trait]
+impl Projection<DecodedResult> for ResultsProjection {
+    fn positions(&self, topic: &str, n_partitions: i32) -> Result<Vec<i64>, ApplyError> {
+        (0..n_partitions)
+            .map(|partition| Ok(self.log.position(topic, partition)?.unwrap_or(0)))
+            .collect()
+    }
+
+    async fn apply(&self, batch: &Batch<'_, DecodedResult>) -> Result<Applied, ApplyError> {
+        let mut results = Vec::with_capacity(batch.records.len());
+        for (decoded, record) in batch.decoded.iter().zip(&batch.records) {
+            match decoded {
+                Ok(row) => results.push(row.clone()),
                 Err(error) => {
                     tracing::error!(%error, topic = %record.topic, partition = record.partition, offset = record.offset, "An undecodable result was skipped.");
                 }
             }
         }
-        let positions: Vec<(&str, i32, i64)> = next_offsets
+        let positions: Vec<(&str, i32, i64)> = batch
+            .positions
             .iter()
-            .map(|(partition, offset)| (topic.as_str(), *partition, *offset))
+            .map(|(partition, offset)| (batch.topic, *partition, *offset))
             .collect();
-        let stored = log.apply_results(&results, &positions)?;
-        state.n_applied += stored.iter().filter(|stored| **stored).count() as u64;
-        state.n_duplicates += stored.iter().filter(|stored| !**stored).count() as u64;
-        for (partition, offset) in next_offsets {
-            if let Some(position) = state.positions.get_mut(partition as usize) {
-                *position = offset;
-            }
-        }
-        state.caught_up =
-            state.caught_up || caught_up(&state.positions, &state.start_high_watermarks);
-        progress.send_replace(state.clone());
+        let stored = self.log.apply_results(&results, &positions)?;
+        let n_stored = stored.iter().filter(|stored| **stored).count() as u64;
+        Ok(Applied {
+            n_applied: n_stored,
+            n_duplicates: stored.len() as u64 - n_stored,
+            ..Applied::default()
+        })
     }
-    Ok(())
+}
+
+/// Consumes `topic` (`<prefix>.results`) into `log` until `shutdown` turns true.
+pub async fn run_results_consumer(
+    log: EventLog,
+    store: SharedStreamStore,
+    topic: String,
+    progress: watch::Sender<ConsumerProgress>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
+    TopicConsumer::new(topic, "results", decode_result)
+        .feed("results", Arc::new(ResultsProjection::new(log)), progress)
+        .run(store, shutdown)
+        .await
+        .map_err(|error| ProjectionError::Consumer {
+            detail: error.to_string(),
+        })
 }

@@ -4,15 +4,19 @@
 //!
 //! Generations are sled trees named `state.<n>`; the meta tree `projections` names the
 //! active one. A rebuild writes `state.<n+1>` while the live consumers keep applying to
-//! `state.<n>` (readers keep reading it), stops them once the new generation has caught up
-//! with the high watermarks seen at the start, lets the new generation catch up with the
-//! rest, records the switch, and drops the old tree. A crash during a rebuild leaves the
-//! old generation active; the half-built tree is cleared by the next rebuild.
+//! `state.<n>` (readers keep reading it); once the new generation has caught up with the
+//! high watermarks seen at the start it closes the live gate (the live consumers wait at
+//! their next batch), lets the new generation catch up with the rest, records the switch,
+//! opens the gate onto the new generation, and drops the old tree. A crash during a
+//! rebuild leaves the old generation active; the half-built tree is cleared by the next
+//! rebuild.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use biglearn_domain::events::StreamKind;
+use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{SharedStreamStore, Topics};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
@@ -20,7 +24,9 @@ use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::consumer::ConsumerProgress;
-use crate::state::consumer::{run_state_consumer, StateConsumerConfig};
+use crate::decoded::{decoder, DecodedEvent};
+use crate::overlay::CheckpointPolicy;
+use crate::state::consumer::{run_state_consumer, StateApplier, StateConsumerConfig};
 use crate::state::{BatchHook, StateProjection};
 use crate::ProjectionError;
 
@@ -124,6 +130,9 @@ pub struct ProjectionService {
     generations: Generations,
     current: RwLock<(u64, StateProjection)>,
     live: Mutex<Option<Live>>,
+    /// The live appliers of the active generation, one per stream; held while a rebuild
+    /// switches generations, so that no live batch lands in a generation being retired.
+    gate: Mutex<Vec<(StreamKind, Arc<StateApplier>)>>,
     /// Stable per topic, so that readiness follows the live consumers across switches.
     progress: Vec<(StreamKind, String, watch::Sender<ConsumerProgress>)>,
     status: RwLock<RebuildStatus>,
@@ -146,14 +155,25 @@ impl ProjectionService {
         let generations = Generations::open(&db)?;
         let generation = generations.active(STATE)?;
         let projection = StateProjection::open(&db, &Generations::tree_name(STATE, generation))?;
-        let progress = [
+        let progress: Vec<_> = [
             (StreamKind::Course, topics.course_events()),
             (StreamKind::Ecosystem, topics.ecosystem_events()),
         ]
         .into_iter()
         .map(|(stream, topic)| (stream, topic, watch::channel(ConsumerProgress::default()).0))
         .collect();
+        let appliers = progress
+            .iter()
+            .map(|(stream, topic, _)| {
+                let config = consumer_config(&topics, &metrics, &hook, *stream, topic, false);
+                Ok((
+                    *stream,
+                    Arc::new(StateApplier::new(projection.clone(), store.clone(), config)?),
+                ))
+            })
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
         Ok(Arc::new(ProjectionService {
+            gate: Mutex::new(appliers),
             db,
             store,
             topics,
@@ -216,49 +236,57 @@ impl ProjectionService {
         topic: &str,
         rebuild: bool,
     ) -> StateConsumerConfig {
-        StateConsumerConfig {
-            component: if rebuild {
-                "projector_rebuild"
-            } else {
-                "projector"
-            }
-            .into(),
-            stream,
-            topic: topic.to_owned(),
-            dlq_topic: self.topics.dlq(),
-            max_batch: 4000,
-            poll_timeout: Duration::from_millis(100),
-            stop_when_caught_up: rebuild,
-            // The live pass dead-lettered these records already; a replay only counts them.
-            write_dead_letters: !rebuild,
-            metrics: self.metrics.clone(),
-            hook: self.hook.clone(),
-        }
+        consumer_config(&self.topics, &self.metrics, &self.hook, stream, topic, rebuild)
     }
 
-    /// Starts the live consumers on the active generation.
-    pub async fn start(&self) {
+    /// The live state projection of `stream`'s topic, for a consumer that feeds it (with
+    /// other projections of the same topic), and the progress it must report on.
+    pub fn live(
+        self: &Arc<Self>,
+        stream: StreamKind,
+    ) -> (Arc<dyn Projection<DecodedEvent>>, watch::Sender<ConsumerProgress>) {
+        let progress = self
+            .progress
+            .iter()
+            .find(|(kind, _, _)| *kind == stream)
+            .map(|(_, _, progress)| progress.clone())
+            .unwrap_or_else(|| watch::channel(ConsumerProgress::default()).0);
+        (
+            Arc::new(LiveState {
+                service: self.clone(),
+                stream,
+            }),
+            progress,
+        )
+    }
+
+    /// Starts the live consumers on the active generation, for a process that feeds no
+    /// other projection from the event topics (else see [`ProjectionService::live`]).
+    pub async fn start(self: &Arc<Self>) {
         let mut live = self.live.lock().await;
         if live.is_some() {
             return;
         }
-        let projection = self.current();
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        for (stream, topic, progress) in &self.progress {
-            let consumer = run_state_consumer(
-                projection.clone(),
-                self.store.clone(),
-                self.consumer_config(*stream, topic, false),
-                progress.clone(),
-                stop_rx.clone(),
-            );
+        for (stream, topic, _) in &self.progress {
+            let (projection, progress) = self.live(*stream);
+            let consumer = TopicConsumer::new(topic.clone(), "projector", decoder(*stream))
+                .feed("projector", projection, progress)
+                .options(RunOptions {
+                    max_batch: 4000,
+                    ..RunOptions::default()
+                })
+                .metrics(self.metrics.clone())
+                .run(self.store.clone(), stop_rx.clone());
             let failed = self.failed.clone();
             let name = topic.clone();
             tasks.push((
                 topic.clone(),
                 tokio::spawn(async move {
-                    let result = consumer.await;
+                    let result = consumer.await.map_err(|error| ProjectionError::Consumer {
+                        detail: error.to_string(),
+                    });
                     if let Err(error) = &result {
                         let _ = failed
                             .send(format!("the state projection of {name} failed: {error}"))
@@ -325,24 +353,31 @@ impl ProjectionService {
         let records = self
             .replay_until_caught_up(&fresh, started, on_progress)
             .await?;
-        let was_live = self.live.lock().await.is_some();
-        self.stop().await;
-        // The live consumers advanced while the rebuild ran: catch up with them.
-        // Positions are absolute, so this pass reports every record read into `fresh`.
+        // The live consumers advanced while the rebuild ran: hold them at their next batch
+        // and catch up with them. Positions are absolute, so this pass reports every
+        // record read into `fresh`.
+        let mut gate = self.gate.lock().await;
         let records = records.max(
             self.replay_until_caught_up(&fresh, started, &|_| {})
                 .await?,
         );
+        let mut appliers = Vec::with_capacity(gate.len());
+        for (stream, topic, _) in &self.progress {
+            let config = self.consumer_config(*stream, topic, false);
+            appliers.push((
+                *stream,
+                Arc::new(StateApplier::new(fresh.clone(), self.store.clone(), config)?),
+            ));
+        }
         self.generations.switch(STATE, generation)?;
         let old = {
             let mut current = self.current.write();
             std::mem::replace(&mut *current, (generation, fresh.clone())).0
         };
+        *gate = appliers;
+        drop(gate);
         self.db
             .drop_tree(Generations::tree_name(STATE, old).as_bytes())?;
-        if was_live {
-            self.start().await;
-        }
         let report = RebuildReport {
             generation,
             records,
@@ -416,6 +451,77 @@ impl ProjectionService {
         let progress = report(&watchers);
         on_progress(progress);
         Ok(progress.applied)
+    }
+}
+
+fn consumer_config(
+    topics: &Topics,
+    metrics: &biglearn_telemetry::Metrics,
+    hook: &Option<Arc<dyn BatchHook>>,
+    stream: StreamKind,
+    topic: &str,
+    rebuild: bool,
+) -> StateConsumerConfig {
+    StateConsumerConfig {
+        checkpoint: Default::default(),
+        component: if rebuild {
+            "projector_rebuild"
+        } else {
+            "projector"
+        }
+        .into(),
+        stream,
+        topic: topic.to_owned(),
+        dlq_topic: topics.dlq(),
+        max_batch: 4000,
+        poll_timeout: Duration::from_millis(100),
+        stop_when_caught_up: rebuild,
+        // The live pass dead-lettered these records already; a replay only counts them.
+        write_dead_letters: !rebuild,
+        metrics: metrics.clone(),
+        hook: hook.clone(),
+    }
+}
+
+/// The live state projection of one stream: whichever generation is active, behind the
+/// rebuild's gate.
+struct LiveState {
+    service: Arc<ProjectionService>,
+    stream: StreamKind,
+}
+
+#[async_trait]
+impl Projection<DecodedEvent> for LiveState {
+    fn positions(&self, topic: &str, n_partitions: i32) -> Result<Vec<i64>, ApplyError> {
+        let current = self.service.current();
+        (0..n_partitions)
+            .map(|partition| Ok(current.position(topic, partition)?.unwrap_or(0)))
+            .collect()
+    }
+
+    async fn apply(&self, batch: &Batch<'_, DecodedEvent>) -> Result<Applied, ApplyError> {
+        // Held for the whole batch: a switch waits for the batch in flight.
+        let gate = self.service.gate.lock().await;
+        let applier = gate
+            .iter()
+            .find(|(stream, _)| *stream == self.stream)
+            .map(|(_, applier)| applier.clone())
+            .ok_or_else(|| ApplyError::fatal(format!("no state applier for the {} stream", self.stream.as_str())))?;
+        let applied = applier.apply(batch).await;
+        drop(gate);
+        applied
+    }
+
+    fn replaying(&self, replaying: bool) -> Result<(), ApplyError> {
+        // The active generation's write-back. Should a rebuild switch generations while
+        // the live consumer replays, the rebuild has written the new one back itself.
+        let current = self.service.current();
+        if replaying {
+            current.begin_write_back(CheckpointPolicy::default());
+            Ok(())
+        } else {
+            Ok(current.end_write_back()?)
+        }
     }
 }
 

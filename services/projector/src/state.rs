@@ -25,7 +25,7 @@ use biglearn_events::{decode_course_event, decode_ecosystem_event};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::overlay::Overlay;
+use crate::overlay::{CheckpointPolicy, Overlay, WriteBack};
 use crate::ProjectionError;
 
 pub mod consumer;
@@ -358,6 +358,8 @@ pub struct BatchReport {
 pub struct StagedBatch<'t> {
     overlay: Overlay<'t>,
     ecosystems: EcosystemCache,
+    /// Records staged, counted toward the write-back's checkpoint.
+    n_records: usize,
     pub report: BatchReport,
 }
 
@@ -367,9 +369,10 @@ impl<'t> StagedBatch<'t> {
         SledState::with_cache(&mut self.overlay, self.ecosystems.clone())
     }
 
-    /// Commits state, pending rows and positions as one atomic sled batch.
+    /// Commits state, pending rows and positions as one atomic sled batch (or, while the
+    /// projection replays, into its write-back, checkpointed by its policy).
     pub fn commit(self) -> Result<(), ProjectionError> {
-        self.overlay.commit()?;
+        self.overlay.commit_records(self.n_records)?;
         Ok(())
     }
 }
@@ -379,6 +382,7 @@ impl<'t> StagedBatch<'t> {
 pub struct StateProjection {
     tree: sled::Tree,
     ecosystems: EcosystemCache,
+    write_back: WriteBack,
 }
 
 fn state_error(error: StateError) -> ProjectionError {
@@ -393,6 +397,7 @@ impl StateProjection {
         Ok(StateProjection {
             tree: db.open_tree(name)?,
             ecosystems: EcosystemCache::default(),
+            write_back: WriteBack::default(),
         })
     }
 
@@ -401,12 +406,26 @@ impl StateProjection {
         &self.tree
     }
 
+    /// Keeps applied batches in memory, written back at checkpoints (while replaying).
+    pub fn begin_write_back(&self, policy: CheckpointPolicy) {
+        self.write_back.begin(policy);
+    }
+
+    /// Writes back everything kept in memory; batches commit to sled again.
+    pub fn end_write_back(&self) -> Result<(), ProjectionError> {
+        Ok(self.write_back.end(&self.tree)?)
+    }
+
+    fn view(&self) -> Overlay<'_> {
+        Overlay::over(&self.tree, &self.write_back)
+    }
+
     /// The next offset to read from `topic`/`partition`, if any record was applied.
     pub fn position(&self, topic: &str, partition: i32) -> Result<Option<i64>, ProjectionError> {
-        match self.tree.get(position_key(topic, partition))? {
+        match self.view().get(&position_key(topic, partition))? {
             Some(bytes) => Ok(Some(i64::from_be_bytes(
                 bytes
-                    .as_ref()
+                    .as_slice()
                     .try_into()
                     .map_err(|_| ProjectionError::Corrupt {
                         detail: "position row of the state projection is not 8 bytes".into(),
@@ -422,7 +441,7 @@ impl StateProjection {
         stream: StreamKind,
         aggregate: Uuid,
     ) -> Result<AggregateSequence, ProjectionError> {
-        match self.tree.get(aggregate_key(stream, aggregate))? {
+        match self.view().get(&aggregate_key(stream, aggregate))? {
             Some(bytes) => decode_aggregate(&bytes),
             None => Ok(AggregateSequence::default()),
         }
@@ -431,10 +450,10 @@ impl StateProjection {
     /// The `settings_version` of the course's last applied event, if any was applied: the
     /// version at which the scheduler resolves the course's settings.
     pub fn settings_version(&self, course: Uuid) -> Result<Option<i64>, ProjectionError> {
-        match self.tree.get(settings_version_key(course))? {
+        match self.view().get(&settings_version_key(course))? {
             Some(bytes) => Ok(Some(i64::from_be_bytes(
                 bytes
-                    .as_ref()
+                    .as_slice()
                     .try_into()
                     .map_err(|_| ProjectionError::Corrupt {
                         detail: "settings-version row of the state projection is not 8 bytes"
@@ -448,8 +467,7 @@ impl StateProjection {
     /// Every aggregate currently blocked (pending entries behind a gap or an opaque entry).
     pub fn blocked(&self) -> Result<Vec<(StreamKind, Uuid, AggregateSequence)>, ProjectionError> {
         let mut blocked = Vec::new();
-        for row in self.tree.scan_prefix([TAG_AGGREGATE]) {
-            let (key, value) = row?;
+        for (key, value) in self.view().scan_prefix(&[TAG_AGGREGATE])? {
             let state = decode_aggregate(&value)?;
             if !state.is_blocked() {
                 continue;
@@ -469,7 +487,7 @@ impl StateProjection {
 
     /// Reads the read model as committed (for the scheduler, the SPARFA consumer and tests).
     pub fn with_view<T>(&self, read: impl FnOnce(&SledState<'_, '_>) -> T) -> T {
-        let mut overlay = Overlay::new(&self.tree);
+        let mut overlay = self.view();
         let view = SledState::with_cache(&mut overlay, self.ecosystems.clone());
         read(&view)
     }
@@ -483,7 +501,7 @@ impl StateProjection {
     ) -> Result<StagedBatch<'t>, ProjectionError> {
         let mut staging = Staging {
             ecosystems: self.ecosystems.clone(),
-            overlay: Overlay::new(&self.tree),
+            overlay: self.view(),
             aggregates: HashMap::new(),
             settings_versions: HashMap::new(),
             report: BatchReport::default(),
@@ -520,6 +538,7 @@ impl StateProjection {
         Ok(StagedBatch {
             overlay,
             ecosystems: self.ecosystems.clone(),
+            n_records: records.len(),
             report,
         })
     }
@@ -527,6 +546,7 @@ impl StateProjection {
     /// A deterministic digest of the derived state: every row except stream positions and
     /// wall-clock gap times, in key order. Equal logs give equal hashes, however batched.
     pub fn state_hash(&self) -> Result<String, ProjectionError> {
+        self.write_back.checkpoint(&self.tree)?;
         let mut hasher = Sha256::new();
         hash_tree_into(&self.tree, &mut hasher)?;
         Ok(hex::encode(hasher.finalize()))

@@ -74,6 +74,7 @@ async fn consume_until_caught_up(
     let (progress_tx, mut progress_rx) = watch::channel(ConsumerProgress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let config = EventLogConsumerConfig {
+        checkpoint: Default::default(),
         write_dead_letters: true,
         component: "event_log".into(),
         stream: StreamKind::Course,

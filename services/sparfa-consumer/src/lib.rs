@@ -75,6 +75,20 @@ pub enum SparfaConsumerError {
     Model(#[from] ModelError),
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Consumer(String),
+}
+
+impl SparfaConsumerError {
+    /// Whether waiting and starting again can cure it (a stream that was unavailable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SparfaConsumerError::Stream { source, .. } => source.is_transient(),
+            // Delivery of routed responses or models failed: nothing was stored past it.
+            SparfaConsumerError::NotDelivered { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 pub(crate) fn stream_error(

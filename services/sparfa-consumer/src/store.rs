@@ -2,18 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use biglearn_domain::ids::EcosystemUuid;
 use biglearn_events::{decode_model_computed, ModelComputed};
 use biglearn_scheduler::{EcosystemModel, ModelView};
+use biglearn_runtime::{
+    ApplyError, Applied, Batch, ConsumerProgress, Projection, RunOptions, TopicConsumer,
+};
 use biglearn_stream::SharedStreamStore;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::model::ecosystem_model;
-use crate::{sled_error, stream_error, ModelError, SparfaConsumerError};
+use crate::{sled_error, ModelError, SparfaConsumerError};
 
 /// The sled tree of the model store.
 pub const MODELS_TREE: &str = "sparfa_models";
@@ -297,64 +299,59 @@ impl ModelView for ModelStore {
     }
 }
 
+/// The model store as a projection of `<prefix>.models` (positions stored with the
+/// models, in the same sled batch).
+struct ModelFollower {
+    models: Arc<ModelStore>,
+}
+
+#[async_trait::async_trait]
+impl Projection<()> for ModelFollower {
+    fn positions(&self, _topic: &str, n_partitions: i32) -> Result<Vec<i64>, ApplyError> {
+        Ok(self
+            .models
+            .next_offsets(n_partitions)
+            .map_err(|error| ApplyError::fatal(error.to_string()))?
+            .into_iter()
+            .map(|(_, offset)| offset)
+            .collect())
+    }
+
+    async fn apply(&self, batch: &Batch<'_, ()>) -> Result<Applied, ApplyError> {
+        let records: Vec<(i32, i64, Vec<u8>)> = batch
+            .records
+            .iter()
+            .filter_map(|record| Some((record.partition, record.offset, record.value.clone()?)))
+            .collect();
+        let models = self.models.clone();
+        let outcomes = tokio::task::spawn_blocking(move || models.apply(&records))
+            .await
+            .map_err(|error| ApplyError::fatal(format!("the model store's task failed: {error}")))?
+            .map_err(|error| ApplyError::fatal(error.to_string()))?;
+        Ok(Applied {
+            n_applied: outcomes.len() as u64,
+            ..Applied::default()
+        })
+    }
+}
+
 /// Reads `topic` (`<prefix>.models`) into `models` from its stored positions until
-/// `shutdown` turns true; `caught_up` turns true once the high watermarks seen at start
-/// are reached.
+/// `shutdown` turns true, reporting on `progress` (caught up once the high watermarks
+/// seen at start are reached).
 pub async fn run_model_store(
     models: Arc<ModelStore>,
     store: SharedStreamStore,
     topic: String,
-    caught_up: watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    progress: watch::Sender<ConsumerProgress>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), SparfaConsumerError> {
-    let partitions = store
-        .partition_count(&topic)
+    TopicConsumer::new(topic, "model_store", |_: &biglearn_stream::ConsumedRecord| ())
+        .feed("model_store", Arc::new(ModelFollower { models }), progress)
+        .options(RunOptions {
+            max_batch: 500,
+            ..RunOptions::default()
+        })
+        .run(store, shutdown)
         .await
-        .map_err(stream_error("counting the model partitions"))?;
-    let start = models.next_offsets(partitions)?;
-    let high = store
-        .high_watermarks(&topic)
-        .await
-        .map_err(stream_error("reading the model high watermarks"))?;
-    let mut behind: BTreeMap<i32, i64> = start
-        .iter()
-        .filter(|(p, offset)| high.get(*p as usize).is_some_and(|h| h > offset))
-        .map(|(p, _)| (*p, high[*p as usize]))
-        .collect();
-    if behind.is_empty() {
-        caught_up.send_replace(true);
-    }
-    let mut reader = store
-        .open_reader(&topic, &start)
-        .await
-        .map_err(stream_error("opening the models"))?;
-    while !*shutdown.borrow() {
-        let records = tokio::select! {
-            _ = shutdown.changed() => continue,
-            polled = reader.poll(500, Duration::from_millis(100)) => {
-                polled.map_err(stream_error("reading the models"))?
-            }
-        };
-        if records.is_empty() {
-            continue;
-        }
-        let batch: Vec<(i32, i64, Vec<u8>)> = records
-            .into_iter()
-            .filter_map(|r| Some((r.partition, r.offset, r.value?)))
-            .collect();
-        let models_ref = models.clone();
-        let ends: Vec<(i32, i64)> = batch.iter().map(|(p, o, _)| (*p, *o + 1)).collect();
-        tokio::task::spawn_blocking(move || models_ref.apply(&batch))
-            .await
-            .map_err(|error| SparfaConsumerError::Task(error.to_string()))??;
-        for (partition, next) in ends {
-            if behind.get(&partition).is_some_and(|h| next >= *h) {
-                behind.remove(&partition);
-            }
-        }
-        if behind.is_empty() && !*caught_up.borrow() {
-            caught_up.send_replace(true);
-        }
-    }
-    Ok(())
+        .map_err(|error| SparfaConsumerError::Consumer(error.to_string()))
 }

@@ -171,12 +171,12 @@ async fn a_created_ecosystem_gets_a_model_and_responses_refit_it() {
         stop_rx.clone(),
     ));
     let models = Arc::new(ModelStore::open(&db).expect("model store"));
-    let (caught_up_tx, _caught_up_rx) = watch::channel(false);
+    let (progress_tx, _progress_rx) = watch::channel(Default::default());
     let model_store = tokio::spawn(run_model_store(
         models.clone(),
         store.clone(),
         topics.models(),
-        caught_up_tx,
+        progress_tx,
         stop_rx.clone(),
     ));
 

@@ -272,6 +272,33 @@ impl std::fmt::Debug for KafkaStore {
     }
 }
 
+/// Whether a client error can pass by waiting (see [`StreamError::is_transient`]).
+pub(crate) fn is_transient(error: &KafkaError) -> bool {
+    match error {
+        // The client could not be built from its configuration: no wait changes that.
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => false,
+        _ => match error.rdkafka_error_code() {
+            Some(code) => !matches!(
+                code,
+                RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                    | RDKafkaErrorCode::SecurityDisabled
+                    | RDKafkaErrorCode::InvalidConfig
+                    | RDKafkaErrorCode::Conflict
+            ),
+            None => true,
+        },
+    }
+}
+
 fn kafka_error(context: impl Into<String>) -> impl FnOnce(KafkaError) -> StreamError {
     let context = context.into();
     move |source| StreamError::Kafka { context, source }
@@ -895,6 +922,39 @@ impl StreamReader for KafkaReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_and_broker_outages_are_transient_and_authorisation_is_not() {
+        let transient = [
+            KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
+            KafkaError::OffsetFetch(RDKafkaErrorCode::RequestTimedOut),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::NotLeaderForPartition),
+        ];
+        for error in &transient {
+            assert!(is_transient(error), "{error}");
+        }
+        let fatal = [
+            KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed),
+            KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced),
+            KafkaError::Global(RDKafkaErrorCode::SaslAuthenticationFailed),
+            KafkaError::ClientCreation("bad property".into()),
+        ];
+        for error in &fatal {
+            assert!(!is_transient(error), "{error}");
+        }
+        let timeout = StreamError::Timeout {
+            context: "finding the end of a topic".into(),
+            waited: Duration::from_secs(30),
+        };
+        assert!(timeout.is_transient());
+        let corrupt = StreamError::Corrupt {
+            path: "segment".into(),
+            position: 0,
+            detail: "checksum".into(),
+        };
+        assert!(!corrupt.is_transient());
+    }
 
     fn check(code: Option<RDKafkaErrorCode>, possibly_persisted: bool, expected: &str) {
         let failure = ClassifiedFailure {

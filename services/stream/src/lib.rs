@@ -92,6 +92,26 @@ pub enum StreamError {
     Group { group_id: String, detail: String },
 }
 
+impl StreamError {
+    /// Whether waiting and trying again can cure this error: timeouts, a broker that is
+    /// down or moving leaders, a metadata or offsets request that failed. Configuration,
+    /// authorisation, fencing, corruption and positions outside the log are not: retrying
+    /// them would hide a fault an operator must see.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Timeout { .. } | StreamError::UnknownTopic { .. } => true,
+            StreamError::Group { .. } => true,
+            StreamError::Kafka { source, .. } => kafka::is_transient(source),
+            StreamError::UnknownPartition { .. }
+            | StreamError::OffsetOutOfRange { .. }
+            | StreamError::Io { .. }
+            | StreamError::Locked { .. }
+            | StreamError::Corrupt { .. }
+            | StreamError::ReadOnly { .. } => false,
+        }
+    }
+}
+
 /// The append-only stream store that every component stands on.
 #[async_trait]
 pub trait StreamStore: Send + Sync + 'static {

@@ -128,6 +128,8 @@ pub struct Metrics {
     consumer_lag_records: IntGaugeVec,
     consumer_lag_max_records: IntGaugeVec,
     consumer_lag_seconds: GaugeVec,
+    consumer_retries_total: IntCounterVec,
+    consumer_stalled: IntGaugeVec,
     event_age_seconds: HistogramVec,
     events_applied_total: IntCounterVec,
     duplicates_dropped_total: IntCounterVec,
@@ -338,6 +340,18 @@ impl Metrics {
                 "biglearn_consumer_lag_max_records",
                 "Worst partition's lag in records.",
                 &["component", "topic"],
+            ),
+            consumer_retries_total: counter_vec(
+                r,
+                "biglearn_consumer_retries_total",
+                "Transient stream errors a consumer waited out and retried.",
+                &["component"],
+            ),
+            consumer_stalled: gauge_vec(
+                r,
+                "biglearn_consumer_stalled",
+                "1 while a consumer is retrying a transient error, else 0.",
+                &["component"],
             ),
             consumer_lag_seconds: float_gauge_vec(
                 r,
@@ -731,6 +745,20 @@ impl Metrics {
         self.pending_events
             .with_label_values(&[component, stream])
             .set(n_pending);
+    }
+
+    /// A consumer met a transient error and will retry.
+    pub fn consumer_retried(&self, component: &str) {
+        self.consumer_retries_total
+            .with_label_values(&[component])
+            .inc();
+    }
+
+    /// A consumer started (`true`) or stopped (`false`) waiting out a transient error.
+    pub fn consumer_stalled(&self, component: &str, stalled: bool) {
+        self.consumer_stalled
+            .with_label_values(&[component])
+            .set(i64::from(stalled));
     }
 
     /// A consumer's lag after a batch.
