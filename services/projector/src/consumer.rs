@@ -299,7 +299,7 @@ fn dead_letter(
     dead_letter_for(&config.component, record, reason, detail)
 }
 
-/// The dead letter of `record` (spec events.md §7.4), keyed like the original.
+/// The dead letter of `record` (docs/design/events.md §7.4), keyed like the original.
 pub(crate) fn dead_letter_for(
     component: &str,
     record: &ConsumedRecord,
