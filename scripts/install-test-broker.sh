@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the tansu test broker (operations.md §8.2) into <repo>/.test-broker/bin/tansu.
+# Installs the tansu test broker (docs/design/operations.md §8.2) into <repo>/.test-broker/bin/tansu.
 # Idempotent: does nothing if the binary is already there and runs.
 # Usage: scripts/install-test-broker.sh [--force]
 set -euo pipefail

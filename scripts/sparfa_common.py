@@ -1,4 +1,4 @@
-"""Shared helpers of the SPARFA reference scripts: the `biglearn sparfa eval` split (spec sparfa.md §12) and the scores."""
+"""Shared helpers of the SPARFA reference scripts: the `biglearn sparfa eval` split (docs/design/sparfa.md §12) and the scores."""
 
 import csv
 import hashlib

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The IRT reference of `biglearn sparfa eval`: mirt 1.2.0's Rasch, 2PL and tag-structured multidimensional models on the same split.
 
-Fits each model by marginal maximum likelihood (EM) on the non-test part of the §12 split
+Fits each model by marginal maximum likelihood (EM) on the non-test part of the docs/design/sparfa.md §12 split
 (training + validation: mirt needs no validation set), scores every learner by EAP from
 their fitted responses (learners without any get the prior mean), and scores the test
 rows: P(correct) = the model's probability at the learner's EAP. Prints one JSON line

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A plain numpy reference fit of a hinted SPARFA model: the speed yardstick of `biglearn sparfa eval`.
 
-The model and algorithm of spec sparfa.md §4, §6 and §7 with the fixed §4 constants
+The model and algorithm of docs/design/sparfa.md §4, §6 and §7 with the fixed §4 constants
 (λ_H 0.05, λ_1 10, λ_d 0.05, γ_U 1), hints from the tags (K = distinct tags), on the
 training part of the §12 split: full-batch block proximal gradient, 5 inner steps per
 block with per-block Lipschitz steps, the validation part for early stopping (patience

@@ -15,7 +15,7 @@ use serde_yaml_ng::Value as Yaml;
 const WEEK_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 const NOW_MICROS: i64 = 1_760_000_000_000_000;
 
-/// The six dashboards of spec operations.md §7.2, by file name.
+/// The six dashboards of docs/design/operations.md §7.2, by file name.
 const DASHBOARDS: [&str; 6] = [
     "ingest",
     "gaps",
@@ -25,7 +25,7 @@ const DASHBOARDS: [&str; 6] = [
     "staging",
 ];
 
-/// Labels a process may export (spec operations.md §7), plus `version` of
+/// Labels a process may export (docs/design/operations.md §7), plus `version` of
 /// `biglearn_build_info`, `le` of histograms and the target labels Prometheus adds (`job`,
 /// `instance`, and `env` from prometheus.yml).
 const ALLOWED_LABELS: [&str; 18] = [
@@ -53,7 +53,7 @@ const ALLOWED_LABELS: [&str; 18] = [
 /// `runbook_base_url` (infra/README.md, "Runbook links"), then a path in this repository.
 const RUNBOOK_BASE: &str = "{{ $externalLabels.runbook_base_url }}/";
 
-/// One alert per situation of spec operations.md §7.3 (some situations have two).
+/// One alert per situation of docs/design/operations.md §7.3 (some situations have two).
 const REQUIRED_ALERTS: [(&str, &str); 20] = [
     ("BiglearnSequenceGap", "warn"),
     ("BiglearnSequenceGapStallingCourses", "page"),

@@ -1,4 +1,4 @@
-//! Whole-request atomicity and identity rules of the write path (spec api.md §3.1, §3.3):
+//! Whole-request atomicity and identity rules of the write path (docs/design/api.md §3.1, §3.3):
 //! a 422 or 400 anywhere in a batch writes nothing; a re-sent identity is a 200 no-op.
 
 use biglearn_suite::{

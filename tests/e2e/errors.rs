@@ -1,4 +1,4 @@
-//! Every error class of spec api.md §1.4 over real HTTP: status, the exact error body, the
+//! Every error class of docs/design/api.md §1.4 over real HTTP: status, the exact error body, the
 //! `X-Request-Id` header, and that rejected requests write nothing.
 
 use biglearn_suite::{

@@ -1,4 +1,4 @@
-//! The event-stream reads over HTTP (spec api.md §6): contiguous prefixes, gaps, the
+//! The event-stream reads over HTTP (docs/design/api.md §6): contiguous prefixes, gaps, the
 //! shared limit, metadata lists, and read-your-writes within one process.
 
 use biglearn_suite::{

@@ -1,5 +1,5 @@
-//! Gap visibility and repair (spec api.md §7, events.md §5.2): the admin endpoints, the
-//! `biglearn gap` commands, and the no_op written for an unknown preparation.
+//! Gap visibility and repair (docs/design/api.md §7, docs/design/events.md §5.2): the admin
+//! endpoints, the `biglearn gap` commands, and the no_op written for an unknown preparation.
 
 use biglearn::admin::GapCommand;
 use biglearn_suite::{

@@ -1,4 +1,4 @@
-//! The observer token (spec api.md §7, D14): it opens the read-only admin endpoints and
+//! The observer token (docs/design/api.md §7, D14): it opens the read-only admin endpoints and
 //! nothing else, so dashboards and staging hold no credential that can write.
 
 use biglearn::admin::GapCommand;

@@ -1,4 +1,4 @@
-//! Racing clients (spec api.md §3.3): concurrent requests for one slot are serialised by
+//! Racing clients (docs/design/api.md §3.3): concurrent requests for one slot are serialised by
 //! the single writer, so exactly one identity wins; metadata numbers stay dense.
 
 use std::collections::BTreeSet;

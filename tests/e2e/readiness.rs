@@ -1,4 +1,4 @@
-//! Decision D10 (spec api.md §2.6, §4.5; issue 18 item 1): an ecosystem is "ready" once
+//! Decision D10 (docs/design/api.md §2.6, §4.5; issue 18 item 1): an ecosystem is "ready" once
 //! its initial SPARFA model is on `<prefix>.models`. Statuses answer
 //! `precompute_is_complete: true`, a switch to a prepared ecosystem with a model answers
 //! `updated_and_ready`, a re-sent update recomputes its status, and all of it holds after

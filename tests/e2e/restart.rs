@@ -1,5 +1,5 @@
 //! The write index is durable on the embedded store: a new node on the same data
-//! directory keeps identities, slots and metadata numbers (spec api.md §3.2).
+//! directory keeps identities, slots and metadata numbers (docs/design/api.md §3.2).
 
 use biglearn_suite::{
     create_course, create_ecosystem, new_uuid, record_responses, response_item, sequence_numbers,

@@ -1,4 +1,4 @@
-//! Results pushed by external algorithms (spec api.md §5) are published to
+//! Results pushed by external algorithms (docs/design/api.md §5) are published to
 //! `<prefix>.results` and served by the read endpoints; built-in names are refused.
 
 use biglearn_suite::{new_uuid, recorded_examples, Node, TestBackend};

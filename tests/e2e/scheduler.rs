@@ -278,7 +278,7 @@ async fn results_are_computed_from_writes_and_served() {
     eprintln!("response → real student CLUE served: {latency:?}");
     assert!(latency < Duration::from_secs(5), "{latency:?}");
     let clue = &answer["student_clue_responses"][0]["clue_data"];
-    // Trials [1, 0, 1]: scheduler.md §17 scenario 10.
+    // Trials [1, 0, 1]: docs/design/scheduler.md §17 scenario 10.
     let most_likely = clue["most_likely"].as_f64().unwrap();
     assert!((most_likely - 0.6444).abs() < 1e-4, "{clue}");
     assert_eq!(clue["ecosystem_uuid"], ecosystem.as_str(), "{clue}");

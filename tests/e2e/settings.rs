@@ -1,5 +1,5 @@
-//! Feature toggles over HTTP and the CLI (spec operations.md §6, api.md §7): define,
-//! change, override, kill, explain, list and audit; refusals record nothing; settings
+//! Feature toggles over HTTP and the CLI (docs/design/operations.md §6, docs/design/api.md §7):
+//! define, change, override, kill, explain, list and audit; refusals record nothing; settings
 //! survive a restart; course events carry the settings version of their acceptance.
 
 use std::collections::HashMap;
@@ -98,7 +98,8 @@ async fn settings_are_changed_overridden_killed_explained_and_audited_over_http(
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
 
-    // The initial settings of §6.5 are defined at versions 1..=7 by the node itself.
+    // The initial settings of docs/design/operations.md §6.5 are defined at versions 1..=7 by the
+    // node itself.
     let bootstrap = audit(&node, json!({})).await;
     assert_eq!(versions(&bootstrap), (1..=7).collect::<Vec<i64>>());
     assert!(bootstrap

@@ -236,7 +236,7 @@ async fn staging_follows_production_read_only_and_reaches_its_state_hash() {
         .unwrap();
     // The state is a function of the applied sequence numbers alone: equal. Results are
     // also a function of when they were computed (a result's version and a `local_query`
-    // shuffle follow the course's input sequence at computation time, spec scheduler.md
+    // shuffle follow the course's input sequence at computation time, docs/design/scheduler.md
     // §7, §12): production computed while events arrived, staging once it had caught up,
     // so the results part may differ; `results diff` names the keys.
     assert!(
@@ -559,7 +559,7 @@ async fn drive_production_to_final_models(
     assert!(models.iter().sum::<i64>() > 0, "production fitted models");
 
     // Production computed each result with the model latest at that moment, and later
-    // models dirty nothing (spec scheduler.md §4); an online rebuild recomputes every
+    // models dirty nothing (docs/design/scheduler.md §4); an online rebuild recomputes every
     // target with the final models, as staging computes them after its catch-up.
     let (code, started) = production.admin("/admin/rebuild", &json!({})).await;
     assert_eq!(
@@ -586,7 +586,7 @@ async fn drive_production_to_final_models(
     models
 }
 
-/// Issue 18 item 6 (spec operations.md O7): staging follows production's `<prefix>.models`
+/// Issue 18 item 6 (docs/design/operations.md O7): staging follows production's `<prefix>.models`
 /// read-only by default, so once both have caught up and computed from the same inputs,
 /// staging's `biglearn_sparfa` results equal production's by content; staging fits and
 /// publishes no model of its own and writes nothing to production.

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 pub const API_TOKEN: &str = "test-api-token";
 /// The token every test node accepts on admin endpoints.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
-/// The token every test node accepts on its read-only admin endpoints (api.md D14).
+/// The token every test node accepts on its read-only admin endpoints (docs/design/api.md D14).
 pub const OBSERVER_TOKEN: &str = "test-observer-token";
 
 /// One running Biglearn process (all roles), in this test process.
@@ -306,7 +306,7 @@ pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Every course event type of spec api.md §1.6.
+/// Every course event type of docs/design/api.md §1.6.
 pub const ALL_COURSE_EVENT_TYPES: [&str; 10] = [
     "no_op",
     "create_course",

@@ -158,7 +158,7 @@ pub async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The admin endpoints that also accept the observer token (api.md §7, D14).
+/// The admin endpoints that also accept the observer token (docs/design/api.md §7, D14).
 pub const READ_ONLY_PATHS: [&str; 8] = [
     "/admin/list_sequence_gaps",
     "/admin/dlq/list",

@@ -1,5 +1,5 @@
 //! `biglearn publish`: puts Tutor requests (JSON lines) on `<prefix>.inbox`, where the
-//! writer applies them with the HTTP rules (spec events.md §6.4).
+//! writer applies them with the HTTP rules (docs/design/events.md §6.4).
 
 use std::io::BufRead;
 use std::path::Path;

@@ -18,7 +18,7 @@ use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::watch;
 
-/// A role of spec README §4.2 that this binary can run.
+/// A role of docs/design/README.md §4.2 that this binary can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     /// All write and admin endpoints (exactly one per deployment).
@@ -49,7 +49,7 @@ pub enum Backend {
         single_broker: bool,
     },
     /// Staging: production's system-of-record topics read-only, the rest on its own
-    /// store (spec operations.md §5; `crate::staging`).
+    /// store (docs/design/operations.md §5; `crate::staging`).
     Staging(Box<crate::staging::StagingBackend>),
 }
 
@@ -63,10 +63,10 @@ pub struct RunConfig {
     pub roles: Vec<Role>,
     pub api_token: String,
     pub admin_token: String,
-    /// Accepted by the read-only admin endpoints only (spec api.md D14); `None`: none.
+    /// Accepted by the read-only admin endpoints only (docs/design/api.md D14); `None`: none.
     pub observer_token: Option<String>,
     pub writer_id: String,
-    /// Per-environment feature flags (static; spec operations.md §6.1).
+    /// Per-environment feature flags (static; docs/design/operations.md §6.1).
     pub flags: biglearn_settings::FeatureFlags,
     /// Deadlines and the connection cap of the HTTP listener.
     pub http: biglearn_gateway::server::HttpLimits,
@@ -401,7 +401,7 @@ pub async fn run_with(
     }
 
     // The scheduler's shell: its hook dirties targets in every state batch, its loop
-    // computes and publishes results (spec scheduler.md §4). Settings resolve once the
+    // computes and publishes results (docs/design/scheduler.md §4). Settings resolve once the
     // settings follower exists (below); until then the §6.5 initial values apply.
     let scheduler_settings: Arc<std::sync::OnceLock<Arc<biglearn_gateway::settings::Settings>>> =
         Arc::default();
@@ -463,7 +463,7 @@ pub async fn run_with(
     )?;
     let _ = settings_projection.set(Arc::downgrade(&projections));
     if computes_results {
-        // An ecosystem's first model dirties its courses (spec scheduler.md §4). Weak: the
+        // An ecosystem's first model dirties its courses (docs/design/scheduler.md §4). Weak: the
         // recompute hook holds the model store (as the scheduler's `ModelView`), so a strong
         // reference here would be a cycle keeping sled open after shutdown.
         let projection = Arc::downgrade(&projections);
@@ -477,7 +477,7 @@ pub async fn run_with(
             }
         }));
     }
-    // D10 (spec api.md §2.6, §4.5): "ready" means the ecosystem has a materialized model.
+    // D10 (docs/design/api.md §2.6, §4.5): "ready" means the ecosystem has a materialized model.
     // Every process that answers writes or statuses, or computes results, follows
     // `<prefix>.models` (a staging process: production's, unless `--own-sparfa`). Started
     // after the hooks above are registered, so that no model passes them by.

@@ -1,4 +1,4 @@
-//! Staging on production data (spec operations.md §5): `biglearn staging run` (readers and
+//! Staging on production data (docs/design/operations.md §5): `biglearn staging run` (readers and
 //! projector over production's topics, read-only), `staging verify`, and `results diff`.
 
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ pub struct StagingBackend {
     pub pseudonymizer: Option<Pseudonymizer>,
     /// `--own-sparfa`: fit models on staging's own cluster (`<prefix>.models`, with the
     /// SPARFA role) instead of following production's `<source prefix>.models` read-only
-    /// (the default, spec operations.md O7).
+    /// (the default, docs/design/operations.md O7).
     pub own_sparfa: bool,
 }
 
@@ -47,7 +47,7 @@ pub fn topics_of(config: &RunConfig) -> Topics {
     }
 }
 
-/// The models topic a process follows (spec operations.md O7): its own `<prefix>.models`,
+/// The models topic a process follows (docs/design/operations.md O7): its own `<prefix>.models`,
 /// except under a staging backend without `--own-sparfa`, which follows production's
 /// `<source prefix>.models` read-only, so that its `biglearn_sparfa` results are computed
 /// from the very models production serves.
@@ -121,7 +121,7 @@ pub async fn open_split_store(
     );
     let mut split = SplitStore::new(source, target, &topics);
     if !staging.own_sparfa {
-        // ModelComputed holds no learner id (U is never stored, spec sparfa.md §2), so
+        // ModelComputed holds no learner id (U is never stored, docs/design/sparfa.md §2), so
         // pseudonymisation leaves production's models as they are.
         split = split.with_source_topic(models_topic);
     }
@@ -388,8 +388,8 @@ pub struct VerifyArgs {
     /// Base URL of the staging process.
     #[arg(long)]
     staging: String,
-    /// Production's observer token (read-only admin endpoints, api.md D14); staging never
-    /// holds production's admin token.
+    /// Production's observer token (read-only admin endpoints, docs/design/api.md D14); staging
+    /// never holds production's admin token.
     #[arg(
         long = "production-observer-token",
         env = "BIGLEARN_PRODUCTION_OBSERVER_TOKEN",
@@ -460,7 +460,7 @@ pub struct VerifyReport {
 }
 
 /// The read-only admin endpoints of one deployment, reached with its observer token
-/// (api.md D14): nothing here can write.
+/// (docs/design/api.md D14): nothing here can write.
 struct Endpoint {
     base: String,
     token: String,

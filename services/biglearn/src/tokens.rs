@@ -83,7 +83,7 @@ pub fn resolve(data_dir: &Path) -> anyhow::Result<ResolvedTokens> {
     })
 }
 
-/// The observer token (spec api.md D14: read-only admin endpoints only): `given` (the
+/// The observer token (docs/design/api.md D14: read-only admin endpoints only): `given` (the
 /// `--observer-token` flag or `BIGLEARN_OBSERVER_TOKEN`), else the one kept in
 /// `<data_dir>/observer-token` (generated once, like the other tokens). Returns the token
 /// and, when it came from the data directory, its file.

@@ -1,4 +1,4 @@
-//! Event payloads and envelopes: the system of record (spec events.md §2–§4).
+//! Event payloads and envelopes: the system of record (docs/design/events.md §2–§4).
 //!
 //! Field names are exactly those of the Tutor API and the Avro schemas in `schemas/`.
 //! Timestamps are kept as the strings Tutor sent; they are parsed only where a rule
@@ -16,7 +16,7 @@ pub struct Timestamp(pub String);
 impl Timestamp {
     /// Microseconds since the Unix epoch, or `None` if the text is not a valid datetime.
     ///
-    /// Second 60 is read as 59.999999 (spec api.md §1.6).
+    /// Second 60 is read as 59.999999 (docs/design/api.md §1.6).
     pub fn micros(&self) -> Option<i64> {
         crate::time::parse_datetime_micros(&self.0)
     }
@@ -77,7 +77,7 @@ pub struct NoOp {
     pub reason: NoOpReason,
     pub actor: Option<String>,
     pub detail_json: Option<String>,
-    /// A range fill (spec api.md D13): this no_op stands at its sequence number and covers
+    /// A range fill (docs/design/api.md D13): this no_op stands at its sequence number and covers
     /// every slot up to and including this one that no other event holds. `None` for a
     /// no_op of one slot.
     #[serde(default)]
@@ -337,7 +337,7 @@ pub enum CoursePayload {
     RecordResponse(RecordResponse),
 }
 
-/// Course event types by their snake_case names (spec events.md §2.1).
+/// Course event types by their snake_case names (docs/design/events.md §2.1).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CourseEventType {
@@ -451,7 +451,7 @@ pub enum EcosystemPayload {
     CreateEcosystem(Box<CreateEcosystem>),
 }
 
-/// Ecosystem event types (spec events.md §2.2).
+/// Ecosystem event types (docs/design/events.md §2.2).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EcosystemEventType {
@@ -517,7 +517,7 @@ fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Fields every envelope carries besides its aggregate and payload (spec events.md §4.1).
+/// Fields every envelope carries besides its aggregate and payload (docs/design/events.md §4.1).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct EnvelopeMeta {
     /// The event identity.

@@ -1,4 +1,5 @@
-//! The event-stream reads of spec api.md §6: contiguous-prefix event fetches and metadata lists.
+//! The event-stream reads of docs/design/api.md §6: contiguous-prefix event fetches and metadata
+//! lists.
 //!
 //! [`fetch_events`] runs the §6.3 algorithm over a read-only [`EventLogView`];
 //! [`metadata_prefix`] applies the §6.1 contiguous-prefix rule. [`MemoryEventLog`] is a
@@ -126,7 +127,7 @@ enum Candidate<E> {
     Row(usize, LogRow<E>),
 }
 
-/// Answers the sub-requests of one event-stream read (spec api.md §6.3), in request order.
+/// Answers the sub-requests of one event-stream read (docs/design/api.md §6.3), in request order.
 ///
 /// `max_num_events` is shared by all sub-requests, breadth-first by distance from each
 /// offset; `size_cap_bytes` (normally [`MAX_EVENT_DATA_BYTES`]) bounds the total

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-/// The fixed namespace of every UUIDv5 in Biglearn (spec events.md §2.3).
+/// The fixed namespace of every UUIDv5 in Biglearn (docs/design/events.md §2.3).
 pub const NS_BIGLEARN: Uuid = Uuid::from_bytes([
     0x6c, 0x1a, 0x3f, 0x0e, 0x6a, 0x0b, 0x5b, 0x8e, 0x9c, 0x61, 0x3b, 0x1e, 0x0d, 0x9a, 0x4f, 0x27,
 ]);
@@ -16,7 +16,7 @@ pub fn uuid_v5(name: &str) -> Uuid {
     Uuid::new_v5(&NS_BIGLEARN, name.as_bytes())
 }
 
-/// Parses a hyphenated uuid of any version or case (spec api.md §1.5).
+/// Parses a hyphenated uuid of any version or case (docs/design/api.md §1.5).
 ///
 /// Only the canonical `8-4-4-4-12` form is accepted; `uuid::Uuid::parse_str`
 /// alone would also take braced, URN and simple forms.

@@ -1,15 +1,16 @@
-//! Per-aggregate sequencing (spec events.md §7.2): park ahead of gaps, drop duplicates, detect conflicts.
+//! Per-aggregate sequencing (docs/design/events.md §7.2): park ahead of gaps, drop duplicates,
+//! detect conflicts.
 //!
 //! The core is [`receive`]: a pure function from one aggregate's [`AggregateSequence`], a read
 //! view of its pending entries and one incoming record to an [`Outcome`], the new state and the
 //! pending changes, so that a consumer writes state, pending and position in one sled batch.
 //! [`SequencerMemory`] runs the same core over in-memory maps.
 //!
-//! A range `no_op` (spec api.md D13, events.md §5.2) is one record that stands at its sequence
-//! number and *covers* every later slot up to `covers_through` that no other event holds: when
-//! it is applied, the events parked inside its range are applied in order and `next_seq` jumps
-//! past the range, in O(parked entries), never O(slots). A record that arrives later for a
-//! covered slot is a conflict (the range holds it), exactly as for a one-slot `no_op`.
+//! A range `no_op` (docs/design/api.md D13, docs/design/events.md §5.2) is one record that stands
+//! at its sequence number and *covers* every later slot up to `covers_through` that no other event
+//! holds: when it is applied, the events parked inside its range are applied in order and
+//! `next_seq` jumps past the range, in O(parked entries), never O(slots). A record that arrives
+//! later for a covered slot is a conflict (the range holds it), exactly as for a one-slot `no_op`.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -53,7 +54,7 @@ pub enum Slot<E> {
         event: E,
         covers_through: Option<SequenceNumber>,
     },
-    /// A record this build cannot decode (spec events.md §4.3). `raw` is whatever the
+    /// A record this build cannot decode (docs/design/events.md §4.3). `raw` is whatever the
     /// consumer needs to decode it again after an upgrade (for example the record value).
     Opaque { event_uuid: EventUuid, raw: Vec<u8> },
 }
@@ -174,13 +175,13 @@ impl<E: Clone> PendingView<E> for std::collections::BTreeMap<SequenceNumber, Slo
 }
 
 /// An `identity_at` for consumers that do not keep applied identities: every record below
-/// `next_seq` is then a duplicate (allowed by spec events.md §7.2, the writer guarantees
+/// `next_seq` is then a duplicate (allowed by docs/design/events.md §7.2, the writer guarantees
 /// uniqueness).
 pub fn identities_not_kept(_sequence_number: SequenceNumber) -> Option<EventUuid> {
     None
 }
 
-/// Decides what to do with one incoming record of one aggregate (spec events.md §7.2).
+/// Decides what to do with one incoming record of one aggregate (docs/design/events.md §7.2).
 ///
 /// `identity_at(s)` gives the identity applied at `s < state.next_seq` when the consumer
 /// keeps it; a different identity there is a conflict. `now_micros` only stamps
@@ -380,7 +381,7 @@ fn release<E>(
     Outcome::Applied(applied)
 }
 
-/// One blocked aggregate, as listed by `/admin/list_sequence_gaps` (spec api.md §7).
+/// One blocked aggregate, as listed by `/admin/list_sequence_gaps` (docs/design/api.md §7).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GapInfo {
     pub aggregate: Uuid,

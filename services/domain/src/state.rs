@@ -1,4 +1,4 @@
-//! The read model that the scheduler and the SPARFA consumer work from (spec scheduler.md
+//! The read model that the scheduler and the SPARFA consumer work from (docs/design/scheduler.md
 //! §2, §3): content state from ecosystem events, course state from course events.
 //!
 //! [`apply_course_event`] and [`apply_ecosystem_event`] are the event effects of §3 as pure

@@ -1,4 +1,4 @@
-//! Tutor's datetimes (spec api.md §1.6), parsed and formatted with the `time` crate: pure
+//! Tutor's datetimes (docs/design/api.md §1.6), parsed and formatted with the `time` crate: pure
 //! calendar arithmetic, no clock.
 //!
 //! The accepted form is the schema's regex, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (UTC only, `T`

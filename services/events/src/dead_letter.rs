@@ -1,4 +1,4 @@
-//! `DeadLetter` records of `<prefix>.dlq` (spec events.md §7.4).
+//! `DeadLetter` records of `<prefix>.dlq` (docs/design/events.md §7.4).
 
 use crate::binary::{AvroReader, AvroWriter};
 use crate::error::DecodeError;

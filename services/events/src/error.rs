@@ -1,6 +1,6 @@
 //! Why a record could not be decoded: the two outcomes a consumer turns into an opaque pending entry.
 
-/// A record this build cannot turn into an event (spec events.md §4.3, §7.2).
+/// A record this build cannot turn into an event (docs/design/events.md §4.3, §7.2).
 ///
 /// Both variants are expected outcomes for a consumer: it stores the raw record as an
 /// opaque pending entry (if the headers are readable) and copies it to the DLQ.

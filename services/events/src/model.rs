@@ -1,4 +1,5 @@
-//! `ModelComputed` (spec sparfa.md §9): one fitted SPARFA model of one ecosystem, on `<prefix>.models`, keyed by ecosystem.
+//! `ModelComputed` (docs/design/sparfa.md §9): one fitted SPARFA model of one ecosystem, on
+//! `<prefix>.models`, keyed by ecosystem.
 
 use uuid::Uuid;
 

@@ -1,4 +1,5 @@
-//! Kafka records of the event topics: the aggregate key and the `bl-*` routing headers (spec events.md §4.1).
+//! Kafka records of the event topics: the aggregate key and the `bl-*` routing headers
+//! (docs/design/events.md §4.1).
 
 use biglearn_domain::events::{CourseEvent, EcosystemEvent, EnvelopeMeta};
 use biglearn_domain::ids::parse_hyphenated_uuid;

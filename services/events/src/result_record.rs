@@ -1,4 +1,4 @@
-//! `ResultRecord` (spec scheduler.md §12): one computed or pushed result with its version,
+//! `ResultRecord` (docs/design/scheduler.md §12): one computed or pushed result with its version,
 //! on `<prefix>.results`, keyed by its result key.
 
 use uuid::Uuid;

@@ -15,7 +15,7 @@ pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 /// First byte of a Confluent-framed value.
 pub const CONFLUENT_MAGIC: u8 = 0x00;
 
-/// How a value is framed on the wire (spec events.md §4.2).
+/// How a value is framed on the wire (docs/design/events.md §4.2).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum WireFormat {
     /// `0xC3 0x01`, the writer schema's 8-byte little-endian fingerprint, the body.

@@ -1,4 +1,4 @@
-//! Tutor's requests published to `<prefix>.inbox` (spec events.md §6.4): the writer
+//! Tutor's requests published to `<prefix>.inbox` (docs/design/events.md §6.4): the writer
 //! applies each exactly as the HTTP endpoint would, and dead-letters rejected ones with
 //! their error body, keyed like the request.
 

@@ -13,7 +13,7 @@
 //! Does not: compute results (the scheduler does), or decide stream order (consumers do).
 //!
 //! Modules, in reading order:
-//! - [`requests`]: request validation (schemas of spec api.md, pointer errors) and
+//! - [`requests`]: request validation (schemas of docs/design/api.md, pointer errors) and
 //!   conversion of write requests to candidate events.
 //! - [`writer`]: identity and slot checks under per-aggregate locks, stamping, appending.
 //! - [`http`]: the axum router, authentication, limits and the error shape.
@@ -51,8 +51,8 @@ pub struct Tokens {
     pub api: Vec<String>,
     /// Accepted in `Biglearn-Admin-Token`.
     pub admin: Vec<String>,
-    /// Accepted in `Biglearn-Observer-Token` by the read-only admin endpoints only (spec
-    /// api.md D14); empty: no observer is accepted.
+    /// Accepted in `Biglearn-Observer-Token` by the read-only admin endpoints only
+    /// (docs/design/api.md D14); empty: no observer is accepted.
     pub observer: Vec<String>,
 }
 
@@ -115,7 +115,7 @@ pub struct GatewayState {
 }
 
 /// Clears the writer's resync flag once the event-log consumers have re-read both event
-/// topics up to their current high watermarks (spec api.md §3.5 step 4).
+/// topics up to their current high watermarks (docs/design/api.md §3.5 step 4).
 pub async fn resync_when_caught_up(
     writer: Arc<Writer>,
     store: biglearn_stream::SharedStreamStore,

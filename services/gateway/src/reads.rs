@@ -1,4 +1,4 @@
-//! Read endpoints: results with their statuses and defaults (spec api.md §4), and the
+//! Read endpoints: results with their statuses and defaults (docs/design/api.md §4), and the
 //! event-stream reads (§6) over the event-log projection.
 
 use std::collections::BTreeSet;
@@ -22,7 +22,7 @@ use crate::GatewayState;
 use biglearn_domain::ids::RequestUuid;
 use biglearn_events::{ResultClueData, ResultKind, ResultRecord};
 
-/// The result key of spec scheduler.md §12: `<kind>|<uuid>[|<uuid>]|<algorithm>`.
+/// The result key of docs/design/scheduler.md §12: `<kind>|<uuid>[|<uuid>]|<algorithm>`.
 pub fn result_key(kind: &str, ids: &[Uuid], algorithm: &AlgorithmName) -> String {
     let mut key = String::from(kind);
     for id in ids {
@@ -121,7 +121,7 @@ fn default_clue(ecosystem: Option<EcosystemUuid>) -> Value {
     clue
 }
 
-/// Answers a result read (spec api.md §4).
+/// Answers a result read (docs/design/api.md §4).
 pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Value, HandlerError> {
     let log = &state.log;
     match request {
@@ -366,7 +366,7 @@ impl EventLogView for StreamView<'_> {
         if from.0 <= next_seq {
             return SequenceNumber(next_seq);
         }
-        // Range no_ops (api.md D13) make whole runs present: crossed in one step.
+        // Range no_ops (docs/design/api.md D13) make whole runs present: crossed in one step.
         match self.log.first_missing_from(self.stream, aggregate, from) {
             Ok(seq) => seq,
             Err(error) => {
@@ -436,7 +436,7 @@ fn event_json(seq: SequenceNumber, row: &EventRow) -> Value {
     })
 }
 
-/// Answers an event-stream read (spec api.md §6).
+/// Answers an event-stream read (docs/design/api.md §6).
 pub fn answer_event_stream(
     state: &Arc<GatewayState>,
     request: EventStreamRequest,
@@ -549,7 +549,7 @@ fn fetch_stream_events(
 }
 
 /// The response array name and the items of a push request as results, in request
-/// order, each with its `request_uuid` (spec api.md §5.3: version `(0, 0, received_at)`).
+/// order, each with its `request_uuid` (docs/design/api.md §5.3: version `(0, 0, received_at)`).
 pub fn push_results(
     request: &PushRequest,
     received_at_micros: i64,

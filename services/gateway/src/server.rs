@@ -1,5 +1,6 @@
 //! The HTTP listener: accepts connections under a cap and serves each with deadlines, so
-//! that slow or idle clients cannot hold the server (spec api.md §3.5, operations.md).
+//! that slow or idle clients cannot hold the server (docs/design/api.md §3.5,
+//! docs/design/operations.md).
 //!
 //! What a client can no longer do:
 //! - send its request headers slowly or not at all: the connection is closed once

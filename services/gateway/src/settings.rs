@@ -246,7 +246,7 @@ pub enum SettingsChange {
         key: String,
         engaged: bool,
     },
-    /// Defines the initial settings that are not defined yet (spec operations.md §6.5).
+    /// Defines the initial settings that are not defined yet (docs/design/operations.md §6.5).
     Bootstrap,
 }
 
@@ -329,7 +329,7 @@ impl SettingsWriter {
     ) -> Result<i64, SettingsWriteError> {
         let _settings_guard = self.settings.write_lock.lock().await;
         // A default change holds the course metadata lock until its events are applied:
-        // every course accepted before it is pinned, none after (spec operations.md §6.3).
+        // every course accepted before it is pinned, none after (docs/design/operations.md §6.3).
         let _metadata_guard = match change {
             SettingsChange::ChangeDefault(_) => Some(self.writer.lock_course_metadata().await),
             _ => None,

@@ -1,4 +1,4 @@
-//! The single writer (spec api.md §3): checks identities and slots under per-aggregate
+//! The single writer (docs/design/api.md §3): checks identities and slots under per-aggregate
 //! locks, stamps and appends new events, and answers only after every record of a
 //! request is durably delivered.
 
@@ -38,7 +38,7 @@ pub enum CandidateOutcome {
     Existing(IdentityRow),
 }
 
-/// An `update_course_ecosystems` item's status (spec api.md §2.6).
+/// An `update_course_ecosystems` item's status (docs/design/api.md §2.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateStatus {
     PreparationUnknown,
@@ -212,7 +212,7 @@ impl Writer {
 
     /// Takes the course metadata lock, which every `create_course` holds until its
     /// delivery is final: a settings change holding it sees an exact course cutoff
-    /// (spec operations.md §6.3).
+    /// (docs/design/operations.md §6.3).
     pub async fn lock_course_metadata(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.course_metadata_lock.lock().await
     }
@@ -321,7 +321,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Checks, stamps, appends and indexes the candidates of one request (spec api.md §3.3).
+    /// Checks, stamps, appends and indexes the candidates of one request (docs/design/api.md §3.3).
     pub async fn write(&self, candidates: Vec<Candidate>) -> Result<WriteReceipt, WriteError> {
         if self.is_resyncing() {
             return Err(WriteError::Unavailable {
@@ -387,7 +387,7 @@ impl Writer {
                 });
                 continue;
             }
-            // A slot covered by a range no_op is taken by it (api.md D13).
+            // A slot covered by a range no_op is taken by it (docs/design/api.md D13).
             if let Some((_, _, range)) = self
                 .log
                 .covering(
@@ -447,7 +447,8 @@ impl Writer {
             prepared.push(candidate);
         }
 
-        // Creates take their stream's metadata lock until delivery is final (spec api.md §3.4).
+        // Creates take their stream's metadata lock until delivery is final (docs/design/api.md
+        // §3.4).
         let needs_course_number = prepared.iter().any(|candidate| {
             matches!(
                 candidate.payload,
@@ -590,7 +591,7 @@ impl Writer {
             self.metrics.producer_error(error.outcome_label());
             if !matches!(error, DeliveryError::Definite(_)) {
                 // The log may hold records we were not told about: stop writing until the
-                // index has been re-read from the log (spec api.md §3.5).
+                // index has been re-read from the log (docs/design/api.md §3.5).
                 self.resyncing.store(true, Ordering::SeqCst);
                 self.metrics.writer_resync();
             }
@@ -669,7 +670,7 @@ impl Writer {
             })
     }
 
-    /// Appends gap-filling `no_op`s (spec api.md §7) and returns how many slots they filled
+    /// Appends gap-filling `no_op`s (docs/design/api.md §7) and returns how many slots they filled
     /// (0: already filled).
     ///
     /// Without `through`, one `no_op` at `sequence_number` (identity

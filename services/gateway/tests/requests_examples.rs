@@ -215,7 +215,7 @@ fn prepare_course_ecosystem_stores_the_next_ecosystem_under_ecosystem_uuid() {
 
 #[test]
 fn event_data_equals_the_recorded_item_for_items_with_payload_shape() {
-    // events.md §3: each payload is the accepted request item (lower-case uuids).
+    // docs/design/events.md §3: each payload is the accepted request item (lower-case uuids).
     for (endpoint, item_path) in [
         (Endpoint::UpdateRosters, "/rosters/0"),
         (Endpoint::UpdateCourseActiveDates, ""),

@@ -254,7 +254,7 @@ pub(crate) async fn write_dead_letters(
     Ok(())
 }
 
-/// The dead letter of `record` (spec events.md §7.4), keyed like the original.
+/// The dead letter of `record` (docs/design/events.md §7.4), keyed like the original.
 pub(crate) fn dead_letter_for(
     component: &str,
     record: &ConsumedRecord,

@@ -1,7 +1,7 @@
 //! The event-log projection: every course and ecosystem event by slot, identities,
 //! metadata numbers, gaps and the "known" sets the read API answers from.
 //!
-//! It is both the reader role's projection and the writer's index (spec api.md §3.2).
+//! It is both the reader role's projection and the writer's index (docs/design/api.md §3.2).
 //! Only consumers of the topics write it: the writer waits until they have applied what
 //! it delivered, so the index is always what the log says. Re-applying a record is
 //! harmless, because application is keyed by slot and identity.
@@ -36,8 +36,8 @@ const TAG_KNOWN: u8 = b'K';
 const TAG_BOOK_CONTAINER: u8 = b'B';
 const TAG_PREPARATION: u8 = b'R';
 const TAG_ECOSYSTEM_UPDATE: u8 = b'U';
-/// Slots covered by a range `no_op` (api.md D13): one row per run of covered slots, keyed
-/// by the run's first slot, holding its last slot and the no_op's identity.
+/// Slots covered by a range `no_op` (docs/design/api.md D13): one row per run of covered slots,
+/// keyed by the run's first slot, holding its last slot and the no_op's identity.
 const TAG_COVERED: u8 = b'G';
 /// Flag on the no_op-reason byte of an event row: 8 bytes of `covers_through` follow it.
 const COVERS_FLAG: u8 = 0x80;
@@ -76,7 +76,7 @@ pub struct EventRow {
     pub event_data: Option<String>,
     /// Set for `no_op` events.
     pub no_op_reason: Option<NoOpReason>,
-    /// Set for a range `no_op`: the last slot it covers (api.md D13).
+    /// Set for a range `no_op`: the last slot it covers (docs/design/api.md D13).
     pub covers_through: Option<SequenceNumber>,
 }
 
@@ -871,7 +871,7 @@ impl EventLog {
     }
 
     /// Marks an ecosystem as having a materialized model (from `<prefix>.models`): it is
-    /// "ready" from now on (spec api.md §2.6, §4.5, D10). Idempotent.
+    /// "ready" from now on (docs/design/api.md §2.6, §4.5, D10). Idempotent.
     pub fn mark_model_materialized(&self, ecosystem: EcosystemUuid) -> Result<(), ProjectionError> {
         self.tree.insert(
             known_key(KnownKind::EcosystemWithModel, ecosystem.0),
@@ -966,7 +966,7 @@ impl EventLog {
     }
 
     /// The covered run `(first, last, range no_op identity)` holding `seq`, if a range
-    /// no_op covers it (api.md D13).
+    /// no_op covers it (docs/design/api.md D13).
     pub fn covering(
         &self,
         stream: StreamKind,
@@ -1084,7 +1084,7 @@ impl EventLog {
     }
 
     /// Metadata entries with number ≥ `offset`, ascending, at most `max`; stops before
-    /// the first number not present (the contiguous prefix of spec api.md §6.1) unless
+    /// the first number not present (the contiguous prefix of docs/design/api.md §6.1) unless
     /// `skip_missing`.
     pub fn metadata_from(
         &self,
@@ -1245,7 +1245,7 @@ impl EventLog {
 
 const TAG_RESULT: u8 = b'S';
 
-/// A result's version (spec scheduler.md §12); versions compare lexicographically.
+/// A result's version (docs/design/scheduler.md §12); versions compare lexicographically.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ResultVersion {
     pub input_seq: i64,
@@ -1336,7 +1336,8 @@ impl EventLog {
     }
 
     /// Every stored result whose key starts with `prefix`, in key order: `(key, version,
-    /// content JSON)` (the scheduler reads a subject's results back, spec scheduler.md §3.4).
+    /// content JSON)` (the scheduler reads a subject's results back, docs/design/scheduler.md
+    /// §3.4).
     pub fn results_with_prefix(
         &self,
         prefix: &str,
@@ -1396,8 +1397,8 @@ mod readiness_tests {
 
 #[cfg(test)]
 mod range_tests {
-    //! Range no_ops (api.md D13) in the event-log projection: one covered-run row per free
-    //! run, slots covered count as present, later events there are conflicts.
+    //! Range no_ops (docs/design/api.md D13) in the event-log projection: one covered-run row per
+    //! free run, slots covered count as present, later events there are conflicts.
 
     use biglearn_domain::events::{EnvelopeMeta, NoOp, RecordResponse};
     use biglearn_domain::ids::{ExerciseUuid, ResponseUuid, StudentUuid, TrialUuid};

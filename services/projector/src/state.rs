@@ -1,5 +1,5 @@
 //! The state projection: courses, rosters, assignments, trials, responses and content in
-//! sled, applied per aggregate strictly in sequence order (spec events.md §7.2).
+//! sled, applied per aggregate strictly in sequence order (docs/design/events.md §7.2).
 //!
 //! Each record goes through `domain::sequencing::receive`: it is applied, parked behind a
 //! gap (pending rows in sled, never memory), dropped as a duplicate, or reported as a
@@ -36,10 +36,10 @@ pub use store::{EcosystemCache, SledState};
 const TAG_POSITION: u8 = b'P';
 const TAG_AGGREGATE: u8 = b'A';
 const TAG_PENDING: u8 = b'Q';
-/// A course waiting at its next event for a preparation (spec scheduler.md §3.2).
+/// A course waiting at its next event for a preparation (docs/design/scheduler.md §3.2).
 const TAG_WAITING: u8 = b'W';
 /// The `settings_version` stamped in a course's last applied event: the version its
-/// settings resolve at (spec operations.md §6.4).
+/// settings resolve at (docs/design/operations.md §6.4).
 const TAG_SETTINGS_VERSION: u8 = b'V';
 
 /// Rows a [`BatchHook`] adds (the scheduler's dirty targets): transient work, committed
@@ -587,7 +587,7 @@ impl<'t> Staging<'t> {
         let stream = record.stream();
         let (aggregate, seq, slot) = record.slot();
 
-        // Preparations count from receipt, even behind a gap (spec scheduler.md §3.2).
+        // Preparations count from receipt, even behind a gap (docs/design/scheduler.md §3.2).
         let mut prepared: Option<PreparationUuid> = None;
         if let StateRecord::Course { event, .. } = record {
             if let CoursePayload::PrepareCourseEcosystem(prepare) = &event.payload {

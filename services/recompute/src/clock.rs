@@ -1,4 +1,4 @@
-//! The logical clock of spec scheduler.md §2.3, as the shell keeps it.
+//! The logical clock of docs/design/scheduler.md §2.3, as the shell keeps it.
 //!
 //! Simplification (documented in lib.rs): the clock advances to `wall clock −
 //! CLOCK_SAFETY_LAG` while the state consumers are caught up, and holds still while they

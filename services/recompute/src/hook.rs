@@ -1,5 +1,5 @@
 //! [`DirtyTargets`]: the batch hook that writes the scheduler's dirty targets, waits and
-//! timers in the same sled batch as the events that caused them (spec scheduler.md §4).
+//! timers in the same sled batch as the events that caused them (docs/design/scheduler.md §4).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,7 +69,7 @@ impl DirtyTargets {
         }
     }
 
-    /// An ecosystem's model arrived (spec scheduler.md §4): the first one (`model_seq` 0)
+    /// An ecosystem's model arrived (docs/design/scheduler.md §4): the first one (`model_seq` 0)
     /// makes every course on that ecosystem dirty as a whole, so that its `biglearn_sparfa`
     /// targets computed from the prior (or not at all: CLUEs) are computed with the model;
     /// unchanged results are not republished. Later models dirty nothing. Returns the

@@ -1,7 +1,7 @@
 //! The scheduler's imperative shell: dirty targets written with the events that caused
 //! them, the logical clock, and the loop that computes targets with the pure core
 //! (`biglearn-scheduler`) and publishes results to `<prefix>.results`
-//! (spec scheduler.md §2.3, §4, §12).
+//! (docs/design/scheduler.md §2.3, §4, §12).
 //!
 //! Invariants:
 //! - Dirty targets, waits and timers are hook rows of the state projection: they commit in
@@ -10,8 +10,8 @@
 //!   re-dirtied it meanwhile (its stamp is unchanged); a crash in between recomputes, and
 //!   unchanged content is not republished.
 //! - A lower result version is never published over a higher one (`publish_decision`).
-//! - Nothing is computed while the state consumers catch up (spec §12 replay mode); the
-//!   hook then marks whole courses dirty, expanded into targets once caught up.
+//! - Nothing is computed while the state consumers catch up (docs/design/scheduler.md §12 replay
+//!   mode); the hook then marks whole courses dirty, expanded into targets once caught up.
 //! - The projection's state is never written by the loop: the past-due history rule, a
 //!   function of the logical clock, is applied to an uncommitted batch each pass.
 //! - The logical clock never moves backwards. Simplification of §2.3: it advances to
@@ -60,7 +60,7 @@ pub use recompute::{
     RECOMPUTE_TICK,
 };
 
-/// The scheduler settings of a course (spec operations.md §6.4), resolved by the caller.
+/// The scheduler settings of a course (docs/design/operations.md §6.4), resolved by the caller.
 pub type SettingsSource = Arc<dyn Fn(CourseUuid) -> SchedulerSettings + Send + Sync>;
 
 /// Failures of the shell; a failing course is logged and retried, never fatal.

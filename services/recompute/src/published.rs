@@ -1,6 +1,6 @@
 //! What has been published: results as the read API serves them (the event log's results,
 //! read back as records for the scheduler core) and the versions and content hashes the
-//! shell published (spec scheduler.md §12).
+//! shell published (docs/design/scheduler.md §12).
 
 use biglearn_domain::state::StateError;
 use biglearn_events::{ResultClueData, ResultKind, ResultRecord};

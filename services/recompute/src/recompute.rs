@@ -1,4 +1,4 @@
-//! The recompute loop (spec scheduler.md §4, §12): per course with dirty targets, at most
+//! The recompute loop (docs/design/scheduler.md §4, §12): per course with dirty targets, at most
 //! once per debounce interval, compute in §4 order, publish what changed to
 //! `<prefix>.results` (one append per pass), then remove the computed dirty rows.
 
@@ -62,12 +62,12 @@ pub struct Recompute {
     pub versions: PublishedVersions,
     pub store: SharedStreamStore,
     /// The live state consumers' progress: nothing is computed until all are caught up
-    /// (spec §12 replay mode). Empty means always caught up.
+    /// (docs/design/scheduler.md §12 replay mode). Empty means always caught up.
     pub progress: Vec<watch::Receiver<ConsumerProgress>>,
     /// Wall-clock micros of each course's last computation (for the debounce).
     last_computed: HashMap<CourseUuid, i64>,
     /// Targets whose computation needs an ecosystem not created yet: skipped, but kept
-    /// dirty, until it exists (spec §4).
+    /// dirty, until it exists (docs/design/scheduler.md §4).
     deferred: HashMap<(CourseUuid, Target), EcosystemUuid>,
 }
 
@@ -311,7 +311,8 @@ impl Recompute {
         Ok(())
     }
 
-    /// Courses waiting for an ecosystem that now exists get their targets back (spec §4).
+    /// Courses waiting for an ecosystem that now exists get their targets back
+    /// (docs/design/scheduler.md §4).
     fn release_waits(
         &mut self,
         projection: &StateProjection,
@@ -411,8 +412,8 @@ impl Recompute {
             .0
             - 1;
         let started = Instant::now();
-        // The past-due history rule (spec §10.1) is a function of the clock: it is applied
-        // to a batch that is never committed, so the projection's state stays a function
+        // The past-due history rule (docs/design/scheduler.md §10.1) is a function of the clock: it
+        // is applied to a batch that is never committed, so the projection's state stays a function
         // of the log alone (its hash is replay-stable).
         let computed = {
             let mut overlay = Overlay::new(tree);

@@ -1,5 +1,5 @@
 //! The rows the recompute shell keeps under the state projection's hook tag: dirty targets,
-//! courses waiting for an ecosystem, and logical-clock timers (spec scheduler.md §4).
+//! courses waiting for an ecosystem, and logical-clock timers (docs/design/scheduler.md §4).
 
 use biglearn_domain::ids::{AssignmentUuid, CourseUuid, EcosystemUuid, StudentUuid};
 use biglearn_projector::state::TAG_HOOK;
@@ -108,9 +108,9 @@ pub fn parse_waiting_key(key: &[u8]) -> Option<(EcosystemUuid, CourseUuid)> {
 /// What a timer does when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerAction {
-    /// An assignment's `due_at` or `feedback_at` (spec §4).
+    /// An assignment's `due_at` or `feedback_at` (docs/design/scheduler.md §4).
     Assignment(Timer),
-    /// A student CLUE's `recalculate_at` (spec §6.2): re-dirty the target.
+    /// A student CLUE's `recalculate_at` (docs/design/scheduler.md §6.2): re-dirty the target.
     Target(Target),
 }
 

@@ -1,5 +1,5 @@
 //! The scheduler settings of a course, resolved from the settings history
-//! (spec operations.md §6.4, §6.5).
+//! (docs/design/operations.md §6.4, §6.5).
 
 use biglearn_domain::ids::CourseUuid;
 use biglearn_scheduler::SchedulerSettings;
@@ -12,7 +12,7 @@ pub fn resolve(history: &SettingsHistory, course: CourseUuid) -> SchedulerSettin
 }
 
 /// Resolves the `scheduler.*` and `clue.*` keys for `course` at `version`: the
-/// `settings_version` of the course's last applied event (spec operations.md §6.4), so that
+/// `settings_version` of the course's last applied event (docs/design/operations.md §6.4), so that
 /// a replay resolves exactly as live processing did.
 pub fn resolve_at(
     history: &SettingsHistory,

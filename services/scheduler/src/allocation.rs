@@ -1,4 +1,4 @@
-//! Exclusions, the chooser (spec scheduler.md §8) and PE allocation (§9).
+//! Exclusions, the chooser (docs/design/scheduler.md §8) and PE allocation (§9).
 
 use std::collections::HashSet;
 
@@ -103,7 +103,7 @@ pub(crate) fn divmod(total: i64, n: usize) -> (i64, i64) {
     (total.div_euclid(n), total.rem_euclid(n))
 }
 
-/// `build_pes(a, ranking, excl)` of spec §9.
+/// `build_pes(a, ranking, excl)` of docs/design/scheduler.md §9.
 pub fn build_pes(
     reader: &Reader<'_>,
     assignment: &AssignmentState,

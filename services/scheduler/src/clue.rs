@@ -1,4 +1,4 @@
-//! CLUEs (spec scheduler.md §6.2–§6.4): input sets with anti-cheating, the `local_query`
+//! CLUEs (docs/design/scheduler.md §6.2–§6.4): input sets with anti-cheating, the `local_query`
 //! formula and the `biglearn_sparfa` CLUE.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -14,7 +14,7 @@ use biglearn_sparfa::Clue;
 use crate::models::EcosystemModel;
 use crate::reader::Reader;
 
-/// `local_query`'s `Z` (spec §6.3).
+/// `local_query`'s `Z` (docs/design/scheduler.md §6.3).
 pub const LOCAL_QUERY_Z: f64 = 0.68;
 
 /// One response of a CLUE input set, resolved from state.
@@ -34,7 +34,7 @@ pub struct ClueResponse {
 /// (responded_at, course_seq) order.
 pub(crate) type ResolvedResponses = Rc<Vec<(ClueResponse, Option<i64>)>>;
 
-/// The inputs of one CLUE (spec §6.2).
+/// The inputs of one CLUE (docs/design/scheduler.md §6.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClueInputs {
     pub ecosystem: EcosystemUuid,
@@ -231,8 +231,8 @@ fn in_response_order(responses: impl Iterator<Item = ClueResponse>) -> Vec<ClueR
     responses
 }
 
-/// The `local_query` CLUE of spec §6.3 over responses `(trial, is_correct)` in order: one
-/// value per distinct trial (its last response).
+/// The `local_query` CLUE of docs/design/scheduler.md §6.3 over responses `(trial, is_correct)` in
+/// order: one value per distinct trial (its last response).
 pub fn local_query_clue(responses: &[(TrialUuid, bool)], min_num_responses: usize) -> Clue {
     let mut last: BTreeMap<TrialUuid, bool> = BTreeMap::new();
     for (trial, is_correct) in responses {
@@ -256,8 +256,8 @@ pub fn local_query_clue(responses: &[(TrialUuid, bool)], min_num_responses: usiz
     }
 }
 
-/// The `biglearn_sparfa` CLUE of spec §6.4 / sparfa.md §10.2: one learner per student;
-/// responses whose group the model does not know are ignored.
+/// The `biglearn_sparfa` CLUE of docs/design/scheduler.md §6.4 / docs/design/sparfa.md §10.2: one
+/// learner per student; responses whose group the model does not know are ignored.
 pub fn sparfa_clue(model: &EcosystemModel, inputs: &ClueInputs) -> Clue {
     let mut learners: BTreeMap<StudentUuid, Vec<(usize, bool)>> = BTreeMap::new();
     for response in &inputs.responses {

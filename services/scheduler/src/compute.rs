@@ -1,5 +1,5 @@
-//! [`Scheduler`] and its computation of targets into result records, in the §4 order
-//! (spec scheduler.md §4, §6–§13).
+//! [`Scheduler`] and its computation of targets into result records, in the order of
+//! docs/design/scheduler.md §4 (the rules: §6–§13).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
@@ -66,8 +66,8 @@ impl Scheduler<'_> {
 
     /// Computes targets of one course into result records, in the §4 order: CLUEs, then PEs
     /// of every assignment, then SPEs, then worst areas (a student CLUE also computes that
-    /// student's worst areas, spec §6.5). `now` is the logical clock; `input_seq` the
-    /// course's last applied sequence number.
+    /// student's worst areas, docs/design/scheduler.md §6.5). `now` is the logical clock;
+    /// `input_seq` the course's last applied sequence number.
     pub fn compute(
         &self,
         course: CourseUuid,
@@ -154,7 +154,8 @@ struct Pass<'s, 'a> {
 }
 
 impl Pass<'_, '_> {
-    /// CLUE targets of an earlier ecosystem move to the current one (spec §6.1).
+    /// CLUE targets of an earlier ecosystem move to the current one (docs/design/scheduler.md
+    /// §6.1).
     fn retarget(&self, target: Target, current: EcosystemUuid) -> Result<Target, SchedulerError> {
         let mappings = self.reader.mappings().reading("reading mappings")?;
         Ok(match target {
@@ -322,7 +323,7 @@ impl Pass<'_, '_> {
                     (clue, -1, None)
                 }
                 Algorithm::BiglearnSparfa => {
-                    // No SPARFA CLUE before the first model (spec §6.4, §13).
+                    // No SPARFA CLUE before the first model (docs/design/scheduler.md §6.4, §13).
                     let Some(model) = self.scheduler.models.latest_model(ecosystem) else {
                         continue;
                     };
@@ -468,7 +469,8 @@ impl Pass<'_, '_> {
         }
         let student = assignment.student;
         let excl_student = self.excluded(student)?;
-        // SPEs never repeat the assignment's PEs under any algorithm (spec §10.5, §10.6).
+        // SPEs never repeat the assignment's PEs under any algorithm (docs/design/scheduler.md
+        // §10.5, §10.6).
         let mut excl = excl_student.as_ref().clone();
         for record in self
             .overlay

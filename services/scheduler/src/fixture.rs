@@ -286,7 +286,8 @@ impl World {
         computed
     }
 
-    /// Moves the logical clock to `now`, firing the timers passed on the way (§4).
+    /// Moves the logical clock to `now`, firing the timers passed on the way
+    /// (docs/design/scheduler.md §4).
     pub fn advance_to(&mut self, now: i64) {
         let before = self.now;
         let timers: Vec<Timer> = self

@@ -1,4 +1,4 @@
-//! Student history and SPE inputs (spec scheduler.md §10.1–§10.4): the past-due rule,
+//! Student history and SPE inputs (docs/design/scheduler.md §10.1–§10.4): the past-due rule,
 //! positions, mapped histories and the k-ago map.
 
 use std::cmp::Ordering;
@@ -33,8 +33,8 @@ impl HistoryType {
     }
 }
 
-/// The past-due rule of spec §10.1: the student's non-deleted assignments with `due_at ≤ now`
-/// and no `history_at`, returned with `history_at = due_at` (ready to store).
+/// The past-due rule of docs/design/scheduler.md §10.1: the student's non-deleted assignments with
+/// `due_at ≤ now` and no `history_at`, returned with `history_at = due_at` (ready to store).
 pub fn past_due_history(
     view: &dyn StateView,
     course: CourseUuid,
@@ -96,7 +96,7 @@ fn by_schedule(a: &AssignmentState, b: &AssignmentState) -> Ordering {
         .then_with(|| a.uuid.cmp(&b.uuid))
 }
 
-/// Positions (spec §10.2) over a student's non-deleted assignments of one type.
+/// Positions (docs/design/scheduler.md §10.2) over a student's non-deleted assignments of one type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Positions {
     pub instructor_seq: BTreeMap<AssignmentUuid, i64>,
@@ -173,9 +173,9 @@ pub struct HistoryEntry {
     pub book_container_uuids: Vec<BookContainerUuid>,
 }
 
-/// `h[0..=5]` of spec §10.3 for assignment `a` in one history type: each container appears
-/// once, at its most recent position, mapped into a's ecosystem, and only while it still
-/// has allowed exercises for a's type.
+/// `h[0..=5]` of docs/design/scheduler.md §10.3 for assignment `a` in one history type: each
+/// container appears once, at its most recent position, mapped into a's ecosystem, and only while
+/// it still has allowed exercises for a's type.
 pub fn mapped_history(
     reader: &Reader<'_>,
     assignment: &AssignmentState,
@@ -234,7 +234,8 @@ impl std::fmt::Display for KAgo {
     }
 }
 
-/// `X` of spec §10.4: random-ago only for the student-driven history from `student_seq ≥ min`.
+/// `X` of docs/design/scheduler.md §10.4: random-ago only for the student-driven history from
+/// `student_seq ≥ min`.
 pub fn extra_slot(
     history_type: HistoryType,
     student_seq: Option<i64>,
@@ -246,7 +247,7 @@ pub fn extra_slot(
     }
 }
 
-/// `k_ago_map(goal_spes, X)` of spec §10.4.
+/// `k_ago_map(goal_spes, X)` of docs/design/scheduler.md §10.4.
 pub fn k_ago_map(goal_spes: Option<i64>, extra: KAgo) -> Vec<(KAgo, i64)> {
     let Some(goal) = goal_spes else {
         return vec![

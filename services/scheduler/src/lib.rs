@@ -1,11 +1,12 @@
 //! The pure scheduler core: from the read model, the published results and the latest
 //! models, decide what to recompute and compute student and teacher CLUEs, assignment PEs,
 //! SPEs and practice worst areas for `local_query` and `biglearn_sparfa`
-//! (spec scheduler.md).
+//! (docs/design/scheduler.md).
 //!
 //! Invariants:
 //! - Pure and deterministic: no clock, no I/O, no randomness. "Now" (the logical clock of
-//!   spec §2.3) and the input sequence are parameters; every shuffle is [`det_shuffle`].
+//!   docs/design/scheduler.md §2.3) and the input sequence are parameters; every shuffle is
+//!   [`det_shuffle`].
 //! - Depends on none of tokio, sled, rdkafka or axum; reads state only through
 //!   `biglearn_domain::state::StateView`, [`PublishedView`] and [`ModelView`].
 //! - Within one [`Scheduler::compute`] pass, later steps see the results of earlier ones

@@ -1,4 +1,4 @@
-//! The latest SPARFA model per ecosystem as the scheduler uses it (spec sparfa.md §9, §10).
+//! The latest SPARFA model per ecosystem as the scheduler uses it (docs/design/sparfa.md §9, §10).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! What the scheduler has published (spec scheduler.md §3.4 step 3, §10.5, §11 read it back).
+//! What the scheduler has published (docs/design/scheduler.md §3.4 step 3, §10.5, §11 read it
+//! back).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Exercise rankings (spec scheduler.md §7, §13): the order PEs, SPEs and worst areas are
+//! Exercise rankings (docs/design/scheduler.md §7, §13): the order PEs, SPEs and worst areas are
 //! drawn from, with the calculation uuid and matrix uuid that explain them.
 
 use std::collections::BTreeMap;
@@ -41,7 +41,7 @@ pub fn local_query_matrix_uuid(ecosystem: EcosystemUuid) -> Uuid {
     uuid_v5(&format!("local_query/{ecosystem}"))
 }
 
-/// The prior ranking before E's first model (spec §13).
+/// The prior ranking before E's first model (docs/design/scheduler.md §13).
 pub fn prior_ranking(exercises: &[ExerciseUuid], ecosystem: EcosystemUuid) -> Vec<ExerciseUuid> {
     det_shuffle(exercises, &format!("prior/{ecosystem}"))
 }

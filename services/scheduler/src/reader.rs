@@ -108,7 +108,8 @@ impl<'a> Reader<'a> {
         self.view.student(self.course, student)
     }
 
-    /// A student that results are computed for: not known-and-dropped (spec §3.3).
+    /// A student that results are computed for: not known-and-dropped (docs/design/scheduler.md
+    /// §3.3).
     pub fn is_served(&self, student: StudentUuid) -> Result<bool, StateError> {
         Ok(self.student(student)?.is_none_or(|s| s.active))
     }
@@ -131,8 +132,8 @@ impl<'a> Reader<'a> {
         self.view.student_assignments(self.course, student)
     }
 
-    /// `M(T, bc)` of spec §8 in ecosystem `E`: the exercises of `bc`'s pools usable for
-    /// assignment type `T`, in pool order (duplicates kept; callers test membership).
+    /// `M(T, bc)` of docs/design/scheduler.md §8 in ecosystem `E`: the exercises of `bc`'s pools
+    /// usable for assignment type `T`, in pool order (duplicates kept; callers test membership).
     pub fn pool_exercises(
         &self,
         ecosystem: EcosystemUuid,

@@ -1,4 +1,4 @@
-//! The retrain-trigger counting rule (spec scheduler.md §14), used by the SPARFA consumer.
+//! The retrain-trigger counting rule (docs/design/scheduler.md §14), used by the SPARFA consumer.
 
 use std::collections::{BTreeMap, BTreeSet};
 

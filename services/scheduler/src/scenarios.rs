@@ -1,4 +1,4 @@
-//! Acceptance scenarios 8–20 of spec scheduler.md §17 (10, 12, 21 and 22 sit next to their
+//! Acceptance scenarios 8–20 of docs/design/scheduler.md §17 (10, 12, 21 and 22 sit next to their
 //! code), and a seeded whole-course property check of the exclusion invariant.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

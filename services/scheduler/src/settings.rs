@@ -1,7 +1,8 @@
-//! The settings a scheduler computation reads (spec operations.md §6.5), resolved by the caller.
+//! The settings a scheduler computation reads (docs/design/operations.md §6.5), resolved by the
+//! caller.
 
 /// Course-scoped settings, resolved at the `settings_version` of the course's last applied
-/// event (spec operations.md §6.4) by the shell.
+/// event (docs/design/operations.md §6.4) by the shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchedulerSettings {
     /// `scheduler.default_num_pes_per_book_container`: PEs per container when `goal_pes` is null.
@@ -16,7 +17,7 @@ pub struct SchedulerSettings {
 }
 
 impl SchedulerSettings {
-    /// The initial values of spec operations.md §6.5.
+    /// The initial values of docs/design/operations.md §6.5.
     pub const INITIAL: SchedulerSettings = SchedulerSettings {
         default_num_pes_per_book_container: 3,
         random_ago_min_sequence_number: 5,

@@ -1,4 +1,4 @@
-//! `det_shuffle` (spec scheduler.md §2.4): the deterministic stand-in for every shuffle.
+//! `det_shuffle` (docs/design/scheduler.md §2.4): the deterministic stand-in for every shuffle.
 
 use std::fmt::Display;
 

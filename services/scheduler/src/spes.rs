@@ -1,4 +1,4 @@
-//! SPE allocation (spec scheduler.md §10.5) over a mapped history and a k-ago map.
+//! SPE allocation (docs/design/scheduler.md §10.5) over a mapped history and a k-ago map.
 
 use std::collections::{BTreeMap, HashSet};
 

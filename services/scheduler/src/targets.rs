@@ -1,4 +1,4 @@
-//! Recompute targets (spec scheduler.md §3, §4, §6.1): what an applied effect, a timer, a
+//! Recompute targets (docs/design/scheduler.md §3, §4, §6.1): what an applied effect, a timer, a
 //! created ecosystem or a first model makes dirty ([`Scheduler`]'s trigger methods).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -106,7 +106,7 @@ pub enum TimerKind {
     DueAt,
 }
 
-/// A logical-clock instant at which targets become dirty (spec §4).
+/// A logical-clock instant at which targets become dirty (docs/design/scheduler.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timer {
     pub at: i64,
@@ -192,7 +192,7 @@ pub(crate) fn student_clue_book_containers(
         .collect())
 }
 
-/// The student's responses whose trial is known (those that count, spec §3.5).
+/// The student's responses whose trial is known (those that count, docs/design/scheduler.md §3.5).
 pub(crate) fn counted_responses(
     reader: &Reader<'_>,
     student: StudentUuid,
@@ -216,7 +216,7 @@ pub(crate) fn counted_responses(
 }
 
 /// Rankings changed for the student: the assignments that need PEs or SPEs, and the worst
-/// areas (spec §3.5).
+/// areas (docs/design/scheduler.md §3.5).
 pub(crate) fn student_ranking_targets(
     reader: &Reader<'_>,
     student: StudentUuid,
@@ -261,7 +261,7 @@ pub(crate) fn response_targets(
 }
 
 /// Every CLUE target of the course in its current ecosystem: what each counted response of
-/// each active student targets (spec §6.1, re-targeted after a switch).
+/// each active student targets (docs/design/scheduler.md §6.1, re-targeted after a switch).
 pub(crate) fn all_clue_targets(
     reader: &Reader<'_>,
     current: EcosystemUuid,
@@ -332,16 +332,16 @@ pub(crate) fn new_trial_versions(
     Ok(versions)
 }
 
-/// The anti-cheating re-check applies while the assignment is open (spec §3.4 step 3).
-/// Unlike the spec's step 3, deleted assignments are re-checked too: §8's exclusion counts
+/// The anti-cheating re-check applies while the assignment is open (docs/design/scheduler.md §3.4
+/// step 3). Unlike the spec's step 3, deleted assignments are re-checked too: §8's exclusion counts
 /// them, so skipping them would leave published lists that the exclusion now forbids.
 pub(crate) fn dedups_at(assignment: &biglearn_domain::state::AssignmentState, now: i64) -> bool {
     is_open_for_anti_cheating(assignment, now)
 }
 
 impl Scheduler<'_> {
-    /// The targets an applied effect makes dirty (spec §3.1, §3.3–§3.5). `now` is the
-    /// logical clock at the effect (for the anti-cheating re-check of §3.4 step 3).
+    /// The targets an applied effect makes dirty (docs/design/scheduler.md §3.1, §3.3–§3.5). `now`
+    /// is the logical clock at the effect (for the anti-cheating re-check of §3.4 step 3).
     pub fn targets_for(&self, effect: &Effect, now: i64) -> Result<Triggered, SchedulerError> {
         let mut out = Collector::default();
         self.collect_for(effect, now, &mut out)
@@ -406,7 +406,7 @@ impl Scheduler<'_> {
                         });
                     }
                 }
-                // Responses of newly active students count now (spec §3.5).
+                // Responses of newly active students count now (docs/design/scheduler.md §3.5).
                 for student in newly_active {
                     if let Some(state) = reader.student(*student)?.filter(|s| s.active) {
                         for response in counted_responses(&reader, *student)? {
@@ -635,9 +635,9 @@ impl Scheduler<'_> {
         Ok(timers.into_iter().collect())
     }
 
-    /// The targets a timer makes dirty when the logical clock reaches it (spec §4): the
-    /// student's assignments that need PEs/SPEs and worst areas (anti-cheating expiry), and
-    /// for `feedback_at` the student CLUEs of the assignment's responses (`recalculate_at`).
+    /// The targets a timer makes dirty when the logical clock reaches it (docs/design/scheduler.md
+    /// §4): the student's assignments that need PEs/SPEs and worst areas (anti-cheating expiry),
+    /// and for `feedback_at` the student CLUEs of the assignment's responses (`recalculate_at`).
     /// For `due_at`, the shell first applies [`crate::enter_past_due_history`] and feeds
     /// its effects to [`Scheduler::targets_for`].
     pub fn targets_for_timer(

@@ -1,4 +1,4 @@
-//! Result versions (spec scheduler.md §12): a result from an older calculation never
+//! Result versions (docs/design/scheduler.md §12): a result from an older calculation never
 //! overwrites a newer one, and unchanged content is not republished.
 
 use biglearn_events::ResultRecord;

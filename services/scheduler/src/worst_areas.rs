@@ -1,4 +1,4 @@
-//! Practice worst areas (spec scheduler.md §11): the weakest CLUEs' practice pools, drawn
+//! Practice worst areas (docs/design/scheduler.md §11): the weakest CLUEs' practice pools, drawn
 //! through the slot table with borrowing.
 
 use std::collections::HashSet;

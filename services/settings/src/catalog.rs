@@ -1,4 +1,4 @@
-//! The initial settings of spec operations.md §6.5, their typed keys, and the bootstrap
+//! The initial settings of docs/design/operations.md §6.5, their typed keys, and the bootstrap
 //! events that define them on an empty settings topic.
 
 use std::marker::PhantomData;
@@ -54,7 +54,7 @@ impl InitialSetting {
     }
 }
 
-/// The settings every deployment starts with (spec operations.md §6.5), in the order of
+/// The settings every deployment starts with (docs/design/operations.md §6.5), in the order of
 /// their bootstrap versions 1..=7.
 pub const INITIAL_SETTINGS: [InitialSetting; 7] = [
     InitialSetting {
@@ -168,9 +168,9 @@ impl SettingType for String {
     }
 }
 
-/// A typed key of the initial settings; its `fallback` is the §6.5 default, which is
-/// what every course resolves to before the key is defined (settings version 0, i.e.
-/// events recorded before any settings event existed).
+/// A typed key of the initial settings; its `fallback` is the docs/design/operations.md §6.5
+/// default, which is what every course resolves to before the key is defined (settings
+/// version 0, i.e. events recorded before any settings event existed).
 #[derive(Clone, Copy, Debug)]
 pub struct Key<T> {
     pub name: &'static str,

@@ -1,4 +1,4 @@
-//! Settings events (spec operations.md §6.3): one record of `<prefix>.settings` each.
+//! Settings events (docs/design/operations.md §6.3): one record of `<prefix>.settings` each.
 
 use biglearn_domain::ids::CourseUuid;
 use uuid::Uuid;

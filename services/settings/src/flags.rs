@@ -1,4 +1,4 @@
-//! Per-environment feature flags (spec operations.md §6.1): static configuration of one
+//! Per-environment feature flags (docs/design/operations.md §6.1): static configuration of one
 //! deployment, set at start (`--feature-flags`), never events, never per course.
 //!
 //! Flags separate deploying a build from releasing what it can do: a deployment turns a

@@ -1,5 +1,5 @@
 //! [`SettingsHistory`]: every settings event in memory, in version order, and resolution
-//! of a key for a course as of a settings version (spec operations.md §6.4).
+//! of a key for a course as of a settings version (docs/design/operations.md §6.4).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -365,7 +365,7 @@ impl SettingsHistory {
     }
 
     /// Resolves `key` for `course` (or with no course: kill switch, then global default)
-    /// using only the events with version ≤ `as_of_version` (spec operations.md §6.4).
+    /// using only the events with version ≤ `as_of_version` (docs/design/operations.md §6.4).
     pub fn resolve(
         &self,
         key: &str,

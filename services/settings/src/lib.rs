@@ -1,4 +1,4 @@
-//! Feature toggles (spec operations.md §6): typed settings with global defaults, course
+//! Feature toggles (docs/design/operations.md §6): typed settings with global defaults, course
 //! overrides, pins and kill switches, recorded as events and resolved as of a version.
 //!
 //! Invariants:

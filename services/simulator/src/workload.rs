@@ -646,7 +646,8 @@ mod tests {
         checked
     }
 
-    /// Required fields per endpoint (api.md §2 and §4), for the body or each batch item.
+    /// Required fields per endpoint (docs/design/api.md §2 and §4), for the body or each batch
+    /// item.
     fn required_fields(endpoint: &str) -> (Option<&'static str>, &'static [&'static str]) {
         match endpoint {
             "/create_ecosystem" => (

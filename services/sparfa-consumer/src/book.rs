@@ -1,4 +1,5 @@
-//! The pure book-keeping of one owned partition: ecosystem content, first responses, retrain marks and fit coalescing (spec sparfa.md §1, §3, §5, §8).
+//! The pure book-keeping of one owned partition: ecosystem content, first responses, retrain marks
+//! and fit coalescing (docs/design/sparfa.md §1, §3, §5, §8).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,7 +14,7 @@ use biglearn_scheduler::RetrainCounts;
 pub enum Trigger {
     /// The first model of an ecosystem (model_seq 0 unless one was already published).
     Initial,
-    /// A retrain mark of scheduler.md §14.
+    /// A retrain mark of docs/design/scheduler.md §14.
     ResponseGrowth,
 }
 
@@ -27,7 +28,7 @@ impl Trigger {
     }
 }
 
-/// C_ids, Q_ids and H of one ecosystem (spec §3), from its `create_ecosystem`.
+/// C_ids, Q_ids and H of one ecosystem (docs/design/sparfa.md §3), from its `create_ecosystem`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EcosystemContent {
     /// Leaf book containers (page-modules), ascending.
@@ -147,7 +148,7 @@ pub enum Applied {
 #[derive(Clone, Debug, Default)]
 pub struct PartitionBook {
     pub ecosystems: BTreeMap<EcosystemUuid, EcosystemBook>,
-    /// scheduler.md §14, counted over the responses of this partition.
+    /// docs/design/scheduler.md §14, counted over the responses of this partition.
     pub counts: RetrainCounts,
     /// Exercise version → group, over every ecosystem of the partition.
     group_of: HashMap<ExerciseUuid, ExerciseGroupUuid>,

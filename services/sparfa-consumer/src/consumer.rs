@@ -1,4 +1,5 @@
-//! The SPARFA consumer loop (spec sparfa.md §1, §8): owned partitions of the two input topics, fits on a worker pool, `ModelComputed` published to `<prefix>.models`.
+//! The SPARFA consumer loop (docs/design/sparfa.md §1, §8): owned partitions of the two input
+//! topics, fits on a worker pool, `ModelComputed` published to `<prefix>.models`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

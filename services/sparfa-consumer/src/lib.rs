@@ -1,4 +1,7 @@
-//! The SPARFA consumer: routes responses by ecosystem, keeps per-ecosystem training data of the partitions it owns in consumer group `<prefix>.sparfa`, fits models off the async workers and publishes them to `<prefix>.models`; and the model store every result-computing process reads them from (spec sparfa.md §1, §3, §5, §8, §9).
+//! The SPARFA consumer: routes responses by ecosystem, keeps per-ecosystem training data of the
+//! partitions it owns in consumer group `<prefix>.sparfa`, fits models off the async workers and
+//! publishes them to `<prefix>.models`; and the model store every result-computing process reads
+//! them from (docs/design/sparfa.md §1, §3, §5, §8, §9).
 //!
 //! Invariants:
 //! - The book-keeping (`book`, `model`) is pure: no clock, no I/O; the same records in the

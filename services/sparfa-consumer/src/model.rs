@@ -1,4 +1,5 @@
-//! Pure model building: an ecosystem's snapshot as a fit input, the fit as a `ModelComputed`, and a `ModelComputed` as the scheduler's `EcosystemModel` (spec sparfa.md §5, §6, §9).
+//! Pure model building: an ecosystem's snapshot as a fit input, the fit as a `ModelComputed`, and a
+//! `ModelComputed` as the scheduler's `EcosystemModel` (docs/design/sparfa.md §5, §6, §9).
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ use crate::ModelError;
 
 /// `algorithm` of every model this consumer publishes.
 pub const ALGORITHM: &str = "biglearn_sparfa";
-/// `spec_version`: sparfa.md as implemented.
+/// `spec_version`: docs/design/sparfa.md as implemented.
 pub const SPEC_VERSION: i32 = 1;
 
 /// `UUIDv5(NS_BIGLEARN, "model/<ecosystem_uuid>/<model_seq>")`.

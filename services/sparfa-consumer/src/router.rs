@@ -1,4 +1,5 @@
-//! The response router (spec sparfa.md §1): `record_response` records of `<prefix>.course-events` re-keyed by ecosystem onto `<prefix>.sparfa-responses`.
+//! The response router (docs/design/sparfa.md §1): `record_response` records of
+//! `<prefix>.course-events` re-keyed by ecosystem onto `<prefix>.sparfa-responses`.
 
 use std::time::Duration;
 

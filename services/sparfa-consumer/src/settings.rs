@@ -1,4 +1,5 @@
-//! The global `sparfa.*` settings the consumer reads (spec operations.md §6), resolved by the caller.
+//! The global `sparfa.*` settings the consumer reads (docs/design/operations.md §6), resolved by
+//! the caller.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub struct SparfaSettings {
 }
 
 impl SparfaSettings {
-    /// The initial settings of operations.md §6.5, at version 0.
+    /// The initial settings of docs/design/operations.md §6.5, at version 0.
     pub const INITIAL: SparfaSettings = SparfaSettings {
         retrain_enabled: true,
         retrain_growth: 0.1,

@@ -151,7 +151,7 @@ async fn a_created_ecosystem_gets_a_model_and_responses_refit_it() {
         RouterConfig::new(topics.clone()),
         stop_rx.clone(),
     ));
-    // Retraining starts switched off (the kill switch of operations.md §6).
+    // Retraining starts switched off (the kill switch of docs/design/operations.md §6).
     let retrain_enabled = Arc::new(AtomicBool::new(false));
     let membership = store
         .join_group(&group_id(&topics), &group_topics(&topics))

@@ -175,7 +175,8 @@ fn main() {
     match what {
         "spisa" => spisa(dir),
         "clue" => clue(),
-        // `eval DIR [MODELS] [SEED]`: the §12 evaluation of DIR/responses.csv and DIR/tags.csv.
+        // `eval DIR [MODELS] [SEED]`: the docs/design/sparfa.md §12 evaluation of DIR/responses.csv
+        // and DIR/tags.csv.
         "eval" => {
             let dir = args.get(1).map_or(dir, String::as_str);
             let models = args

@@ -1,4 +1,5 @@
-//! The §12 offline evaluation: CSV input, the hash split, the five models and their test scores.
+//! The offline evaluation of docs/design/sparfa.md §12: CSV input, the hash split, the five models
+//! and their test scores.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;

@@ -1,4 +1,5 @@
-//! The §4 objective and the §7 block proximal-gradient fit with the §6 holdout stopping rule.
+//! The docs/design/sparfa.md §4 objective and the §7 block proximal-gradient fit with the §6
+//! holdout stopping rule.
 
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};

@@ -26,8 +26,8 @@ pub fn sha256_joined(parts: &[&str]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Whether observation (learner, question) of ecosystem E is in the §6 holdout:
-/// `hash64(E|learner|question) mod modulus == 0`.
+/// Whether observation (learner, question) of ecosystem E is in the docs/design/sparfa.md §6
+/// holdout: `hash64(E|learner|question) mod modulus == 0`.
 pub fn is_holdout(ecosystem: &str, learner: &str, question: &str, modulus: u64) -> bool {
     hash64(&[ecosystem, learner, question]) % modulus.max(1) == 0
 }

@@ -1,6 +1,7 @@
 //! One-factor models (Rasch with a common slope, 2PL) fitted by marginal maximum likelihood: Bock–Aitkin EM on a fixed quadrature grid, learners scored by EAP.
 //!
-//! The model is the §2 model with K = 1: P(correct) = σ(a_q θ_j + d_q), a_q ≥ 0, θ_j ~ N(0, 1).
+//! The model is the docs/design/sparfa.md §2 model with K = 1:
+//! P(correct) = σ(a_q θ_j + d_q), a_q ≥ 0, θ_j ~ N(0, 1).
 //! Instead of estimating θ_j jointly with (a, d) (the §7 joint fit), θ is integrated out
 //! over a grid of [`GRID_POINTS`] points on [−5, 5] weighted by the N(0, 1) density, which
 //! keeps (a, d) unbiased when learners answer few questions. After the fit each learner's

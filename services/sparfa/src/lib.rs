@@ -1,4 +1,5 @@
-//! SPARFA for Biglearn: fits per-ecosystem models (W, d) from first responses and answers per-learner questions (solve, CLUE, ranking) from them.
+//! SPARFA for Biglearn (docs/design/sparfa.md): fits per-ecosystem models (W, d) from first
+//! responses and answers per-learner questions (solve, CLUE, ranking) from them.
 //!
 //! Invariants:
 //! - Pure: no clock, no I/O and no randomness outside `eval` (which reads the files it

@@ -1,4 +1,5 @@
-//! Hyper-parameter selection (§4 Decision): fit a fixed list of candidates and keep the best holdout log-likelihood.
+//! Hyper-parameter selection (docs/design/sparfa.md §4 Decision): fit a fixed list of candidates
+//! and keep the best holdout log-likelihood.
 
 use ndarray::{s, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};

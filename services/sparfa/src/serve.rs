@@ -1,4 +1,5 @@
-//! Serving with W and d fixed: the §10.1 per-learner Newton solve, §10.2 CLUEs and §10.3 rankings.
+//! Serving with W and d fixed: the docs/design/sparfa.md §10.1 per-learner Newton solve, §10.2
+//! CLUEs and §10.3 rankings.
 
 use ndarray::{ArrayView1, ArrayView2};
 

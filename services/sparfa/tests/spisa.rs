@@ -1,4 +1,5 @@
-//! Acceptance on SPISA (spec §12): the default tagged model vs rasch and 2pl, averaged over seeds 1–5.
+//! Acceptance on SPISA (docs/design/sparfa.md §12): the default tagged model vs rasch and 2pl,
+//! averaged over seeds 1–5.
 
 use std::path::Path;
 

@@ -90,7 +90,8 @@ fn fit_recovers_the_support_of_w_and_predicts_like_the_true_model() {
     }
     let precision = tp as f64 / (tp + fp).max(1) as f64;
     let recall = tp as f64 / (tp + fn_).max(1) as f64;
-    // Predictions are served as in §10: W and d fixed, each learner solved by Newton.
+    // Predictions are served as in docs/design/sparfa.md §10: W and d fixed, each learner solved by
+    // Newton.
     let served = ServingModel::new(
         fitted.loadings.view(),
         fitted.easiness.view(),

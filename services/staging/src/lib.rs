@@ -1,6 +1,6 @@
 //! Staging on production data: a store that reads production's system-of-record topics
 //! and never writes to them, optional pseudonymised student ids, and the comparisons of
-//! `biglearn staging verify` and `biglearn results diff` (spec operations.md §5, §10).
+//! `biglearn staging verify` and `biglearn results diff` (docs/design/operations.md §5, §10).
 //!
 //! Invariants:
 //! - No producer or admin client is ever created for the source cluster: [`KafkaSource`]

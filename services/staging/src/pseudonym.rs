@@ -1,5 +1,5 @@
 //! Pseudonymised student ids: every `student_uuid` of the course events replaced at
-//! decode time, before any consumer stores it (spec operations.md §5).
+//! decode time, before any consumer stores it (docs/design/operations.md §5).
 
 use std::time::Duration;
 

@@ -16,8 +16,8 @@ pub struct SourceConfig {
     pub bootstrap_servers: String,
     /// `client.id` stem. Every client id and (never joined) group id starts with
     /// `staging.<client_id>`: the `staging.` prefix is what the read-only ACL and the
-    /// quotas match on, and keeps staging from ever sharing a group with production (spec
-    /// events.md §7.1).
+    /// quotas match on, and keeps staging from ever sharing a group with production
+    /// (docs/design/events.md §7.1).
     pub client_id: String,
     /// librdkafka properties applied last (credentials of the read-only principal, test
     /// timeouts).

@@ -35,7 +35,7 @@ impl SplitStore {
     }
 
     /// Also reads `topic` from the source, read-only like the system of record: staging
-    /// follows production's `<prefix>.models` this way (spec operations.md O7).
+    /// follows production's `<prefix>.models` this way (docs/design/operations.md O7).
     pub fn with_source_topic(mut self, topic: impl Into<String>) -> SplitStore {
         self.source_topics.insert(topic.into());
         self

@@ -1,4 +1,5 @@
-//! The Kafka backend through rdkafka: an idempotent producer per events.md §6.3, manual-assign readers per §7.1.
+//! The Kafka backend through rdkafka: an idempotent producer per docs/design/events.md §6.3,
+//! manual-assign readers per §7.1.
 
 pub mod context;
 pub mod group;
@@ -62,7 +63,8 @@ impl std::fmt::Debug for KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// Production layout: replication factor 3, `min.insync.replicas=2` (events.md §6.1).
+    /// Production layout: replication factor 3, `min.insync.replicas=2` (docs/design/events.md
+    /// §6.1).
     pub fn new(bootstrap_servers: impl Into<String>, client_id: impl Into<String>) -> KafkaConfig {
         KafkaConfig {
             bootstrap_servers: bootstrap_servers.into(),
@@ -112,7 +114,7 @@ impl KafkaConfig {
         }
     }
 
-    /// The writer's producer, exactly events.md §6.3.
+    /// The writer's producer, exactly docs/design/events.md §6.3.
     fn producer_config(&self) -> ClientConfig {
         let mut config = self.client_config("producer");
         config
@@ -131,7 +133,7 @@ impl KafkaConfig {
         config
     }
 
-    /// A reader per events.md §7.1: no group, nothing committed, no silent resets.
+    /// A reader per docs/design/events.md §7.1: no group, nothing committed, no silent resets.
     fn consumer_config(&self, role: &str, partition_eof: bool) -> ClientConfig {
         let mut config = self.client_config(role);
         config
@@ -217,7 +219,7 @@ fn classify_failure(error: &KafkaError, message: &BorrowedMessage<'_>) -> Classi
     }
 }
 
-/// Maps a failure to the writer's three outcomes (record.rs, api.md §3.5).
+/// Maps a failure to the writer's three outcomes (record.rs, docs/design/api.md §3.5).
 fn delivery_error(failure: ClassifiedFailure, fatal: Option<&str>) -> DeliveryError {
     if let Some(reason) = fatal {
         return DeliveryError::Fatal(format!(
@@ -322,9 +324,9 @@ impl KafkaStore {
     }
 
     /// A store that only reads: it holds consumers and nothing else, so no code path can
-    /// produce to the cluster or create topics there (staging reading production, spec
-    /// operations.md §5). `append` answers [`StreamError::ReadOnly`]; `ensure_topics`
-    /// only checks that the topics exist. Its assign-only group ids are
+    /// produce to the cluster or create topics there (staging reading production,
+    /// docs/design/operations.md §5). `append` answers [`StreamError::ReadOnly`];
+    /// `ensure_topics` only checks that the topics exist. Its assign-only group ids are
     /// `<client_id>.<role>.assign-only`: give it a client id the read-only ACL matches.
     pub async fn connect_read_only(config: KafkaConfig) -> Result<KafkaStore, StreamError> {
         Self::connect_with(config, None).await
@@ -474,7 +476,7 @@ async fn blocking<T: Send + 'static>(
 /// Low and high watermarks of `partitions`.
 ///
 /// tansu 0.6 answers ListOffsets(latest) with the last batch's base offset + 1
-/// (operations.md §8.2), so the ListOffsets value is only a lower bound. The true high
+/// (docs/design/operations.md §8.2), so the ListOffsets value is only a lower bound. The true high
 /// watermark is found by fetching from just below that bound to the end of the
 /// partition (partition EOF): one batch per partition on a correct broker too.
 fn fetch_watermarks(

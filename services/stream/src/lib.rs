@@ -8,7 +8,7 @@
 //!   backends (the Java-compatible murmur2 partitioner, [`partition_for_key`]).
 //! - Readers start from an offset the caller gives; this crate never stores consumer
 //!   positions. Consumers keep them in sled beside the state they produced
-//!   (spec events.md §7.1).
+//!   (docs/design/events.md §7.1).
 //! - Ownership comes from the group, positions from sled: [`StreamStore::join_group`]
 //!   only decides which partitions an instance owns; nothing is committed to Kafka and
 //!   owners read with [`StreamStore::open_reader`] from their stored positions.

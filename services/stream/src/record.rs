@@ -7,7 +7,7 @@ pub struct OutgoingRecord {
     pub key: Vec<u8>,
     /// The encoded value.
     pub value: Vec<u8>,
-    /// Headers, in order (names are `bl-…`; spec events.md §4.1).
+    /// Headers, in order (names are `bl-…`; docs/design/events.md §4.1).
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -43,7 +43,7 @@ pub struct Delivered {
 
 /// Why a record was not delivered.
 ///
-/// The distinction drives the writer (spec api.md §3.5): after a `Definite` failure
+/// The distinction drives the writer (docs/design/api.md §3.5): after a `Definite` failure
 /// the record is known not to be in the log; after `Uncertain` or `Fatal` it may be,
 /// and the writer must re-read the log before trusting its index.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! Topic names per environment prefix and their fixed layout (spec events.md §6.1).
+//! Topic names per environment prefix and their fixed layout (docs/design/events.md §6.1).
 
 /// The layout of one topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct TopicSpec {
 ///
 /// A staging environment reads the system-of-record topics (course events, ecosystem
 /// events, settings) under another environment's prefix, its *source prefix*, and writes
-/// everything it derives under its own (spec operations.md §5).
+/// everything it derives under its own (docs/design/operations.md §5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,

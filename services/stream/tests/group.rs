@@ -19,7 +19,8 @@ type Mock = MockCluster<'static, DefaultProducerContext>;
 const SETTLE: Duration = Duration::from_secs(60);
 
 async fn store_on(broker: &TestBroker) -> Arc<KafkaStore> {
-    // A short session makes tansu group joins take ~3 s instead of ~23 s (operations.md §8.2).
+    // A short session makes tansu group joins take ~3 s instead of ~23 s (docs/design/operations.md
+    // §8.2).
     let config = KafkaConfig::new(broker.bootstrap(), "biglearn-group-tests")
         .single_broker()
         .with("session.timeout.ms", "6000");

@@ -1,5 +1,5 @@
 //! Biglearn's Prometheus metrics: the single list of metric names, types and labels
-//! (spec operations.md §7.1), registered in one explicit registry per process.
+//! (docs/design/operations.md §7.1), registered in one explicit registry per process.
 //!
 //! Invariants:
 //! - Every metric name of the system is declared here, once, in [`Metrics::new`].
@@ -28,7 +28,7 @@ pub const HTTP_DURATION_BUCKETS: [f64; 13] = [
 ];
 
 /// Buckets of `biglearn_sparfa_fit_seconds`: fits take seconds to many minutes, and 600 s
-/// is the "fit > 10 min" alert line (operations.md §7.3).
+/// is the "fit > 10 min" alert line (docs/design/operations.md §7.3).
 pub const SPARFA_FIT_BUCKETS: [f64; 13] = [
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
@@ -40,7 +40,7 @@ pub const SPARFA_FIT_BUCKETS: [f64; 13] = [
 pub mod known_labels {
     /// The two streams that carry Tutor's events.
     pub const STREAMS: [&str; 2] = ["course", "ecosystem"];
-    /// Every course event type (spec api.md §1.6).
+    /// Every course event type (docs/design/api.md §1.6).
     pub const COURSE_EVENT_TYPES: [&str; 10] = [
         "no_op",
         "create_course",
@@ -89,9 +89,9 @@ pub mod known_labels {
     pub const ALGORITHMS: [&str; 3] = ["local_query", "biglearn_sparfa", "external"];
     /// Outcomes of a SPARFA fit.
     pub const SPARFA_FIT_OUTCOMES: [&str; 2] = ["ok", "failed"];
-    /// Why a SPARFA fit ran (spec sparfa.md, model event `trigger`).
+    /// Why a SPARFA fit ran (docs/design/sparfa.md, model event `trigger`).
     pub const SPARFA_TRIGGERS: [&str; 3] = ["initial", "response_growth", "manual"];
-    /// (endpoint, status) of every read answer (spec api.md §4).
+    /// (endpoint, status) of every read answer (docs/design/api.md §4).
     pub const READ_RESULTS: [(&str, &str); 13] = [
         ("/fetch_assignment_pes", "assignment_ready"),
         ("/fetch_assignment_pes", "assignment_unready"),
@@ -999,7 +999,7 @@ mod tests {
         assert!(text.contains("biglearn_build_info{version=\"test\"} 1"));
     }
 
-    /// The counters and histograms of spec operations.md §7.1 whose label values are all
+    /// The counters and histograms of docs/design/operations.md §7.1 whose label values are all
     /// known before anything happens, and the unlabelled gauges. The others appear with
     /// their first report: the HTTP families (labelled by endpoint),
     /// `biglearn_produce_delivery_seconds` (by topic) and every labelled gauge.

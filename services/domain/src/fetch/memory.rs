@@ -51,7 +51,7 @@ impl<E> MemoryEventLog<E> {
         );
     }
 
-    /// Stores a range `no_op` (spec api.md D13) at `sequence_number` that also makes every
+    /// Stores a range `no_op` (docs/design/api.md D13) at `sequence_number` that also makes every
     /// slot up to `through` present (the caller has stored no other event inside it, or
     /// such events keep their slots). One entry, whatever the size of the range.
     pub fn insert_range(

@@ -1,4 +1,4 @@
-//! Tests of the event-stream reads, including the conformance cases of spec api.md §6.3.
+//! Tests of the event-stream reads, including the conformance cases of docs/design/api.md §6.3.
 
 use std::cell::Cell;
 

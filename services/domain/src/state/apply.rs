@@ -1,4 +1,5 @@
-//! Event effects (spec scheduler.md §3): one event, in sequence order, changes the read model.
+//! Event effects (docs/design/scheduler.md §3): one event, in sequence order, changes the read
+//! model.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +20,7 @@ use super::model::{
 use super::{StateError, StateStore};
 
 /// What an applied event changed, in the terms a scheduler turns into recompute targets
-/// (spec scheduler.md §3.1, §4).
+/// (docs/design/scheduler.md §3.1, §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     CourseCreated {
@@ -52,7 +53,7 @@ pub enum Effect {
         /// The trial is known and the student active: the response counts now (§3.5).
         counts: bool,
     },
-    /// An assignment entered the student history (spec §10.1).
+    /// An assignment entered the student history (docs/design/scheduler.md §10.1).
     HistoryEntered {
         course: CourseUuid,
         assignment: AssignmentUuid,
@@ -69,7 +70,7 @@ pub enum Applied {
     /// The event is applied; these are its effects.
     Done(Vec<Effect>),
     /// `update_course_ecosystem` whose preparation is unknown: nothing changed, and the
-    /// course waits at this event exactly as at a gap (spec §3.2).
+    /// course waits at this event exactly as at a gap (docs/design/scheduler.md §3.2).
     WaitForPreparation(PreparationUuid),
 }
 
@@ -77,8 +78,8 @@ fn micros(timestamp: &Timestamp) -> Option<i64> {
     timestamp.micros()
 }
 
-/// Registers a preparation and closes the course's mappings (spec §3.2, §5). Called on
-/// *receipt* of a `prepare_course_ecosystem`, and again when it is applied (idempotent).
+/// Registers a preparation and closes the course's mappings (docs/design/scheduler.md §3.2, §5).
+/// Called on *receipt* of a `prepare_course_ecosystem`, and again when it is applied (idempotent).
 pub fn register_preparation(
     store: &mut impl StateStore,
     prepare: &PrepareCourseEcosystem,
@@ -445,8 +446,8 @@ fn apply_response(
     Ok(effects)
 }
 
-/// The completion rule of spec §10.1 from scratch: sets `history_at` when every non-SPE
-/// trial has a response by the due date, and otherwise returns what is still awaited.
+/// The completion rule of docs/design/scheduler.md §10.1 from scratch: sets `history_at` when every
+/// non-SPE trial has a response by the due date, and otherwise returns what is still awaited.
 /// `history_at` is sticky; the past-due rule is the scheduler's (it needs the logical clock).
 fn check_completion(
     store: &impl StateStore,
@@ -490,7 +491,7 @@ fn check_completion(
     Ok((assignment, Some(completion)))
 }
 
-/// Applies one ecosystem event (spec §2.1): content is global and written once.
+/// Applies one ecosystem event (docs/design/scheduler.md §2.1): content is global and written once.
 pub fn apply_ecosystem_event(
     store: &mut impl StateStore,
     event: &EcosystemEvent,

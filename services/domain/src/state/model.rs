@@ -1,4 +1,4 @@
-//! The rows of the read model (spec scheduler.md §2.1 content state, §2.2 course state).
+//! The rows of the read model (docs/design/scheduler.md §2.1 content state, §2.2 course state).
 //!
 //! Times are microseconds since the epoch (`None` where Tutor may omit them), so that rules
 //! compare integers and replays never re-parse text.
@@ -98,7 +98,8 @@ pub struct PreparationState {
     pub next_ecosystem: EcosystemUuid,
 }
 
-/// A course's book-container mappings with the chain and reverse closure (spec §5).
+/// A course's book-container mappings with the chain and reverse closure (docs/design/scheduler.md
+/// §5).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MappingSet {
     /// `(from_eco, to_eco, from_bc) → to_bc`; insert-if-absent.
@@ -119,7 +120,7 @@ impl MappingSet {
         self.forward.get(&(from, to, book_container)).copied()
     }
 
-    /// `fwd` with the identity fallback (CLUE targets, spec §6.1).
+    /// `fwd` with the identity fallback (CLUE targets, docs/design/scheduler.md §6.1).
     pub fn forward_or_same(
         &self,
         from: EcosystemUuid,
@@ -240,19 +241,19 @@ pub struct AssignmentState {
     pub is_deleted: bool,
     /// Tutor's `created_at`.
     pub created_at: Option<i64>,
-    /// Sticky once set (spec §10.1).
+    /// Sticky once set (docs/design/scheduler.md §10.1).
     pub history_at: Option<i64>,
     /// Every trial ever inserted for this assignment, in insertion order.
     pub trial_uuids: Vec<TrialUuid>,
 }
 
 impl AssignmentState {
-    /// `needs_pes(a)` of spec §3.4.
+    /// `needs_pes(a)` of docs/design/scheduler.md §3.4.
     pub fn needs_pes(&self) -> bool {
         !self.is_deleted && !self.pes_are_assigned && self.goal_pes.is_none_or(|goal| goal > 0)
     }
 
-    /// `needs_spes(a)` of spec §3.4.
+    /// `needs_spes(a)` of docs/design/scheduler.md §3.4.
     pub fn needs_spes(&self) -> bool {
         !self.is_deleted && !self.spes_are_assigned && self.goal_spes.is_none_or(|goal| goal > 0)
     }
@@ -282,8 +283,8 @@ pub struct ResponseState {
     pub course_seq: SequenceNumber,
 }
 
-/// What the completion rule (spec §10.1) still waits for, per assignment with a due date
-/// and no `history_at` yet; kept so that a response checks one small row instead of
+/// What the completion rule (docs/design/scheduler.md §10.1) still waits for, per assignment with a
+/// due date and no `history_at` yet; kept so that a response checks one small row instead of
 /// re-reading every trial's responses.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletionState {

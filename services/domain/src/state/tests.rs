@@ -1,4 +1,4 @@
-//! Ingestion scenarios of spec scheduler.md §17 (1–7) and the completion rule of §10.1 (18).
+//! Ingestion scenarios of docs/design/scheduler.md §17 (1–7) and the completion rule of §10.1 (18).
 
 use uuid::Uuid;
 

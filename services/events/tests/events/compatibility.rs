@@ -59,8 +59,9 @@ fn collect_shape(schema: &Json, at: &str, shape: &mut Shape) {
     }
 }
 
-/// The change rules of events.md §4.3 that go beyond Avro resolution: no field is removed,
-/// renamed or reordered (new fields may go anywhere), and union branches are only appended.
+/// The change rules of docs/design/events.md §4.3 that go beyond Avro resolution: no field is
+/// removed, renamed or reordered (new fields may go anywhere), and union branches are only
+/// appended.
 fn check_only_appends(older: &str, newer: &str) -> Result<(), String> {
     let (mut old_shape, mut new_shape) = (Shape::default(), Shape::default());
     collect_shape(&serde_json::from_str(older).unwrap(), "", &mut old_shape);
@@ -215,8 +216,8 @@ fn as_v1_frame(family: SchemaFamily, current_bytes: &[u8]) -> Vec<u8> {
     v1_bytes
 }
 
-/// A `no_op` written by a v1 writer (before range fills, api.md D13) reads as a one-slot
-/// no_op.
+/// A `no_op` written by a v1 writer (before range fills, docs/design/api.md D13) reads as a
+/// one-slot no_op.
 #[test]
 fn a_no_op_written_with_v1_reads_as_a_one_slot_no_op() {
     use crate::fixtures::{course_events, ecosystem_events, Optionals};

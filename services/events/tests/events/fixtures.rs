@@ -45,7 +45,7 @@ fn no_op(optionals: Optionals) -> NoOp {
         },
         actor: pick(optionals, "ops@example.org".to_owned()),
         detail_json: pick(optionals, r#"{"request_uuid":"x"}"#.to_owned()),
-        // A range no_op (api.md D13); its slot is the envelope's sequence number.
+        // A range no_op (docs/design/api.md D13); its slot is the envelope's sequence number.
         through_sequence_number: pick(optionals, SequenceNumber(2_147_483_646)),
     }
 }

@@ -1,4 +1,4 @@
-//! The admin endpoints (spec api.md §7): gap fills, gap listing and settings.
+//! The admin endpoints (docs/design/api.md §7): gap fills, gap listing and settings.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,7 +20,7 @@ static VALUE: Schema = Schema::Scalar;
 static VALUE_TYPE_NAMES: [&str; 4] = ["bool", "int", "float", "string"];
 
 /// A setting key: 1..200 characters, lower-case dotted words such as
-/// `scheduler.default_num_pes_per_book_container` (operations.md §6.5).
+/// `scheduler.default_num_pes_per_book_container` (docs/design/operations.md §6.5).
 static SETTING_KEY: Schema = Schema::Checked {
     schema: &Schema::Str {
         min_chars: 1,
@@ -94,7 +94,8 @@ pub(crate) static SETTINGS_DEFINE: Schema = Schema::Object(ObjectSchema {
     check: Some(check_values_match_value_type),
 });
 
-/// `default` and `kill_value` must be of the declared `value_type` (operations.md §6.3).
+/// `default` and `kill_value` must be of the declared `value_type` (docs/design/operations.md
+/// §6.3).
 fn check_values_match_value_type(map: &Map<String, Value>) -> Vec<(Option<&'static str>, String)> {
     let Some(value_type) = map
         .get("value_type")
@@ -418,7 +419,7 @@ pub struct AuditSettingsRequest {
     pub limit: u32,
 }
 
-/// A validated admin request: one variant per endpoint of spec api.md §7.
+/// A validated admin request: one variant per endpoint of docs/design/api.md §7.
 #[derive(Clone, PartialEq, Debug)]
 pub enum AdminRequest {
     FillSequenceGap(FillSequenceGapRequest),

@@ -1,4 +1,4 @@
-//! Every POST path of the API (spec api.md §2, §4–§7) and its per-path facts.
+//! Every POST path of the API (docs/design/api.md §2, §4–§7) and its per-path facts.
 
 /// The family an endpoint belongs to, which decides who serves it and with which token.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -27,7 +27,7 @@ macro_rules! endpoints {
         }
 
         impl Endpoint {
-            /// Every endpoint, in the order of spec api.md.
+            /// Every endpoint, in the order of docs/design/api.md.
             pub const ALL: &'static [Endpoint] = &[$(Endpoint::$variant,)*];
 
             /// The request path, e.g. `/record_responses`.
@@ -91,7 +91,7 @@ endpoints! {
     AdminResultsList => "/admin/results/list", Admin;
 }
 
-/// 32 MiB: the body limit of `/create_ecosystem` (spec api.md §1.1).
+/// 32 MiB: the body limit of `/create_ecosystem` (docs/design/api.md §1.1).
 pub const MAX_CREATE_ECOSYSTEM_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// 8 MiB: the body limit of every other path.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -115,7 +115,7 @@ impl Endpoint {
         self.family() == EndpointFamily::Admin
     }
 
-    /// A read-only admin endpoint that also accepts the observer token (spec api.md §7,
+    /// A read-only admin endpoint that also accepts the observer token (docs/design/api.md §7,
     /// D14): list gaps, dead-letter list, state digest, results list, rebuild status and
     /// settings get/list/audit. Nothing else does.
     pub fn is_observable(self) -> bool {

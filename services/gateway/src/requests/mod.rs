@@ -1,6 +1,6 @@
 //! Request validation and conversion: Tutor's JSON bodies to typed requests and candidate events.
 //!
-//! [`parse_request`] checks a body against the endpoint's schema (spec api.md §1.3
+//! [`parse_request`] checks a body against the endpoint's schema (docs/design/api.md §1.3
 //! steps 4–5: schema, then semantic rules), collecting up to 100 pointer errors in
 //! document order, and only then deserializes it into the typed [`Request`]. uuids are
 //! normalised to lower case by the domain id types. [`candidates`] turns a write request
@@ -55,7 +55,7 @@ pub use write::{
 
 use validate::Schema;
 
-/// The names of the built-in algorithms (spec api.md §5.2), lower case.
+/// The names of the built-in algorithms (docs/design/api.md §5.2), lower case.
 pub const RESERVED_ALGORITHM_NAMES: [&str; 6] = [
     "local_query",
     "biglearn_sparfa",
@@ -66,7 +66,7 @@ pub const RESERVED_ALGORITHM_NAMES: [&str; 6] = [
 ];
 
 /// An `algorithm_name` exactly as sent (1..100 characters). Compare and store it through
-/// [`AlgorithmName::storage_key`]: names are case-insensitive (spec api.md §5.1).
+/// [`AlgorithmName::storage_key`]: names are case-insensitive (docs/design/api.md §5.1).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct AlgorithmName(pub String);
 
@@ -117,7 +117,7 @@ pub const SCHEMA_MISMATCH_MESSAGE: &str = "internal error: validated body does n
 /// Validates `body` for `endpoint` and converts it to the typed request.
 ///
 /// `Err` holds 1..=100 errors in document order; nothing of an invalid request may be
-/// acted on (spec api.md §1.3).
+/// acted on (docs/design/api.md §1.3).
 pub fn parse_request(endpoint: Endpoint, body: &Value) -> Result<Request, ValidationErrors> {
     validate::validate(schema_of(endpoint), body)?;
     convert(endpoint, body).map_err(|error| {

@@ -1,4 +1,4 @@
-//! The calculated-result pushes of external algorithms (spec api.md §5.3).
+//! The calculated-result pushes of external algorithms (docs/design/api.md §5.3).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -96,7 +96,7 @@ pub(crate) static UPDATE_TEACHER_CLUES: Schema = object(&[req(
     ),
 )]);
 
-/// `clue_data` (spec api.md §1.6): values in [0, 1].
+/// `clue_data` (docs/design/api.md §1.6): values in [0, 1].
 #[derive(Clone, PartialEq, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClueData {
@@ -196,7 +196,7 @@ pub struct UpdateTeacherCluesRequest {
     pub teacher_clue_updates: Vec<TeacherClueUpdate>,
 }
 
-/// A validated result push: one variant per endpoint of spec api.md §5.3. No item
+/// A validated result push: one variant per endpoint of docs/design/api.md §5.3. No item
 /// names a reserved algorithm.
 #[derive(Clone, PartialEq, Debug)]
 pub enum PushRequest {

@@ -1,4 +1,4 @@
-//! The result reads Tutor makes (spec api.md §4): schemas and typed requests.
+//! The result reads Tutor makes (docs/design/api.md §4): schemas and typed requests.
 
 use serde::Deserialize;
 
@@ -158,7 +158,7 @@ pub struct FetchCourseEcosystemStatusesRequest {
     pub course_uuids: Vec<CourseUuid>,
 }
 
-/// A validated result read: one variant per endpoint of spec api.md §4.
+/// A validated result read: one variant per endpoint of docs/design/api.md §4.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum ReadRequest {
     FetchAssignmentPes(FetchAssignmentPesRequest),

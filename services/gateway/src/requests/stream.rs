@@ -1,4 +1,4 @@
-//! The event-stream reads of external readers (spec api.md §6): metadatas and events.
+//! The event-stream reads of external readers (docs/design/api.md §6): metadatas and events.
 
 use serde::Deserialize;
 
@@ -7,7 +7,7 @@ use biglearn_domain::ids::{CourseUuid, EcosystemUuid, RequestUuid, SequenceNumbe
 
 use super::validate::{array, object, req, Schema, LIMIT_1_1000, NON_NEGATIVE_INTEGER, UUID};
 
-/// Course event type names (spec api.md §1.6 `course_event_type`).
+/// Course event type names (docs/design/api.md §1.6 `course_event_type`).
 static COURSE_EVENT_TYPE_NAMES: [&str; 10] = [
     "no_op",
     "create_course",
@@ -119,7 +119,7 @@ pub struct FetchEcosystemEventsRequest {
     pub max_num_events: u32,
 }
 
-/// A validated event-stream read: one variant per endpoint of spec api.md §6.
+/// A validated event-stream read: one variant per endpoint of docs/design/api.md §6.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum EventStreamRequest {
     FetchCourseMetadatas(FetchMetadatasRequest),

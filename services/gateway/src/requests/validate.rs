@@ -8,13 +8,13 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// At most this many errors are reported for one request (spec api.md §1.3).
+/// At most this many errors are reported for one request (docs/design/api.md §1.3).
 pub const MAX_ERRORS: usize = 100;
 
-/// `spy_info` objects may be at most this large once serialised (spec api.md §1.6).
+/// `spy_info` objects may be at most this large once serialised (docs/design/api.md §1.6).
 pub const MAX_SPY_INFO_BYTES: usize = 64 * 1024;
 
-/// The largest `non_negative_integer` (spec api.md §1.6).
+/// The largest `non_negative_integer` (docs/design/api.md §1.6).
 pub const MAX_NON_NEGATIVE_INTEGER: i64 = 2_147_483_647;
 
 /// One validation error: where in the request body, and what is wrong there.
@@ -135,7 +135,7 @@ pub(crate) const fn array(items: &'static Schema, min_items: usize, max_items: u
     }
 }
 
-// Standard types of spec api.md §1.6.
+// Standard types of docs/design/api.md §1.6.
 pub(crate) static UUID: Schema = Schema::Uuid;
 pub(crate) static DATETIME: Schema = Schema::Datetime;
 pub(crate) static BOOL: Schema = Schema::Bool;

@@ -1,4 +1,5 @@
-//! The ten write endpoints (spec api.md §2): schemas, typed requests, and their candidate events.
+//! The ten write endpoints (docs/design/api.md §2): schemas, typed requests, and their candidate
+//! events.
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -17,7 +18,7 @@ use super::validate::{
 };
 
 // ---------------------------------------------------------------------------------------
-// Schemas, field for field as in spec api.md §2.
+// Schemas, field for field as in docs/design/api.md §2.
 
 static POOL: Schema = object(&[
     req("use_for_clue", &BOOL),
@@ -168,7 +169,7 @@ pub(crate) static UPDATE_COURSE_ECOSYSTEMS: Schema = object(&[req(
     &array(&UPDATE_COURSE_ECOSYSTEM_ITEM, 0, 1000),
 )]);
 
-/// Both exclusion endpoints share one schema (spec api.md §2.7, §2.8).
+/// Both exclusion endpoints share one schema (docs/design/api.md §2.7, §2.8).
 pub(crate) static UPDATE_EXCLUDED_EXERCISES: Schema = object(&[
     req("request_uuid", &UUID),
     req("course_uuid", &UUID),
@@ -250,7 +251,7 @@ pub(crate) static RECORD_RESPONSES: Schema =
 
 // ---------------------------------------------------------------------------------------
 // Typed requests. Where a request item has exactly the fields of its event payload
-// (events.md §3), the payload type is the item type.
+// (docs/design/events.md §3), the payload type is the item type.
 
 /// `/create_ecosystem`.
 #[derive(Clone, PartialEq, Debug, Deserialize)]
@@ -314,7 +315,7 @@ pub struct RecordResponsesRequest {
     pub responses: Vec<RecordResponse>,
 }
 
-/// A validated write request: one variant per write endpoint (spec api.md §2.1–§2.10).
+/// A validated write request: one variant per write endpoint (docs/design/api.md §2.1–§2.10).
 #[derive(Clone, PartialEq, Debug)]
 pub enum WriteRequest {
     CreateEcosystem(Box<CreateEcosystemRequest>),
@@ -330,7 +331,7 @@ pub enum WriteRequest {
 }
 
 // ---------------------------------------------------------------------------------------
-// Candidate events (spec api.md §2 table, §3.3).
+// Candidate events (docs/design/api.md §2 table, §3.3).
 
 /// The payload of a candidate event, on its stream.
 // Course payloads are nearly every candidate; boxing them would add an allocation per
@@ -351,9 +352,9 @@ pub struct Candidate {
     pub aggregate: Uuid,
     /// The slot: forced 0 for `create_course` / `create_ecosystem`, else Tutor's.
     pub sequence_number: SequenceNumber,
-    /// The identity used for deduplication (spec api.md §2 table).
+    /// The identity used for deduplication (docs/design/api.md §2 table).
     pub event_uuid: EventUuid,
-    /// The event payload (events.md §3).
+    /// The event payload (docs/design/events.md §3).
     pub payload: CandidatePayload,
     /// JSON pointer of the request item, `""` for single-item endpoints, e.g.
     /// `/responses/3`; a 422 appends `/sequence_number`.
@@ -362,7 +363,7 @@ pub struct Candidate {
 
 impl Candidate {
     /// The same slot and identity with the payload replaced by the `no_op` of an
-    /// `update_course_ecosystem` whose preparation is unknown (spec api.md §2.6, D7).
+    /// `update_course_ecosystem` whose preparation is unknown (docs/design/api.md §2.6, D7).
     /// Other candidates are returned unchanged.
     pub fn into_preparation_unknown_no_op(self) -> Candidate {
         match &self.payload {
@@ -388,7 +389,7 @@ pub fn preparation_unknown_no_op(item: &UpdateCourseEcosystem) -> CoursePayload 
     })
 }
 
-/// One candidate event per item of a write request, in request order (spec api.md §2).
+/// One candidate event per item of a write request, in request order (docs/design/api.md §2).
 ///
 /// Items whose identity already appeared earlier in the same request collapse to
 /// their first occurrence (§2.10, §3.3: first occurrence wins). Empty batches give
@@ -453,7 +454,7 @@ pub fn candidates(request: &WriteRequest) -> Vec<Candidate> {
                 preparation_uuid: prepare.preparation_uuid,
                 course_uuid: prepare.course_uuid,
                 sequence_number: prepare.sequence_number,
-                // The next ecosystem is stored under `ecosystem_uuid` (events.md §3).
+                // The next ecosystem is stored under `ecosystem_uuid` (docs/design/events.md §3).
                 ecosystem_uuid: prepare.next_ecosystem_uuid,
                 ecosystem_map: prepare.ecosystem_map.clone(),
                 prepared_at: prepare.prepared_at.clone(),

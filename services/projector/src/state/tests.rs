@@ -143,7 +143,7 @@ fn response(course: CourseUuid, seq: i64, n: u128) -> CourseEvent {
     )
 }
 
-/// A range no_op (api.md D13) at `seq` covering through `through`.
+/// A range no_op (docs/design/api.md D13) at `seq` covering through `through`.
 fn range_no_op(course: CourseUuid, seq: i64, through: i64) -> CourseEvent {
     let mut e = no_op(course, seq);
     if let CoursePayload::NoOp(no_op) = &mut e.payload {

@@ -1,4 +1,4 @@
-//! Resolution tests: the acceptance scenarios of spec operations.md §6.4, every intent
+//! Resolution tests: the acceptance scenarios of docs/design/operations.md §6.4, every intent
 //! combination with courses created before and after each change, kill switches,
 //! explanations, the audit log and resolution as of a version.
 

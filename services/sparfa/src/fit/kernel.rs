@@ -1,4 +1,5 @@
-//! The inner loops of the §7 block steps (batched logistic residuals, the U-step, the (W, d)-step) and the work queue that runs them on threads.
+//! The inner loops of the docs/design/sparfa.md §7 block steps (batched logistic residuals, the
+//! U-step, the (W, d)-step) and the work queue that runs them on threads.
 
 use std::sync::Mutex;
 
