@@ -54,10 +54,11 @@ const ALLOWED_LABELS: [&str; 18] = [
 const RUNBOOK_BASE: &str = "{{ $externalLabels.runbook_base_url }}/";
 
 /// One alert per situation of docs/design/operations.md §7.3 (some situations have two).
-const REQUIRED_ALERTS: [(&str, &str); 20] = [
+const REQUIRED_ALERTS: [(&str, &str); 21] = [
     ("BiglearnSequenceGap", "warn"),
     ("BiglearnSequenceGapStallingCourses", "page"),
     ("BiglearnConsumerLag", "page"),
+    ("BiglearnConsumerStalled", "warn"),
     ("BiglearnStagingBehindProduction", "warn"),
     ("BiglearnDeadLetters", "warn"),
     ("BiglearnProducerErrors", "page"),

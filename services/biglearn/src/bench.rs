@@ -38,6 +38,9 @@ pub enum BenchCommand {
     /// Rebuild of the event-log projection from an embedded log (e.g. one written by
     /// `biglearn simulate --offline`), beside a raw sled batch insert of as many keys.
     Replay(crate::replay::ReplayArgs),
+    /// Read and decode every event of an embedded log through the consumer runtime,
+    /// applying nothing: the ceiling of a rebuild of the same log.
+    Read(crate::replay::ReadArgs),
     /// Scheduler latencies: fetch_student_clues and fetch_assignment_pes at a fixed
     /// request rate beside a /ping baseline, then response → served CLUE under
     /// simulator load, measured with probe courses of its own.
@@ -106,6 +109,7 @@ pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Append(args) => append(args).await,
         BenchCommand::Replay(args) => crate::replay::replay(args).await,
+        BenchCommand::Read(args) => crate::replay::read(args).await,
         BenchCommand::Scheduler(args) => crate::bench_latency::scheduler_bench(args).await,
     }
 }

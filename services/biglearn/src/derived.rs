@@ -11,9 +11,7 @@ use biglearn_projector::consumer::{ConsumerProgress, EventLogConsumerConfig, Eve
 use biglearn_projector::decoded::decoder;
 use biglearn_projector::event_log::EventLog;
 use biglearn_projector::results::{decode_result, ResultsProjection};
-use biglearn_projector::service::{
-    combined_hash, state_hash_parts, Generations, EVENT_LOG, STATE,
-};
+use biglearn_projector::service::{combined_hash, state_hash_parts, Generations, EVENT_LOG, STATE};
 use biglearn_projector::state::consumer::{StateApplier, StateConsumerConfig};
 use biglearn_projector::state::StateProjection;
 use biglearn_runtime::{RunOptions, TopicConsumer};
@@ -165,7 +163,11 @@ pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
         watchers.push(watcher);
         tasks.push(tokio::spawn(
             TopicConsumer::new(topics.results(), "rebuild", decode_result)
-                .feed("results", Arc::new(ResultsProjection::new(log.clone())), progress)
+                .feed(
+                    "results",
+                    Arc::new(ResultsProjection::new(log.clone())),
+                    progress,
+                )
                 .options(options.clone())
                 .run(store.clone(), stop_rx.clone()),
         ));

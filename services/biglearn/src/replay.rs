@@ -233,3 +233,90 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Options of `biglearn bench read`.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// The data directory whose embedded log (`<data-dir>/log`) to read.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Topic prefix of the log.
+    #[arg(long, default_value = "biglearn", env = "BIGLEARN_TOPIC_PREFIX")]
+    topic_prefix: String,
+    /// Records per poll.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+}
+
+/// Counts what it is offered and keeps nothing: the consumer runtime's cost alone.
+struct Discard;
+
+#[async_trait::async_trait]
+impl biglearn_runtime::Projection<biglearn_projector::decoded::DecodedEvent> for Discard {
+    fn positions(
+        &self,
+        _topic: &str,
+        n_partitions: i32,
+    ) -> Result<Vec<i64>, biglearn_runtime::ApplyError> {
+        Ok(vec![0; n_partitions as usize])
+    }
+
+    async fn apply(
+        &self,
+        batch: &biglearn_runtime::Batch<'_, biglearn_projector::decoded::DecodedEvent>,
+    ) -> Result<biglearn_runtime::Applied, biglearn_runtime::ApplyError> {
+        Ok(biglearn_runtime::Applied {
+            n_applied: batch.records.len() as u64,
+            ..Default::default()
+        })
+    }
+}
+
+/// `biglearn bench read`: reads and decodes every event of an embedded log through the
+/// consumer runtime and applies nothing — the ceiling a rebuild is measured against.
+pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let log_dir = args.data_dir.join("log");
+    let open_dir = log_dir.clone();
+    let store: SharedStreamStore = Arc::new(
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir))
+            .await?
+            .with_context(|| format!("cannot open the embedded log at {}", log_dir.display()))?,
+    );
+    let topics = Topics::new(args.topic_prefix.clone());
+    let started = Instant::now();
+    let mut events = 0u64;
+    for (stream, topic) in [
+        (StreamKind::Ecosystem, topics.ecosystem_events()),
+        (StreamKind::Course, topics.course_events()),
+    ] {
+        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
+        let (_stop, stop_rx) = watch::channel(false);
+        biglearn_runtime::TopicConsumer::new(
+            topic,
+            "bench_read",
+            biglearn_projector::decoded::decoder(stream),
+        )
+        .feed("bench_read", Arc::new(Discard), progress_tx)
+        .options(biglearn_runtime::RunOptions {
+            max_batch: args.batch,
+            stop_when_caught_up: true,
+            ..Default::default()
+        })
+        .run(store.clone(), stop_rx)
+        .await?;
+        events += progress_rx.borrow().n_applied;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "bench": "read",
+            "what": "read and decode every event record through the consumer runtime, apply nothing",
+            "events": events,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "events_per_s": (events as f64 / seconds.max(1e-9)).round(),
+            "peak_rss_bytes": peak_rss_bytes(),
+        })
+    );
+    Ok(())
+}

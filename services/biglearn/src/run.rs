@@ -591,8 +591,12 @@ pub async fn run_with(
             });
         let membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(membership);
         let consumer = {
-            let (store, topics, metrics_for_fits, run_stop) =
-                (store.clone(), topics.clone(), metrics.clone(), stop_rx.clone());
+            let (store, topics, metrics_for_fits, run_stop) = (
+                store.clone(),
+                topics.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            );
             biglearn_runtime::supervise(
                 "sparfa",
                 move || {

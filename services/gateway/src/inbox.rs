@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use biglearn_events::{encode_dead_letter, DeadLetter, DeadLetterReason};
 use biglearn_projector::event_log::EventLog;
-use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
+use biglearn_runtime::{Applied, ApplyError, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{ConsumedRecord, OutgoingRecord, SharedStreamStore};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -204,7 +204,11 @@ pub async fn run_inbox_consumer(
         dlq_topic,
     };
     TopicConsumer::new(inbox_topic, "inbox", |_: &ConsumedRecord| ())
-        .feed("inbox", std::sync::Arc::new(projection), watch::channel(Default::default()).0)
+        .feed(
+            "inbox",
+            std::sync::Arc::new(projection),
+            watch::channel(Default::default()).0,
+        )
         .options(RunOptions {
             max_batch: 100,
             poll_timeout: Duration::from_millis(200),

@@ -7,14 +7,14 @@ use biglearn_domain::events::StreamKind;
 use biglearn_domain::ids::CourseUuid;
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::EventLog;
+use biglearn_runtime::{
+    Applied as RuntimeApplied, ApplyError, Batch, Projection, RunOptions, TopicConsumer,
+};
 use biglearn_settings::avro::{decode_settings_event, settings_record};
 use biglearn_settings::{
     bootstrap_events, Applied, AuditFilter, ChangeContext, ChangeDefault, CoursesAtChange,
     DefineSetting, ExistingCourse, Scope, SettingValue, SettingsBody, SettingsError, SettingsEvent,
     SettingsHistory, ValueType,
-};
-use biglearn_runtime::{
-    Applied as RuntimeApplied, ApplyError, Batch, Projection, RunOptions, TopicConsumer,
 };
 use biglearn_stream::{OutgoingRecord, SharedStreamStore};
 use biglearn_telemetry::Metrics;
@@ -156,7 +156,11 @@ impl Projection<DecodedSettings> for SettingsProjection {
             }
             history.last_version()
         };
-        if let Some((_, next)) = batch.positions.iter().find(|(partition, _)| *partition == 0) {
+        if let Some((_, next)) = batch
+            .positions
+            .iter()
+            .find(|(partition, _)| *partition == 0)
+        {
             self.next_offset
                 .fetch_max(*next, std::sync::atomic::Ordering::SeqCst);
         }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use biglearn_domain::events::StreamKind;
 use biglearn_domain::ids::EventUuid;
 use biglearn_events::{encode_dead_letter, DeadLetter, DeadLetterReason};
-use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
+use biglearn_runtime::{Applied, ApplyError, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{ConsumedRecord, OutgoingRecord, SharedStreamStore};
 use tokio::sync::watch;
 
@@ -64,7 +64,9 @@ impl From<ProjectionError> for ApplyError {
         match error {
             ProjectionError::Stream(error) => error.into(),
             // The batch was not applied; the dead letter is written again on the retry.
-            ProjectionError::DeadLetterNotDelivered { .. } => ApplyError::transient(error.to_string()),
+            ProjectionError::DeadLetterNotDelivered { .. } => {
+                ApplyError::transient(error.to_string())
+            }
             error => ApplyError::fatal(error.to_string()),
         }
     }
@@ -206,7 +208,14 @@ async fn apply_batch(
         n_dead_lettered: dead_letters.len() as u64,
         ..Applied::default()
     };
-    write_dead_letters(store, &config.dlq_topic, dead_letters, &config.component, &config.metrics).await?;
+    write_dead_letters(
+        store,
+        &config.dlq_topic,
+        dead_letters,
+        &config.component,
+        &config.metrics,
+    )
+    .await?;
     let now = now_micros();
     let outcomes = log.apply(&offered, &positions, now)?;
     for item in &batch.decoded {

@@ -536,11 +536,9 @@ impl EventLog {
     /// the write-back while it holds rows.
     fn rows_in(&self, start: &[u8], end: &[u8]) -> Result<Rows<'_>, ProjectionError> {
         if !self.write_back.is_active() {
-            return Ok(Box::new(
-                self.tree
-                    .range(start..=end)
-                    .map(|row| row.map(|(key, value)| (key.to_vec(), value.to_vec()))),
-            ));
+            return Ok(Box::new(self.tree.range(start..=end).map(|row| {
+                row.map(|(key, value)| (key.to_vec(), value.to_vec()))
+            })));
         }
         Ok(Box::new(self.view().range(start, end)?.into_iter().map(Ok)))
     }
@@ -548,13 +546,13 @@ impl EventLog {
     /// Rows under `prefix` in key order (see [`EventLog::rows_in`]).
     fn rows_with_prefix(&self, prefix: &[u8]) -> Result<Rows<'_>, ProjectionError> {
         if !self.write_back.is_active() {
-            return Ok(Box::new(
-                self.tree
-                    .scan_prefix(prefix)
-                    .map(|row| row.map(|(key, value)| (key.to_vec(), value.to_vec()))),
-            ));
+            return Ok(Box::new(self.tree.scan_prefix(prefix).map(|row| {
+                row.map(|(key, value)| (key.to_vec(), value.to_vec()))
+            })));
         }
-        Ok(Box::new(self.view().scan_prefix(prefix)?.into_iter().map(Ok)))
+        Ok(Box::new(
+            self.view().scan_prefix(prefix)?.into_iter().map(Ok),
+        ))
     }
 
     /// Applies events and stream positions as one atomic batch.

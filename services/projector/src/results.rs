@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use biglearn_events::{decode_result_record, ResultKind, ResultRecord};
-use biglearn_runtime::{ApplyError, Applied, Batch, Projection, TopicConsumer};
+use biglearn_runtime::{Applied, ApplyError, Batch, Projection, TopicConsumer};
 use biglearn_stream::{ConsumedRecord, SharedStreamStore};
 use serde_json::{json, Value};
 use tokio::sync::watch;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use biglearn_domain::events::StreamKind;
-use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
+use biglearn_runtime::{Applied, ApplyError, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{SharedStreamStore, Topics};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
@@ -168,7 +168,11 @@ impl ProjectionService {
                 let config = consumer_config(&topics, &metrics, &hook, *stream, topic, false);
                 Ok((
                     *stream,
-                    Arc::new(StateApplier::new(projection.clone(), store.clone(), config)?),
+                    Arc::new(StateApplier::new(
+                        projection.clone(),
+                        store.clone(),
+                        config,
+                    )?),
                 ))
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
@@ -236,7 +240,14 @@ impl ProjectionService {
         topic: &str,
         rebuild: bool,
     ) -> StateConsumerConfig {
-        consumer_config(&self.topics, &self.metrics, &self.hook, stream, topic, rebuild)
+        consumer_config(
+            &self.topics,
+            &self.metrics,
+            &self.hook,
+            stream,
+            topic,
+            rebuild,
+        )
     }
 
     /// The live state projection of `stream`'s topic, for a consumer that feeds it (with
@@ -244,7 +255,10 @@ impl ProjectionService {
     pub fn live(
         self: &Arc<Self>,
         stream: StreamKind,
-    ) -> (Arc<dyn Projection<DecodedEvent>>, watch::Sender<ConsumerProgress>) {
+    ) -> (
+        Arc<dyn Projection<DecodedEvent>>,
+        watch::Sender<ConsumerProgress>,
+    ) {
         let progress = self
             .progress
             .iter()
@@ -366,7 +380,11 @@ impl ProjectionService {
             let config = self.consumer_config(*stream, topic, false);
             appliers.push((
                 *stream,
-                Arc::new(StateApplier::new(fresh.clone(), self.store.clone(), config)?),
+                Arc::new(StateApplier::new(
+                    fresh.clone(),
+                    self.store.clone(),
+                    config,
+                )?),
             ));
         }
         self.generations.switch(STATE, generation)?;
@@ -506,7 +524,12 @@ impl Projection<DecodedEvent> for LiveState {
             .iter()
             .find(|(stream, _)| *stream == self.stream)
             .map(|(_, applier)| applier.clone())
-            .ok_or_else(|| ApplyError::fatal(format!("no state applier for the {} stream", self.stream.as_str())))?;
+            .ok_or_else(|| {
+                ApplyError::fatal(format!(
+                    "no state applier for the {} stream",
+                    self.stream.as_str()
+                ))
+            })?;
         let applied = applier.apply(batch).await;
         drop(gate);
         applied

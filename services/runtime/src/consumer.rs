@@ -171,7 +171,8 @@ impl<T: Send + Sync + 'static> TopicConsumer<T> {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ApplyError> {
         let mut backoff = self.options.backoff.clone();
-        let Some((n_partitions, start_high)) = self.start(&store, &mut backoff, &mut shutdown).await?
+        let Some((n_partitions, start_high)) =
+            self.start(&store, &mut backoff, &mut shutdown).await?
         else {
             return Ok(());
         };
@@ -189,7 +190,9 @@ impl<T: Send + Sync + 'static> TopicConsumer<T> {
             }
             member.progress.send_replace(member.state.clone());
         }
-        let outcome = self.consume(&store, n_partitions, &mut backoff, &mut shutdown).await;
+        let outcome = self
+            .consume(&store, n_partitions, &mut backoff, &mut shutdown)
+            .await;
         // Whatever ended the run, replayed state in memory is written back.
         for member in &mut self.members {
             if std::mem::take(&mut member.replaying) {
@@ -267,7 +270,8 @@ impl<T: Send + Sync + 'static> TopicConsumer<T> {
                 };
                 self.clear_stall(&mut backoff);
                 if !records.is_empty() {
-                    let decoded: Vec<T> = records.iter().map(|record| (self.decode)(record)).collect();
+                    let decoded: Vec<T> =
+                        records.iter().map(|record| (self.decode)(record)).collect();
                     for index in 0..self.members.len() {
                         match self
                             .apply_to(index, &records, &decoded, &mut backoff, &mut shutdown)
@@ -298,7 +302,11 @@ impl<T: Send + Sync + 'static> TopicConsumer<T> {
 
     /// Applies every record up to the high watermarks of now, for at most `limit`; no
     /// retries (a store that fails now is left for the next start to read).
-    async fn drain(&mut self, store: &SharedStreamStore, limit: Duration) -> Result<(), ApplyError> {
+    async fn drain(
+        &mut self,
+        store: &SharedStreamStore,
+        limit: Duration,
+    ) -> Result<(), ApplyError> {
         let deadline = tokio::time::Instant::now() + limit;
         let Ok(high) = store.high_watermarks(&self.topic).await else {
             return Ok(());
@@ -339,7 +347,10 @@ impl<T: Send + Sync + 'static> TopicConsumer<T> {
             };
             let records: Vec<ConsumedRecord> = records
                 .into_iter()
-                .filter(|record| high.get(record.partition as usize).is_some_and(|h| record.offset < *h))
+                .filter(|record| {
+                    high.get(record.partition as usize)
+                        .is_some_and(|h| record.offset < *h)
+                })
                 .collect();
             if records.is_empty() {
                 continue;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use biglearn_runtime::{
-    ApplyError, Applied, Backoff, Batch, ConsumerProgress, Projection, RunOptions, TopicConsumer,
+    Applied, ApplyError, Backoff, Batch, ConsumerProgress, Projection, RunOptions, TopicConsumer,
 };
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::{
@@ -41,7 +41,11 @@ impl Recorder {
     }
 
     fn offsets(&self) -> Vec<i64> {
-        self.applied.lock().iter().map(|(_, offset, _)| *offset).collect()
+        self.applied
+            .lock()
+            .iter()
+            .map(|(_, offset, _)| *offset)
+            .collect()
     }
 }
 
@@ -148,7 +152,11 @@ async fn each_record_is_decoded_once_and_each_projection_gets_only_what_it_lacks
     assert_eq!(behind.offsets(), (0..30).collect::<Vec<i64>>());
     assert_eq!(ahead.offsets(), (12..30).collect::<Vec<i64>>());
     assert_eq!(ahead.applied.lock()[0].2, "r12");
-    assert_eq!(decodes.load(Ordering::SeqCst), 30, "one decode per record read");
+    assert_eq!(
+        decodes.load(Ordering::SeqCst),
+        30,
+        "one decode per record read"
+    );
     let progress = behind_rx.borrow().clone();
     assert!(progress.caught_up);
     assert_eq!(progress.positions, vec![30]);
@@ -184,8 +192,16 @@ async fn a_transient_failure_is_retried_with_the_same_batch_and_shown_as_a_stall
         "the stall names the error"
     );
     run.await.unwrap().unwrap();
-    assert_eq!(projection.offsets(), (0..10).collect::<Vec<i64>>(), "nothing lost or doubled");
-    assert_eq!(progress_rx.borrow().stalled, None, "the stall ends with the retry");
+    assert_eq!(
+        projection.offsets(),
+        (0..10).collect::<Vec<i64>>(),
+        "nothing lost or doubled"
+    );
+    assert_eq!(
+        progress_rx.borrow().stalled,
+        None,
+        "the stall ends with the retry"
+    );
 }
 
 #[tokio::test]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use biglearn_domain::ids::EcosystemUuid;
 use biglearn_events::{decode_model_computed, ModelComputed};
-use biglearn_scheduler::{EcosystemModel, ModelView};
 use biglearn_runtime::{
-    ApplyError, Applied, Batch, ConsumerProgress, Projection, RunOptions, TopicConsumer,
+    Applied, ApplyError, Batch, ConsumerProgress, Projection, RunOptions, TopicConsumer,
 };
+use biglearn_scheduler::{EcosystemModel, ModelView};
 use biglearn_stream::SharedStreamStore;
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -345,13 +345,17 @@ pub async fn run_model_store(
     progress: watch::Sender<ConsumerProgress>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), SparfaConsumerError> {
-    TopicConsumer::new(topic, "model_store", |_: &biglearn_stream::ConsumedRecord| ())
-        .feed("model_store", Arc::new(ModelFollower { models }), progress)
-        .options(RunOptions {
-            max_batch: 500,
-            ..RunOptions::default()
-        })
-        .run(store, shutdown)
-        .await
-        .map_err(|error| SparfaConsumerError::Consumer(error.to_string()))
+    TopicConsumer::new(
+        topic,
+        "model_store",
+        |_: &biglearn_stream::ConsumedRecord| (),
+    )
+    .feed("model_store", Arc::new(ModelFollower { models }), progress)
+    .options(RunOptions {
+        max_batch: 500,
+        ..RunOptions::default()
+    })
+    .run(store, shutdown)
+    .await
+    .map_err(|error| SparfaConsumerError::Consumer(error.to_string()))
 }

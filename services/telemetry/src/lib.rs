@@ -759,6 +759,8 @@ impl Metrics {
         self.consumer_stalled
             .with_label_values(&[component])
             .set(i64::from(stalled));
+        // The retry counter is rendered from the first report on, at 0.
+        let _ = self.consumer_retries_total.with_label_values(&[component]);
     }
 
     /// A consumer's lag after a batch.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use biglearn_domain::events::StreamKind;
 use biglearn_domain::sequencing::AggregateSequence;
 use biglearn_events::DeadLetterReason;
-use biglearn_runtime::{ApplyError, Applied, Batch, Projection, RunOptions, TopicConsumer};
+use biglearn_runtime::{Applied, ApplyError, Batch, Projection, RunOptions, TopicConsumer};
 use biglearn_stream::{OutgoingRecord, SharedStreamStore};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -97,7 +97,14 @@ impl Projection<DecodedEvent> for StateApplier {
     }
 
     async fn apply(&self, batch: &Batch<'_, DecodedEvent>) -> Result<Applied, ApplyError> {
-        let applied = apply_batch(&self.projection, &self.store, &self.config, batch, &self.blocked).await?;
+        let applied = apply_batch(
+            &self.projection,
+            &self.store,
+            &self.config,
+            batch,
+            &self.blocked,
+        )
+        .await?;
         observe_gaps(&self.config, &self.blocked.lock());
         Ok(applied)
     }
