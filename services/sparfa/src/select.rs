@@ -530,9 +530,9 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
     } else {
         candidates
     };
-    // Marginal candidates first, then joint ones (a joint candidate may start from the
-    // marginal 2PL); within each group independent fits run side by side, one thread
-    // each, and all are compared in candidate order afterwards.
+    // Marginal candidates first, side by side on one thread each, then joint ones (a
+    // joint candidate may start from the marginal 2PL and races the best marginal one);
+    // all are compared in candidate order afterwards.
     let mut slots: Vec<Option<(Fit, Array2<bool>)>> = vec![None; candidates.len()];
     let (marginal, joint): (Vec<usize>, Vec<usize>) =
         (0..candidates.len()).partition(|&i| candidates[i].estimator == Estimator::Marginal);
@@ -579,19 +579,19 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
         )
     });
     let rival = rival_terms.as_deref().map(|terms| Rival { terms });
-    for (i, result) in side_by_side(&joint, input.threads, |i, threads| {
+    // Joint fits end at very different iterations once they race, so they run one after
+    // the other, each on every thread (side by side, one would idle a thread).
+    for &i in &joint {
         let warm = two_pl.as_ref().filter(|_| candidates[i].warm_from_two_pl);
-        fit_candidate(
+        slots[i] = Some(fit_candidate(
             &candidates[i],
             input,
-            threads,
+            input.threads,
             sel_train,
             sel_holdout,
             warm,
             rival.as_ref(),
-        )
-    }) {
-        slots[i] = Some(result);
+        ));
     }
     let fits: Vec<(Fit, Array2<bool>)> = slots.into_iter().collect::<Option<Vec<_>>>()?;
     let scores: Vec<CandidateScore> = candidates
