@@ -28,8 +28,10 @@ type Predictor = Box<dyn Fn(&Observation) -> f64>;
 
 /// Above this many training observations, candidates are compared on a learner subsample.
 pub const SELECTION_CAP: usize = 2_000_000;
-/// U-steps that re-score learners from their training and validation responses.
-const RESCORE_ROUNDS: usize = 5;
+/// U-steps (of §7's inner steps each) that re-score learners from their training and
+/// validation responses, starting from the fit's U, which already fits the training
+/// part: 2 change the test AUC by less than 1e−4 against 5 on the issue-20 shapes.
+const RESCORE_ROUNDS: usize = 2;
 /// Worker threads of an evaluation fit (the machine target has two cores).
 const MAX_THREADS: usize = 2;
 
