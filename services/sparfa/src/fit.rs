@@ -269,7 +269,7 @@ pub fn fit_from(
 }
 
 /// A fit racing a [`Rival`] runs at least this many outer iterations.
-pub const RACE_MIN_ITERATIONS: usize = 4;
+pub const RACE_MIN_ITERATIONS: usize = 3;
 /// The factor on the extrapolated remaining gain before a racing fit is stopped.
 pub const RACE_SAFETY: f64 = 2.0;
 /// The largest per-iteration decay ratio used in the extrapolation (a slower decay counts
