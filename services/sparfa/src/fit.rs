@@ -17,6 +17,9 @@ pub const ITERATIONS_WITHOUT_EARLY_STOPPING: usize = 20;
 pub const MIN_OBSERVATIONS_FOR_EARLY_STOPPING: usize = 50;
 /// Question blocks of the (W, d)-step per worker thread (more blocks balance busy cores).
 const QUESTION_BLOCKS_PER_THREAD: usize = 2;
+/// Questions per block of the (W, d)-step at least: every block passes over all
+/// learners, so with few questions per block that pass costs more than the sums.
+const MIN_QUESTIONS_PER_BLOCK: usize = 16;
 /// A holdout log-likelihood improvement must exceed this (§6).
 pub const MIN_IMPROVEMENT: f64 = 1e-6;
 /// Probabilities are clipped to [ε, 1 − ε] in log-likelihoods (§6).
@@ -409,7 +412,7 @@ pub fn fit_against(
     let blocks = kernel::QuestionBlocks::new(
         train,
         if threads > 1 {
-            QUESTION_BLOCKS_PER_THREAD * threads
+            (QUESTION_BLOCKS_PER_THREAD * threads).min(n_questions / MIN_QUESTIONS_PER_BLOCK)
         } else {
             1
         },
