@@ -411,8 +411,11 @@ fn parse_rows(
     students: &mut Interner,
     items: &mut Interner,
 ) -> Result<Vec<Row>, EvalError> {
-    let mut seen: HashSet<u64, FastBuild> = HashSet::default();
-    let mut rows = Vec::new();
+    // Room for every line of a typical file (about 16 bytes or more per line).
+    let expected = text.len() / 16;
+    let mut seen: HashSet<u64, FastBuild> =
+        HashSet::with_capacity_and_hasher(expected, FastBuild::default());
+    let mut rows = Vec::with_capacity(expected);
     parse_csv(
         text,
         path,
@@ -577,26 +580,35 @@ fn split_rows(
     with_test: bool,
     threads: usize,
 ) -> (Vec<Row>, Vec<Row>, Vec<Row>) {
-    // Each key with its first 8 bytes as a big-endian number in front: comparing that
-    // first orders exactly as the bytes do, and almost never needs the rest.
-    let mut keyed: Vec<(u64, [u8; 32], u32)> = vec![(0, [0; 32], 0); rows.len()];
+    // Rows are sorted by their key's first 8 bytes as a big-endian number (compact
+    // entries, integer comparisons), then runs with equal prefixes (almost never more
+    // than one row) by the whole key and the names: exactly the order of the bytes.
+    let mut keys: Vec<[u8; 32]> = vec![[0; 32]; rows.len()];
     let chunk = rows.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
-        for (part, (c, out)) in rows.chunks(chunk).zip(keyed.chunks_mut(chunk).enumerate()) {
+        for (part, out) in rows.chunks(chunk).zip(keys.chunks_mut(chunk)) {
             scope.spawn(move || {
-                for (i, (r, slot)) in part.iter().zip(out.iter_mut()).enumerate() {
-                    let key = sha256_joined(&[
+                for (r, slot) in part.iter().zip(out.iter_mut()) {
+                    *slot = sha256_joined(&[
                         seed,
                         &students.names[r.student as usize],
                         &items.names[r.item as usize],
                     ]);
-                    let mut prefix = [0u8; 8];
-                    prefix.copy_from_slice(&key[..8]);
-                    *slot = (u64::from_be_bytes(prefix), key, (c * chunk + i) as u32);
                 }
             });
         }
     });
+    let prefix = |key: &[u8; 32]| {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&key[..8]);
+        u64::from_be_bytes(first)
+    };
+    let mut keyed: Vec<(u64, u32)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| (prefix(key), i as u32))
+        .collect();
+    keyed.sort_unstable();
     let names = |i: u32| {
         let r = rows[i as usize];
         (
@@ -604,18 +616,28 @@ fn split_rows(
             &items.names[r.item as usize],
         )
     };
-    keyed.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| a.1.cmp(&b.1))
-            .then_with(|| names(a.2).cmp(&names(b.2)))
-    });
+    let mut start = 0;
+    while start < keyed.len() {
+        let mut end = start + 1;
+        while end < keyed.len() && keyed[end].0 == keyed[start].0 {
+            end += 1;
+        }
+        if end - start > 1 {
+            keyed[start..end].sort_unstable_by(|a, b| {
+                keys[a.1 as usize]
+                    .cmp(&keys[b.1 as usize])
+                    .then_with(|| names(a.1).cmp(&names(b.1)))
+            });
+        }
+        start = end;
+    }
     let n = keyed.len();
     let n_test = if with_test { n / 5 } else { 0 };
     let n_validation = n / 10;
     let take = |range: std::ops::Range<usize>| {
         keyed[range]
             .iter()
-            .map(|(_, _, i)| rows[*i as usize])
+            .map(|(_, i)| rows[*i as usize])
             .collect()
     };
     (
