@@ -18,6 +18,9 @@ pub const ITERATIONS_WITHOUT_EARLY_STOPPING: usize = 20;
 pub const MIN_OBSERVATIONS_FOR_EARLY_STOPPING: usize = 50;
 /// Question blocks of the (W, d)-step per worker thread (more blocks balance busy cores).
 const QUESTION_BLOCKS_PER_THREAD: usize = 2;
+/// Questions per block of the (W, d)-step at least: every block passes over all
+/// learners, so with few questions per block that pass costs more than the sums.
+const MIN_QUESTIONS_PER_BLOCK: usize = 16;
 /// A holdout log-likelihood improvement must exceed this (§6).
 pub const MIN_IMPROVEMENT: f64 = 1e-6;
 /// Probabilities are clipped to [ε, 1 − ε] in log-likelihoods (§6).
@@ -266,6 +269,93 @@ pub fn fit_from(
     threads: usize,
     start: Option<&WarmStart>,
 ) -> Fit {
+    fit_against(problem, hp, threads, start, None)
+}
+
+/// A fit racing a [`Rival`] runs at least this many outer iterations.
+pub const RACE_MIN_ITERATIONS: usize = 3;
+/// The factor on the extrapolated remaining gain before a racing fit is stopped.
+pub const RACE_SAFETY: f64 = 2.0;
+/// The largest per-iteration decay ratio used in the extrapolation (a slower decay counts
+/// as this one: at most 1 / (1 − 0.95) = 20 more iterations at the current gain).
+const RACE_MAX_RATIO: f64 = 0.95;
+
+/// How many standard errors (of the mean per-observation holdout log-likelihood
+/// difference) a joint candidate must beat the best marginal one by to be chosen: its
+/// holdout score is optimistic (its best iterate is picked on that holdout) and it has
+/// far more parameters, so it must be clearly better — a one-sided test at about 2 %.
+pub const MARGIN_STANDARD_ERRORS: f64 = 2.0;
+
+/// A model the fit must beat on the holdout by [`MARGIN_STANDARD_ERRORS`] to be chosen
+/// (the selection's rule, see `select::choose`): its clipped log-likelihood per holdout
+/// observation, in the holdout's sorted order. A fit racing it stops early once it
+/// cannot plausibly get there: after at least [`RACE_MIN_ITERATIONS`] iterations, when
+/// the current iterate is short of the margin (mean per-observation difference minus
+/// [`MARGIN_STANDARD_ERRORS`] standard errors) by more than [`RACE_SAFETY`] times the
+/// gain still to come if the best holdout log-likelihood's last gains keep shrinking
+/// geometrically (Δ ρ / (1 − ρ), ρ the ratio of the last two gains, at most
+/// [`RACE_MAX_RATIO`]; nothing once it stopped improving). The full-batch fit's holdout
+/// curve is smooth, so the ratio is a fair guide; the factor covers slow tails.
+#[derive(Clone, Copy, Debug)]
+pub struct Rival<'a> {
+    /// Per-observation log-likelihood terms in sorted-holdout order.
+    pub terms: &'a [f64],
+}
+
+impl Rival<'_> {
+    /// mean(d) − [`MARGIN_STANDARD_ERRORS`] · SE(d) of d = ours − rival's per observation
+    /// (positive: ahead by the selection's margin).
+    fn margin(&self, ours: &[(f64, bool)]) -> f64 {
+        let n = ours.len().min(self.terms.len());
+        if n < 2 {
+            return f64::INFINITY;
+        }
+        let mut sum = 0.0;
+        for (&(a, _), &b) in ours.iter().zip(self.terms) {
+            sum += a - b;
+        }
+        let mean = sum / n as f64;
+        let mut squares = 0.0;
+        for (&(a, _), &b) in ours.iter().zip(self.terms) {
+            let x = a - b - mean;
+            squares += x * x;
+        }
+        mean - MARGIN_STANDARD_ERRORS * (squares / (n as f64 - 1.0) / n as f64).sqrt()
+    }
+}
+
+/// Whether a fit whose best holdout log-likelihood after each iteration is `best_after`
+/// (at least 3 values) and whose current margin over its rival is `margin` should stop
+/// racing (see [`Rival`]).
+fn race_lost(best_after: &[f64], margin: f64) -> bool {
+    let [.., a, b, c] = best_after else {
+        return false;
+    };
+    if margin >= 0.0 {
+        return false;
+    }
+    let (last, previous) = (c - b, b - a);
+    let remaining = if last <= 0.0 {
+        0.0
+    } else {
+        let ratio = if previous > 0.0 {
+            (last / previous).min(RACE_MAX_RATIO)
+        } else {
+            RACE_MAX_RATIO
+        };
+        last * ratio / (1.0 - ratio)
+    };
+    RACE_SAFETY * remaining < -margin
+}
+
+/// [`fit_from`], racing `rival` when given (see [`Rival`]).
+pub fn fit_against(
+    problem: &FitProblem<'_>,
+    hp: &Hyperparameters,
+    threads: usize,
+    start: Option<&WarmStart>,
+    rival: Option<&Rival<'_>>,
+) -> Fit {
     let (k, n_questions) = problem.hints.dim();
     let train = problem.train;
     let n_learners = train.n_learners();
@@ -323,7 +413,7 @@ pub fn fit_from(
     let blocks = kernel::QuestionBlocks::new(
         train,
         if threads > 1 {
-            QUESTION_BLOCKS_PER_THREAD * threads
+            (QUESTION_BLOCKS_PER_THREAD * threads).min(n_questions / MIN_QUESTIONS_PER_BLOCK)
         } else {
             1
         },
@@ -337,6 +427,8 @@ pub fn fit_from(
         u: Vec::new(),
     };
     let mut since_best = 0;
+    // The best holdout log-likelihood after each iteration (for the pace against a rival).
+    let mut best_after: Vec<f64> = Vec::new();
     for iteration in 1..=max_iterations {
         update_knowledge(&mut state, train, hp, threads);
         update_questions(&mut state, train, hp, &penalties, &blocks, threads);
@@ -355,6 +447,12 @@ pub fn fit_from(
         } else {
             since_best += 1;
             if since_best >= hp.patience {
+                break;
+            }
+        }
+        if let (Some(rival), Some((b, _))) = (rival, best) {
+            best_after.push(b);
+            if iteration >= RACE_MIN_ITERATIONS && race_lost(&best_after, rival.margin(&terms)) {
                 break;
             }
         }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::fit::{
-    clipped_log_likelihood, fit_from, Fit, FitProblem, FitStats, Hyperparameters, WarmStart,
-    MIN_OBSERVATIONS_FOR_EARLY_STOPPING,
+    clipped_log_likelihood, fit_against, Fit, FitProblem, FitStats, Hyperparameters, Rival,
+    WarmStart, MARGIN_STANDARD_ERRORS, MIN_OBSERVATIONS_FOR_EARLY_STOPPING,
 };
 use crate::irt::{fit_marginal, MarginalOptions, Slopes};
 use crate::observations::{Observation, Observations};
@@ -129,6 +129,11 @@ pub fn two_pl_strong_candidate() -> Candidate {
     })
 }
 
+/// Patience of the joint candidates of [`hinted_candidates`]: their full-batch holdout
+/// curves are smooth (one rise, then a decline), so 5 iterations without improvement
+/// end them (§6's 20).
+pub const SMOOTH_PATIENCE: usize = 5;
+
 /// The pages plus one general concept with strong shrinkage, cold-started as in §7.
 pub fn hinted_general_strong_candidate() -> Candidate {
     candidate("hinted+general-strong", PageRows::Hinted, |h| {
@@ -136,6 +141,7 @@ pub fn hinted_general_strong_candidate() -> Candidate {
         h.lambda_h_l2 = 8.0;
         h.lambda_extra_l2 = 2.0;
         h.gamma_u = 10.0;
+        h.patience = SMOOTH_PATIENCE;
     })
 }
 
@@ -148,15 +154,18 @@ pub fn hinted_warm_candidate() -> Candidate {
 }
 
 /// The candidates for a hinted model. The first, chosen when the holdout is too small
-/// to compare, is the §4 constants. Then the pages plus one general concept (hinted on
+/// to compare, is the §4 constants (with [`SMOOTH_PATIENCE`]: it peaks within a few
+/// iterations). Then the pages plus one general concept (hinted on
 /// every question, so the model contains a 2PL) with strong shrinkage (ℓ2 8 on page
 /// loadings, 2 on the general one, γ_U = 10), and the one-factor 2PL and Rasch models
 /// by marginal likelihood (they stay accurate when learners answer few questions).
-/// The joint candidate must beat the marginal ones by a standard error ([`choose`]).
+/// The joint candidate must beat the marginal ones by two standard errors ([`choose`]).
 /// ℓ1 stays 10 on non-hinted entries: loadings may leave the hints when the data demand it.
 pub fn hinted_candidates() -> Vec<Candidate> {
+    let mut spec = hinted_spec_candidate();
+    spec.hyperparameters.patience = SMOOTH_PATIENCE;
     vec![
-        hinted_spec_candidate(),
+        spec,
         two_pl_marginal_candidate(),
         rasch_marginal_candidate(),
         hinted_general_strong_candidate(),
@@ -305,6 +314,7 @@ fn fit_candidate(
     train: &Observations,
     holdout: &[Observation],
     two_pl: Option<&Fit>,
+    rival: Option<&Rival<'_>>,
 ) -> (Fit, Array2<bool>) {
     let (hints, mut init) = candidate_layout(c, input.page_hints, input.free_init);
     if c.estimator == Estimator::Marginal {
@@ -340,7 +350,7 @@ fn fit_candidate(
         holdout,
     };
     (
-        fit_from(&problem, &c.hyperparameters, threads, warm.as_ref()),
+        fit_against(&problem, &c.hyperparameters, threads, warm.as_ref(), rival),
         hints,
     )
 }
@@ -413,10 +423,11 @@ fn fit_marginal_candidate(
 }
 
 /// The chosen candidate. The best mean holdout log-likelihood, except that a joint
-/// candidate must beat every marginal one by more than one standard error (of the
-/// per-observation difference): joint candidates pick their best iterate on the holdout
-/// (early stopping), so their holdout score is optimistic, while the marginal ones never
-/// see the holdout. Otherwise the best marginal candidate within that margin is chosen.
+/// candidate must beat every marginal one by more than [`MARGIN_STANDARD_ERRORS`]
+/// standard errors (of the per-observation difference): joint candidates pick their best
+/// iterate on the holdout (early stopping), so their holdout score is optimistic, while
+/// the marginal ones never see the holdout. Otherwise the best marginal candidate within
+/// that margin is chosen.
 /// Ties go to the earlier candidate. Without holdout scores, the first candidate.
 fn choose(
     candidates: &[Candidate],
@@ -469,7 +480,7 @@ fn choose(
         .collect();
     let mean = diff.iter().sum::<f64>() / n;
     let variance = diff.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
-    if mean <= (variance / n).sqrt() {
+    if mean <= MARGIN_STANDARD_ERRORS * (variance / n).sqrt() {
         m
     } else {
         best
@@ -520,14 +531,22 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
     } else {
         candidates
     };
-    // Marginal candidates first, then joint ones (a joint candidate may start from the
-    // marginal 2PL); within each group independent fits run side by side, one thread
-    // each, and all are compared in candidate order afterwards.
+    // Marginal candidates first, side by side on one thread each, then joint ones (a
+    // joint candidate may start from the marginal 2PL and races the best marginal one);
+    // all are compared in candidate order afterwards.
     let mut slots: Vec<Option<(Fit, Array2<bool>)>> = vec![None; candidates.len()];
     let (marginal, joint): (Vec<usize>, Vec<usize>) =
         (0..candidates.len()).partition(|&i| candidates[i].estimator == Estimator::Marginal);
     for (i, result) in side_by_side(&marginal, input.threads, |i, threads| {
-        fit_candidate(&candidates[i], input, threads, sel_train, sel_holdout, None)
+        fit_candidate(
+            &candidates[i],
+            input,
+            threads,
+            sel_train,
+            sel_holdout,
+            None,
+            None,
+        )
     }) {
         slots[i] = Some(result);
     }
@@ -535,11 +554,45 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
         .iter()
         .find(|&&i| candidates[i].hyperparameters.learn_loadings)
         .and_then(|&i| slots[i].as_ref().map(|(f, _)| f.clone()));
-    for (i, result) in side_by_side(&joint, input.threads, |i, threads| {
+    // The joint candidates race the best marginal one: a joint fit that cannot clear the
+    // selection's margin stops early (see [`Rival`]).
+    let mut best_marginal: Option<usize> = None;
+    for &i in &marginal {
+        let score = |i: usize| {
+            slots[i]
+                .as_ref()
+                .and_then(|(f, _)| f.stats.holdout_log_likelihood)
+                .unwrap_or(f64::NEG_INFINITY)
+        };
+        if score(i).is_finite() && best_marginal.is_none_or(|m| score(i) > score(m)) {
+            best_marginal = Some(i);
+        }
+    }
+    let rival_terms: Option<Vec<f64>> = best_marginal.and_then(|m| {
+        let (f, _) = slots[m].as_ref()?;
+        let mut sorted = sel_holdout.to_vec();
+        sorted.sort();
+        Some(
+            sorted
+                .iter()
+                .map(|o| clipped_log_likelihood(f.predict(o.learner, o.question), o.correct))
+                .collect(),
+        )
+    });
+    let rival = rival_terms.as_deref().map(|terms| Rival { terms });
+    // Joint fits end at very different iterations once they race, so they run one after
+    // the other, each on every thread (side by side, one would idle a thread).
+    for &i in &joint {
         let warm = two_pl.as_ref().filter(|_| candidates[i].warm_from_two_pl);
-        fit_candidate(&candidates[i], input, threads, sel_train, sel_holdout, warm)
-    }) {
-        slots[i] = Some(result);
+        slots[i] = Some(fit_candidate(
+            &candidates[i],
+            input,
+            input.threads,
+            sel_train,
+            sel_holdout,
+            warm,
+            rival.as_ref(),
+        ));
     }
     let fits: Vec<(Fit, Array2<bool>)> = slots.into_iter().collect::<Option<Vec<_>>>()?;
     let scores: Vec<CandidateScore> = candidates
@@ -559,7 +612,7 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
             candidates
                 .iter()
                 .find(|c| c.estimator == Estimator::Marginal && c.hyperparameters.learn_loadings)
-                .map(|c| fit_candidate(c, input, input.threads, train, input.holdout, None).0)
+                .map(|c| fit_candidate(c, input, input.threads, train, input.holdout, None, None).0)
         } else {
             None
         };
@@ -570,6 +623,7 @@ pub fn fit_selected(input: &SelectionInput<'_>, candidates: &[Candidate]) -> Opt
             train,
             input.holdout,
             warm.as_ref(),
+            None,
         );
     }
     Some(SelectedFit {
@@ -691,13 +745,14 @@ mod tests {
             &train,
             &holdout,
             None,
+            None,
         );
         let mut warm = hinted_warm_candidate();
         // Zero iterations cannot be asked for; one outer iteration must stay close to the 2PL.
         warm.hyperparameters.max_outer_iterations = 1;
         warm.hyperparameters.patience = 1;
-        let (fit, _) = fit_candidate(&warm, &input, 1, &train, &holdout, Some(&two_pl));
-        let (cold, _) = fit_candidate(&warm, &input, 1, &train, &holdout, None);
+        let (fit, _) = fit_candidate(&warm, &input, 1, &train, &holdout, Some(&two_pl), None);
+        let (cold, _) = fit_candidate(&warm, &input, 1, &train, &holdout, None, None);
         let gap = |f: &Fit| {
             (0..train.n_learners())
                 .flat_map(|j| (0..12).map(move |q| (j, q)))

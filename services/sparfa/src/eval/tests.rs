@@ -176,6 +176,41 @@ fn split_is_hash_ordered_sized_and_stable() {
 }
 
 #[test]
+fn interned_split_matches_the_plain_split_for_any_thread_count() {
+    let all = rows(30, 17);
+    let (mut students, mut items) = (Interner::default(), Interner::default());
+    let interned: Vec<Row> = all
+        .iter()
+        .map(|r| Row {
+            student: students.id(&r.student),
+            item: items.id(&r.item),
+            correct: r.correct,
+        })
+        .collect();
+    let plain = |part: &[Row]| -> Vec<ResponseRow> {
+        part.iter()
+            .map(|r| ResponseRow {
+                student: students.names[r.student as usize].clone(),
+                item: items.names[r.item as usize].clone(),
+                correct: r.correct,
+            })
+            .collect()
+    };
+    for with_test in [true, false] {
+        let expected = split(&all, "7", with_test);
+        for threads in [1, 2, 3] {
+            let (test, validation, train) =
+                split_rows(&interned, &students, &items, "7", with_test, threads);
+            assert_eq!(
+                (plain(&test), plain(&validation), plain(&train)),
+                expected,
+                "{threads} threads, with_test {with_test}"
+            );
+        }
+    }
+}
+
+#[test]
 fn free_initial_loadings_are_seeded_and_non_negative() {
     let a = free_initial_loadings(3, 4);
     assert_eq!(a, free_initial_loadings(3, 4));

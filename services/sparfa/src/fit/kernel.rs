@@ -160,6 +160,11 @@ struct LearnerScratch {
     /// The learner's loadings on its active concepts, entry-major (n × m) and concept-major (m × n).
     by_entry: Vec<f64>,
     by_concept: Vec<f64>,
+    /// The same loadings as compressed rows (entry i's non-zeros at `offsets[i]..offsets[i + 1]`),
+    /// used instead of the dense local matrix when it would be mostly zeros.
+    offsets: Vec<u32>,
+    positions: Vec<u32>,
+    values: Vec<f64>,
     easiness: Vec<f64>,
     y: Vec<f64>,
     z: Vec<f64>,
@@ -188,7 +193,7 @@ pub(super) fn knowledge_step(
     hp: &Hyperparameters,
     threads: usize,
 ) {
-    knowledge_step_paths(w, d, u, k, train, hp, threads, true, wide_vectors());
+    knowledge_step_paths(w, d, u, k, train, hp, threads, true, true, wide_vectors());
 }
 
 /// [`knowledge_step`], with the dense path and 256-bit vectors allowed or not (the tests
@@ -203,6 +208,7 @@ fn knowledge_step_paths(
     hp: &Hyperparameters,
     threads: usize,
     allow_dense: bool,
+    allow_compressed: bool,
     wide: bool,
 ) {
     if k == 0 {
@@ -236,6 +242,7 @@ fn knowledge_step_paths(
     let context = LearnerContext {
         k,
         d,
+        allow_compressed,
         w_by_concept: &w_by_concept,
         dense_from: if dense_w {
             n_questions.div_ceil(2)
@@ -262,6 +269,8 @@ fn knowledge_step_paths(
 struct LearnerContext<'a> {
     k: usize,
     d: &'a [f64],
+    /// Whether mostly-zero local loadings may be walked as compressed rows.
+    allow_compressed: bool,
     /// W concept-major (K × Q), built only when `dense_from` is finite.
     w_by_concept: &'a [f64],
     /// Learners with at least this many observations take the dense path.
@@ -341,6 +350,9 @@ fn learner_steps(
         z,
         g,
         u_active,
+        offsets,
+        positions,
+        values: csr_values,
         ..
     } = s;
     let n = entries.len();
@@ -365,25 +377,68 @@ fn learner_steps(
     for (a, &c) in active.iter().enumerate() {
         position[c as usize] = a as u32;
     }
-    by_entry.clear();
-    by_entry.resize(n * m, 0.0);
-    by_concept.clear();
-    by_concept.resize(m * n, 0.0);
-    for (i, &e) in entries.iter().enumerate() {
-        let (concepts, values) = sparse.row(unpack(e).0);
-        for (&c, &v) in concepts.iter().zip(values) {
-            let a = position[c as usize] as usize;
-            by_entry[i * m + a] = v;
-            by_concept[a * n + i] = v;
-        }
-    }
+    let nnz: usize = entries
+        .iter()
+        .map(|&e| sparse.row(unpack(e).0).0.len())
+        .sum();
+    // Mostly-zero local loadings (each question on a few of the learner's concepts, as
+    // with page hints) are walked as compressed rows: the same non-zero terms in the same
+    // order, so the same values, without the multiplications by zero.
+    let compressed = context.allow_compressed && nnz * 2 <= n * m;
     u_active.clear();
     u_active.extend(active.iter().map(|&c| uj[c as usize]));
     let lipschitz = hp.gamma_u + 0.25 * norm_sum;
     let gamma = hp.gamma_u;
     z.resize(n, 0.0);
     g.resize(m, 0.0);
-    if m > 0 {
+    if compressed && m > 0 {
+        let values = csr_values;
+        offsets.clear();
+        positions.clear();
+        values.clear();
+        offsets.push(0);
+        for &e in entries {
+            let (concepts, row) = sparse.row(unpack(e).0);
+            for (&c, &v) in concepts.iter().zip(row) {
+                positions.push(position[c as usize]);
+                values.push(v);
+            }
+            offsets.push(positions.len() as u32);
+        }
+        for _ in 0..hp.inner_steps {
+            for (i, zi) in z.iter_mut().enumerate() {
+                let mut acc = easiness[i];
+                for t in offsets[i] as usize..offsets[i + 1] as usize {
+                    acc += values[t] * u_active[positions[t] as usize];
+                }
+                *zi = acc;
+            }
+            logistic_residuals(z, y);
+            for (gc, uc) in g.iter_mut().zip(u_active.iter()) {
+                *gc = gamma * uc;
+            }
+            for (i, &r) in z.iter().enumerate() {
+                for t in offsets[i] as usize..offsets[i + 1] as usize {
+                    g[positions[t] as usize] += r * values[t];
+                }
+            }
+            for (uc, gc) in u_active.iter_mut().zip(g.iter()) {
+                *uc -= gc / lipschitz;
+            }
+        }
+    } else if m > 0 {
+        by_entry.clear();
+        by_entry.resize(n * m, 0.0);
+        by_concept.clear();
+        by_concept.resize(m * n, 0.0);
+        for (i, &e) in entries.iter().enumerate() {
+            let (concepts, values) = sparse.row(unpack(e).0);
+            for (&c, &v) in concepts.iter().zip(values) {
+                let a = position[c as usize] as usize;
+                by_entry[i * m + a] = v;
+                by_concept[a * n + i] = v;
+            }
+        }
         for _ in 0..hp.inner_steps {
             z.copy_from_slice(easiness);
             for (column, &ua) in by_concept.chunks_exact(n).zip(u_active.iter()) {
@@ -887,7 +942,7 @@ fn block_steps(
             let (concepts, values) = knowledge.rows.row(j);
             let dense = train.learner_entries(j).len() >= dense_from;
             if dense {
-                dense_learner(s, entries, first, d_block, concepts, values, learn);
+                dense_learner(s, entries, first, d_block, uj, concepts, values, learn);
                 continue;
             }
             s.z.clear();
@@ -940,18 +995,24 @@ fn block_steps(
 /// logits concept by concept, the residuals, and the gradients concept by concept, all
 /// over contiguous rows. Unanswered questions get a residual of exactly 0, which leaves
 /// their sums unchanged.
+/// With mostly-zero block loadings (a few concepts per question, as with page hints) the
+/// logits run over each question's non-zero loadings instead: the same non-zero terms in
+/// the same (ascending concept) order, so the same values.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dense_learner(
     s: &mut QuestionScratch,
     entries: &[u32],
     first: usize,
     d_block: &[f64],
+    uj: &[f64],
     concepts: &[u32],
     values: &[f64],
     learn: bool,
 ) {
     let rows = d_block.len();
     let QuestionScratch {
+        sparse,
         w_by_concept,
         g,
         g_d,
@@ -965,11 +1026,22 @@ fn dense_learner(
         y_all[q - first] = f64::from(u8::from(y));
         answered[q - first] = true;
     }
-    z_all.copy_from_slice(d_block);
-    for (&c, &v) in concepts.iter().zip(values) {
-        let column = &w_by_concept[c as usize * rows..(c as usize + 1) * rows];
-        for (z, &w) in z_all.iter_mut().zip(column) {
-            *z += w * v;
+    if sparse.values.len() * 2 <= w_by_concept.len() {
+        for (local, z) in z_all.iter_mut().enumerate() {
+            let (w_concepts, w_values) = sparse.row(local);
+            let mut acc = d_block[local];
+            for (&c, &w) in w_concepts.iter().zip(w_values) {
+                acc += w * uj[c as usize];
+            }
+            *z = acc;
+        }
+    } else {
+        z_all.copy_from_slice(d_block);
+        for (&c, &v) in concepts.iter().zip(values) {
+            let column = &w_by_concept[c as usize * rows..(c as usize + 1) * rows];
+            for (z, &w) in z_all.iter_mut().zip(column) {
+                *z += w * v;
+            }
         }
     }
     logistic_residuals(z_all, y_all);
@@ -1096,6 +1168,7 @@ mod tests {
         let context = LearnerContext {
             k,
             d: &d,
+            allow_compressed: true,
             w_by_concept: &w_by_concept,
             dense_from: q.div_ceil(2),
             sparse: &sparse,
@@ -1125,8 +1198,19 @@ mod tests {
         let mut hp = Hyperparameters::spec();
         hp.lambda_nh_l1 = 0.5;
         let (mut u_dense, mut u_sparse) = (u0.clone(), u0.clone());
-        knowledge_step_paths(&w0, &d0, &mut u_dense, k, &train, &hp, 1, true, false);
-        knowledge_step_paths(&w0, &d0, &mut u_sparse, k, &train, &hp, 1, false, false);
+        knowledge_step_paths(&w0, &d0, &mut u_dense, k, &train, &hp, 1, true, true, false);
+        knowledge_step_paths(
+            &w0,
+            &d0,
+            &mut u_sparse,
+            k,
+            &train,
+            &hp,
+            1,
+            false,
+            true,
+            false,
+        );
         close(&u_dense, &u_sparse);
         let l2 = vec![0.05; q * k];
         let l1 = vec![0.5; q * k];
@@ -1171,6 +1255,55 @@ mod tests {
     }
 
     #[test]
+    fn compressed_local_loadings_give_the_same_bits_as_dense_ones() {
+        // Page-like W: question q loads on concept q % (k − 1) and on the last (general)
+        // concept, so each learner's local loadings are mostly zeros.
+        let (k, q) = (6, 30);
+        let (train, _, d0, u0) = problem(11, q, k);
+        let w0: Vec<f64> = (0..q * k)
+            .map(|i| {
+                let (qi, c) = (i / k, i % k);
+                if c == qi % (k - 1) || c == k - 1 {
+                    0.5 + 0.01 * (i % 7) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let hp = Hyperparameters::spec();
+        let run = |compressed: bool, wide: bool| {
+            let mut u = u0.clone();
+            knowledge_step_paths(&w0, &d0, &mut u, k, &train, &hp, 1, false, compressed, wide);
+            bits(&u)
+        };
+        let plain = run(false, false);
+        assert_ne!(plain, bits(&u0), "the step moved U");
+        assert_eq!(run(true, false), plain);
+        assert_eq!(run(true, wide_vectors()), plain);
+        // The (W, d)-step's dense path takes the same page-like W through its compressed
+        // logits: every learner on it gives the bits of every learner on the sparse path.
+        let l2 = vec![0.05; q * k];
+        let l1 = vec![1.0; q * k];
+        let penalties = PenaltyRows {
+            l2: &l2,
+            l1: &l1,
+            max_l2: 0.05,
+        };
+        let blocks = QuestionBlocks::new(&train, 2);
+        let step = |dense_from: usize, wide: bool| {
+            let (mut w, mut d) = (w0.clone(), d0.clone());
+            question_step_paths(
+                &mut w, &mut d, &u0, k, &train, &hp, &penalties, &blocks, 1, dense_from, wide,
+            );
+            (bits(&w), bits(&d))
+        };
+        let sparse_path = step(usize::MAX, false);
+        assert_ne!(sparse_path.0, bits(&w0), "the step moved W");
+        assert_eq!(step(0, false), sparse_path);
+        assert_eq!(step(0, wide_vectors()), sparse_path);
+    }
+
+    #[test]
     fn wide_vectors_give_the_same_bits_as_narrow_ones() {
         let (k, q) = (5, 24);
         let (train, w0, d0, u0) = problem(11, q, k);
@@ -1185,7 +1318,7 @@ mod tests {
         let blocks = QuestionBlocks::new(&train, 2);
         let run = |wide: bool| {
             let (mut w, mut d, mut u) = (w0.clone(), d0.clone(), u0.clone());
-            knowledge_step_paths(&w, &d, &mut u, k, &train, &hp, 1, true, wide);
+            knowledge_step_paths(&w, &d, &mut u, k, &train, &hp, 1, true, true, wide);
             let dense_from = q.div_ceil(2);
             question_step_paths(
                 &mut w, &mut d, &u, k, &train, &hp, &penalties, &blocks, 2, dense_from, wide,

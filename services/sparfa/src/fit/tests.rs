@@ -326,3 +326,50 @@ fn blocks_without_observations_are_unchanged() {
     assert_eq!(f.loadings.column(5).to_vec(), vec![0.0, 1.0]);
     assert!(f.knowledge.row(0).iter().all(|u| *u == 0.0));
 }
+
+#[test]
+fn race_is_lost_only_behind_the_margin_with_too_little_gain_to_come() {
+    // Ahead of the margin: never lost, whatever the curve does.
+    assert!(!race_lost(&[-0.6, -0.6, -0.6], 0.001));
+    // Fewer than three values: no extrapolation yet.
+    assert!(!race_lost(&[-0.6, -0.59], -1.0));
+    // Stopped improving and behind: lost.
+    assert!(race_lost(&[-0.6, -0.59, -0.59], -1e-9));
+    // Gains 0.004 then 0.002 (ratio ½): 0.002 still to come, twice that is 0.004.
+    assert!(!race_lost(&[-0.606, -0.602, -0.600], -0.0039));
+    assert!(race_lost(&[-0.606, -0.602, -0.600], -0.0041));
+    // A steady climb counts as at most 1 / (1 − RACE_MAX_RATIO) more steps of its gain.
+    let allowance = RACE_SAFETY * 0.001 * RACE_MAX_RATIO / (1.0 - RACE_MAX_RATIO);
+    assert!(!race_lost(&[-0.602, -0.601, -0.600], -(allowance - 1e-6)));
+    assert!(race_lost(&[-0.602, -0.601, -0.600], -(allowance + 1e-6)));
+}
+
+#[test]
+fn a_fit_racing_a_far_better_rival_stops_early_and_a_far_worse_one_changes_nothing() {
+    let (hints, observations) = problem_data(300, 30, 3);
+    let (train, mut holdout) = split_holdout(&observations);
+    holdout.sort();
+    let train = Observations::new(300, 30, &train).unwrap();
+    let problem = FitProblem {
+        hints: hints.view(),
+        initial_loadings: None,
+        train: &train,
+        holdout: &holdout,
+    };
+    let hp = Hyperparameters::spec();
+    let free = fit(&problem, &hp, 1);
+    assert!(
+        free.stats.outer_iterations > RACE_MIN_ITERATIONS,
+        "{:?}",
+        free.stats
+    );
+    // A rival that predicts every holdout response perfectly cannot be caught.
+    let perfect = vec![0.0; holdout.len()];
+    let raced = fit_against(&problem, &hp, 1, None, Some(&Rival { terms: &perfect }));
+    assert_eq!(raced.stats.outer_iterations, RACE_MIN_ITERATIONS);
+    // A rival far behind never stops the fit: the same fit, bit for bit.
+    let hopeless = vec![PROBABILITY_CLIP.ln(); holdout.len()];
+    let ahead = fit_against(&problem, &hp, 2, None, Some(&Rival { terms: &hopeless }));
+    assert_eq!(fit_bytes(&ahead), fit_bytes(&free));
+    assert_eq!(ahead.stats, free.stats);
+}
