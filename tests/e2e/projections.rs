@@ -472,12 +472,22 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
         http: Default::default(),
         kafka: Default::default(),
     };
-    biglearn::derived::rebuild_offline(config).await.unwrap();
-    assert_eq!(
-        hash(),
-        live,
-        "an offline rebuild reproduces the live state and results"
-    );
+    // Checkpoints every 7 records (many, falling inside batches), every 1,000, and none
+    // before the end: the same digest whatever the checkpoint size.
+    for records in [7, 1_000, 1_000_000] {
+        let checkpoint = biglearn_projector::overlay::CheckpointPolicy {
+            records,
+            interval: Duration::from_secs(3600),
+        };
+        biglearn::derived::rebuild_offline_with(config.clone(), checkpoint)
+            .await
+            .unwrap();
+        assert_eq!(
+            hash(),
+            live,
+            "an offline rebuild with checkpoints every {records} records reproduces the live state and results"
+        );
+    }
 
     // The rebuilt node serves what the live one served.
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
@@ -521,4 +531,85 @@ async fn a_feature_flag_turns_online_rebuilds_off_in_one_environment() {
         .expect("listed");
     assert_eq!(inbox["enabled"], true);
     node.stop().await.unwrap();
+}
+
+/// Issue 15: a clean stop right after a workload, with computations still pending and both
+/// cores busy with other work, leaves the digest that an offline rebuild of the same log
+/// gives: the consumers drain what the topics hold at the stop, the results consumer last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_work_pending_on_busy_cores_leaves_the_digest_of_a_rebuild() {
+    const WEEK_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
+    const NOW_MICROS: i64 = 1_760_000_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    // Two spinning threads: the machine is loaded while the node works and stops. Bounded
+    // by the flag and by a deadline of their own.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut x = 0u64;
+                while busy.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(600)
+                {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+
+    let node = Node::start(dir.path(), TestBackend::Embedded).await;
+    let mut workload =
+        biglearn_simulator::WorkloadConfig::new(3, 6, 2, 7, NOW_MICROS - WEEK_MICROS);
+    workload.cutoff_micros = Some(NOW_MICROS);
+    let summary = biglearn_simulator::run_simulation(biglearn_simulator::SimulateConfig {
+        workload,
+        target: node.base(),
+        token: biglearn_suite::API_TOKEN.into(),
+        concurrency: 8,
+        rate: None,
+        faults: Vec::new(),
+        truth_out: None,
+        request_timeout: Duration::from_secs(60),
+        slow_delay: Duration::from_millis(50),
+    })
+    .await
+    .unwrap();
+    assert!(summary.is_success(), "{}", summary.to_table());
+    // Stopped at once: the scheduler is still working off what the workload dirtied.
+    node.stop().await.unwrap();
+
+    let state_dir = dir.path().join("state");
+    let hash = || {
+        let db = sled::Config::new().path(&state_dir).open().unwrap();
+        let parts = biglearn_projector::service::state_hash_parts(&db).unwrap();
+        drop(db);
+        parts
+    };
+    let live = hash();
+    let config = biglearn::run::RunConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backend: biglearn::run::Backend::Embedded,
+        topic_prefix: "test".into(),
+        roles: vec![],
+        api_token: "unused-api-token-0123456789".into(),
+        admin_token: "unused-admin-token-0123456789".into(),
+        observer_token: None,
+        writer_id: "rebuild".into(),
+        flags: Default::default(),
+        http: Default::default(),
+        kafka: Default::default(),
+    };
+    biglearn::derived::rebuild_offline(config).await.unwrap();
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+    assert_eq!(
+        hash(),
+        live,
+        "the digest of a node stopped with work pending equals a rebuild's"
+    );
 }

@@ -10,6 +10,7 @@ use biglearn_domain::events::StreamKind;
 use biglearn_projector::consumer::{ConsumerProgress, EventLogConsumerConfig, EventLogProjection};
 use biglearn_projector::decoded::decoder;
 use biglearn_projector::event_log::EventLog;
+use biglearn_projector::overlay::CheckpointPolicy;
 use biglearn_projector::results::{decode_result, ResultsProjection};
 use biglearn_projector::service::{combined_hash, state_hash_parts, Generations, EVENT_LOG, STATE};
 use biglearn_projector::state::consumer::{StateApplier, StateConsumerConfig};
@@ -79,6 +80,14 @@ const REBUILD_BATCH: usize = 10_000;
 /// the streams into new generations, then switched to. Each event topic is read and each
 /// record decoded once, for both projections.
 pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
+    rebuild_offline_with(config, CheckpointPolicy::default()).await
+}
+
+/// [`rebuild_offline`], writing the replayed state back to sled by `checkpoint`.
+pub async fn rebuild_offline_with(
+    config: RunConfig,
+    checkpoint: CheckpointPolicy,
+) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let topics = Topics::new(config.topic_prefix.clone());
     let db = open_state_db(&config.data_dir).or_else(|_| {
@@ -121,7 +130,7 @@ pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
             log.clone(),
             store.clone(),
             EventLogConsumerConfig {
-                checkpoint: Default::default(),
+                checkpoint,
                 component: "event_log".into(),
                 stream,
                 topic: topic.clone(),
@@ -137,7 +146,7 @@ pub async fn rebuild_offline(config: RunConfig) -> anyhow::Result<()> {
             state.clone(),
             store.clone(),
             StateConsumerConfig {
-                checkpoint: Default::default(),
+                checkpoint,
                 component: "projector_rebuild".into(),
                 stream,
                 topic: topic.clone(),

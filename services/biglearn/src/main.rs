@@ -135,6 +135,10 @@ struct RebuildArgs {
     /// Who is acting, recorded in the log (with --online).
     #[arg(long, env = "USER", default_value = "operator")]
     actor: String,
+    /// Write the replayed state to sled every this many records (or every 2 s): fewer
+    /// means less memory and less replay after a crash, more means fewer writes.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_records: u64,
 }
 
 #[derive(Args, Debug)]
@@ -276,7 +280,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                     .await
             } else {
                 let config = run_config(&args.store, vec![], "rebuild")?;
-                biglearn::derived::rebuild_offline(config).await
+                biglearn::derived::rebuild_offline_with(
+                    config,
+                    biglearn_projector::overlay::CheckpointPolicy {
+                        records: args.checkpoint_records as usize,
+                        ..Default::default()
+                    },
+                )
+                .await
             }
         }
         Command::Settings(command) => biglearn::settings::run_settings(command).await,
