@@ -19,5 +19,6 @@ mod restart;
 mod results;
 mod scheduler;
 mod settings;
+mod settings_act;
 mod simulator;
 mod staging;

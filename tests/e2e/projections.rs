@@ -392,6 +392,22 @@ impl SettingsCourse {
     }
 }
 
+/// Waits (bounded) until `count` `local_query` PEs are served for `assignment`; returns it.
+async fn pes_become(node: &Node, assignment: &str, count: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let served = ready_pes(node, assignment).await;
+        if served == count {
+            return served;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{served} PEs, never {count}, for {assignment}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The number of `local_query` PEs served for `assignment`, once they are ready (bounded).
 async fn ready_pes(node: &Node, assignment: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -434,6 +450,9 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
         )
         .await;
     assert_eq!(code, 200, "{answer}");
+    // Settings act at once (docs/design/scheduler.md S9): the open assignment gets the new
+    // default without an event of its course, and new work has it too.
+    pes_become(&node, &before_change, 2).await;
     let after_change = course.assignment(&node, 3).await;
     assert_eq!(
         ready_pes(&node, &after_change).await,
@@ -491,7 +510,7 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
 
     // The rebuilt node serves what the live one served.
     let node = Node::start(dir.path(), TestBackend::Embedded).await;
-    assert_eq!(ready_pes(&node, &before_change).await, 3);
+    assert_eq!(ready_pes(&node, &before_change).await, 2);
     assert_eq!(ready_pes(&node, &after_change).await, 2);
     node.stop().await.unwrap();
 }

@@ -48,8 +48,7 @@ pub struct SchedulerBenchArgs {
     /// Timed responses per probe course (at most 61).
     #[arg(long, default_value_t = 25)]
     probes: usize,
-    /// Pause between two responses of a probe student, in milliseconds. Keep it above the
-    /// scheduler's 1 s per-course debounce to measure the pipeline rather than the debounce.
+    /// Pause between two responses of a probe student, in milliseconds (a student's pace).
     #[arg(long, default_value_t = 1500)]
     probe_interval_ms: u64,
     /// Simulated courses driven beside the probes (each course's requests go one at a time).

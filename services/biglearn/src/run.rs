@@ -427,23 +427,29 @@ pub async fn run_with(
         settings: {
             let cell = scheduler_settings.clone();
             let projection = settings_projection.clone();
-            Arc::new(move |course| match cell.get() {
-                Some(settings) => {
-                    let history = settings.history();
-                    let version = projection
-                        .get()
-                        .and_then(std::sync::Weak::upgrade)
-                        .and_then(|service| service.current().settings_version(course.0).ok())
-                        .flatten();
-                    match version {
-                        Some(version) => {
-                            biglearn_recompute::settings::resolve_at(&history, course, version)
-                        }
-                        None => biglearn_recompute::settings::resolve(&history, course),
+            let latest = scheduler_settings.clone();
+            biglearn_recompute::SettingsSource {
+                resolve: Arc::new(move |course, floor| match cell.get() {
+                    Some(settings) => {
+                        let history = settings.history();
+                        let version = projection
+                            .get()
+                            .and_then(std::sync::Weak::upgrade)
+                            .and_then(|service| service.current().settings_version(course.0).ok())
+                            .flatten()
+                            .unwrap_or_else(|| history.last_version());
+                        biglearn_recompute::settings::resolve_at(
+                            &history,
+                            course,
+                            version.max(floor),
+                        )
                     }
-                }
-                None => biglearn_scheduler::SchedulerSettings::INITIAL,
-            })
+                    None => biglearn_scheduler::SchedulerSettings::INITIAL,
+                }),
+                latest_version: Arc::new(move || {
+                    latest.get().map_or(0, |settings| settings.last_version())
+                }),
+            }
         },
     })
     .context("cannot open the scheduler's state")?;

@@ -59,6 +59,11 @@ pub struct ResultClueData {
 }
 
 /// One result with its version `(input_seq, model_seq, computed_at)`.
+///
+/// A record with neither `exercise_uuids` nor `clue_data` is a **withdrawal** (docs/design/
+/// scheduler.md §12, S9): the key's result is no longer served (reads answer `*_unready`),
+/// and its version still orders it against the key's other records. Every served result has
+/// one of the two, so schema v1 carries withdrawals without a new field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResultRecord {
     pub kind: ResultKind,
@@ -82,6 +87,27 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
+    /// Whether this record withdraws its key's result instead of carrying one.
+    pub fn is_withdrawal(&self) -> bool {
+        self.exercise_uuids.is_none() && self.clue_data.is_none()
+    }
+
+    /// The withdrawal of `served` at version `(input_seq, served.model_seq, computed_at)`:
+    /// the same key and model sequence, no content, so it replaces `served` and a result
+    /// computed later replaces it.
+    pub fn withdrawal_of(served: &ResultRecord, input_seq: i64, computed_at_micros: i64) -> Self {
+        ResultRecord {
+            calculation_uuid: Uuid::nil(),
+            ecosystem_matrix_uuid: None,
+            exercise_uuids: None,
+            clue_data: None,
+            spy_info_json: "{}".into(),
+            input_seq: input_seq.max(served.input_seq),
+            computed_at_micros: computed_at_micros.max(served.computed_at_micros),
+            ..served.clone()
+        }
+    }
+
     /// The result key `<kind>|<uuid>[|<uuid>]|<algorithm_name>` (the Kafka key).
     pub fn key(&self) -> String {
         let mut key = String::from(self.kind.as_str());
@@ -263,5 +289,41 @@ mod tests {
             },
             "teacher_clue|00000000-0000-0000-0000-000000000004|00000000-0000-0000-0000-000000000005|ftp",
         );
+    }
+
+    #[test]
+    fn a_withdrawal_keeps_the_key_and_orders_after_what_it_withdraws() {
+        let served = ResultRecord {
+            kind: ResultKind::AssignmentPes,
+            student_uuid: None,
+            course_container_uuid: None,
+            book_container_uuid: None,
+            assignment_uuid: Some(uuid(7)),
+            algorithm_name: "biglearn_sparfa".into(),
+            calculation_uuid: uuid(8),
+            ecosystem_matrix_uuid: Some(uuid(9)),
+            exercise_uuids: Some(vec![uuid(1)]),
+            clue_data: None,
+            spy_info_json: "{}".into(),
+            input_seq: 10,
+            model_seq: 3,
+            computed_at_micros: 500,
+            course_uuid: Some(uuid(3)),
+            producer: "scheduler".into(),
+        };
+        assert!(!served.is_withdrawal());
+        // The clock may read earlier than the stored result's (another process): never lower.
+        let withdrawal = ResultRecord::withdrawal_of(&served, 10, 400);
+        assert!(withdrawal.is_withdrawal());
+        assert_eq!(withdrawal.key(), served.key());
+        assert_eq!(
+            (
+                withdrawal.input_seq,
+                withdrawal.model_seq,
+                withdrawal.computed_at_micros
+            ),
+            (10, 3, 500)
+        );
+        check(withdrawal, &served.key());
     }
 }

@@ -34,14 +34,16 @@ pub fn result_key(kind: &str, ids: &[Uuid], algorithm: &AlgorithmName) -> String
     key
 }
 
+/// The served content of `key`: `None` when nothing is stored or the result was withdrawn
+/// (docs/design/scheduler.md S9: reads then answer `*_unready`).
 fn stored(log: &EventLog, key: &str) -> Result<Option<Value>, HandlerError> {
     match log.result(key)? {
         Some((_, content)) => {
-            serde_json::from_str(&content)
-                .map(Some)
-                .map_err(|error| HandlerError::Internal {
+            let content: Value =
+                serde_json::from_str(&content).map_err(|error| HandlerError::Internal {
                     detail: format!("stored result {key} is not JSON: {error}"),
-                })
+                })?;
+            Ok((!biglearn_projector::results::is_withdrawn(&content)).then_some(content))
         }
         None => Ok(None),
     }

@@ -14,8 +14,12 @@ use crate::consumer::ConsumerProgress;
 use crate::event_log::{EventLog, ResultVersion};
 use crate::ProjectionError;
 
-/// What the read API serves for a result: its answer fields as JSON.
+/// What the read API serves for a result: its answer fields as JSON; for a withdrawal,
+/// `{"withdrawn": true}` ([`is_withdrawn`]).
 pub fn stored_content(record: &ResultRecord) -> Value {
+    if record.is_withdrawal() {
+        return json!({"withdrawn": true});
+    }
     let spy_info: Value = serde_json::from_str(&record.spy_info_json).unwrap_or_else(|_| json!({}));
     match record.kind {
         ResultKind::StudentClue | ResultKind::TeacherClue => {
@@ -42,6 +46,11 @@ pub fn stored_content(record: &ResultRecord) -> Value {
             })
         }
     }
+}
+
+/// Whether stored content is a withdrawal: the read API answers as if nothing were stored.
+pub fn is_withdrawn(content: &Value) -> bool {
+    content.get("withdrawn") == Some(&Value::Bool(true))
 }
 
 /// The version of a result.

@@ -464,6 +464,20 @@ impl StateProjection {
         }
     }
 
+    /// Every course with an applied event, in uuid order (each has a settings-version row).
+    pub fn courses(&self) -> Result<Vec<Uuid>, ProjectionError> {
+        let mut courses = Vec::new();
+        for (key, _) in self.view().scan_prefix(&[TAG_SETTINGS_VERSION])? {
+            if let Some(course) = key
+                .get(1..17)
+                .and_then(|bytes| Uuid::from_slice(bytes).ok())
+            {
+                courses.push(course);
+            }
+        }
+        Ok(courses)
+    }
+
     /// Every aggregate currently blocked (pending entries behind a gap or an opaque entry).
     pub fn blocked(&self) -> Result<Vec<(StreamKind, Uuid, AggregateSequence)>, ProjectionError> {
         let mut blocked = Vec::new();

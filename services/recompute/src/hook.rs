@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 
 use crate::clock::{LogicalClock, WallClock};
 use crate::rows::{dirty_key, timer_key, waiting_key, whole_course_key, DirtyMark, TimerAction};
-use crate::SettingsSource;
+use crate::settings_watch::{SettingsFloors, SettingsSource};
+use biglearn_scheduler::SchedulerSettings;
 
 /// What every part of the shell shares: the clock, the views the core reads besides the
 /// state, the settings, and the loop's wake-up.
@@ -24,11 +25,20 @@ pub struct Shared {
     pub published: Arc<dyn PublishedView + Send + Sync>,
     pub models: Arc<dyn ModelView + Send + Sync>,
     pub settings: SettingsSource,
+    /// Each course's settings floor (settings that act at once, S9).
+    pub floors: SettingsFloors,
     /// Notified after every batch that dirtied something.
     pub wake: Arc<Notify>,
     /// Whether the live state consumers are caught up (set by the loop every pass). While
     /// they are not, the hook marks whole courses dirty instead of deriving targets.
     pub caught_up: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// `course`'s scheduler settings at its effective settings version.
+    pub fn settings_of(&self, course: CourseUuid) -> SchedulerSettings {
+        (self.settings.resolve)(course, self.floors.floor(course))
+    }
 }
 
 /// The batch hook of the state projection.
@@ -140,7 +150,7 @@ impl DirtyTargets {
                     view,
                     published: self.shared.published.as_ref(),
                     models: self.shared.models.as_ref(),
-                    settings: (self.shared.settings)(course),
+                    settings: self.shared.settings_of(course),
                 };
                 let triggered = scheduler
                     .targets_for(effect, now)

@@ -14,13 +14,21 @@
 //!   mode); the hook then marks whole courses dirty, expanded into targets once caught up.
 //! - The projection's state is never written by the loop: the past-due history rule, a
 //!   function of the logical clock, is applied to an uncommitted batch each pass.
+//! - Settings act at once (S9): a settings version that changes a course's resolved
+//!   scheduler settings raises the course's settings floor and marks the whole course dirty;
+//!   a course is computed at the later of its last event's settings version and its floor.
+//!   While `scheduler.publish_biglearn_sparfa` is off, its served `biglearn_sparfa` results
+//!   are withdrawn. At most [`WHOLE_COURSES_PER_PASS`] whole courses are expanded per pass,
+//!   so a change touching every course is worked off without starving other work.
+//! - No minimum interval per course (S10): a course is computed by the first pass after its
+//!   batch is applied; work coalesces only while a pass runs.
 //! - The logical clock never moves backwards. Simplification of §2.3: it advances to
 //!   `wall − CLOCK_SAFETY_LAG` while caught up; the `max(accepted_at)` term is not tracked.
 //!
 //! Does not: apply events (the projector does), hold business rules (the core does), or
 //! fit or store SPARFA models: it reads them through the `ModelView` it is given (the
-//! model store of `biglearn-sparfa-consumer`). TODO: a new model does not yet mark its
-//! ecosystem's `biglearn_sparfa` targets dirty; they pick it up when next recomputed.
+//! model store of `biglearn-sparfa-consumer`); an ecosystem's first model marks its courses
+//! whole-course dirty (docs/design/scheduler.md §4).
 //!
 //! Modules, in reading order:
 //! - [`clock`]: the logical clock and the injectable wall clock.
@@ -28,6 +36,7 @@
 //! - [`hook`]: [`DirtyTargets`], the state projection's batch hook.
 //! - [`published`]: published results read back, and published versions and hashes.
 //! - [`settings`]: a course's scheduler settings from the settings history.
+//! - [`settings_watch`]: settings floors, so that settings act at once.
 //! - [`recompute`]: the loop, [`run_recompute`].
 
 pub mod clock;
@@ -36,6 +45,7 @@ pub mod published;
 pub mod recompute;
 pub mod rows;
 pub mod settings;
+pub mod settings_watch;
 
 #[cfg(test)]
 mod tests;
@@ -43,11 +53,10 @@ mod tests;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use biglearn_domain::ids::CourseUuid;
 use biglearn_domain::state::StateError;
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::EventLog;
-use biglearn_scheduler::{ModelView, SchedulerError, SchedulerSettings};
+use biglearn_scheduler::{ModelView, SchedulerError};
 use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::{watch, Notify};
@@ -56,12 +65,11 @@ pub use clock::{system_wall_clock, LogicalClock, WallClock, CLOCK_SAFETY_LAG};
 pub use hook::{DirtyTargets, Shared};
 pub use published::{EventLogPublished, PublishedVersions};
 pub use recompute::{
-    run_recompute, PassReport, ProjectionSource, Recompute, RecomputeConfig, RECOMPUTE_DEBOUNCE,
-    RECOMPUTE_TICK,
+    run_recompute, PassReport, ProjectionSource, Recompute, RecomputeConfig, FAILED_COURSE_RETRY,
+    RECOMPUTE_TICK, WHOLE_COURSES_PER_PASS,
 };
 
-/// The scheduler settings of a course (docs/design/operations.md §6.4), resolved by the caller.
-pub type SettingsSource = Arc<dyn Fn(CourseUuid) -> SchedulerSettings + Send + Sync>;
+pub use settings_watch::{SettingsFloors, SettingsLook, SettingsSource};
 
 /// Failures of the shell; a failing course is logged and retried, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +134,7 @@ pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
         published: Arc::new(published.clone()),
         models: inputs.models,
         settings: inputs.settings,
+        floors: SettingsFloors::default(),
         wake: Arc::new(Notify::new()),
         caught_up: Arc::new(AtomicBool::new(false)),
     };
@@ -141,7 +150,7 @@ pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
         store: inputs.store,
         config: RecomputeConfig {
             results_topic: inputs.results_topic,
-            debounce: RECOMPUTE_DEBOUNCE,
+            failed_course_retry: FAILED_COURSE_RETRY,
             tick: RECOMPUTE_TICK,
             metrics: inputs.metrics,
         },

@@ -77,6 +77,10 @@ pub fn record_from_stored(
         (ResultKind::PracticeWorstAreas, [student]) => record.student_uuid = Some(*student),
         _ => return None,
     }
+    if biglearn_projector::results::is_withdrawn(&content) {
+        // Neither exercises nor a CLUE: `ResultRecord::is_withdrawal`.
+        return Some(record);
+    }
     match kind {
         ResultKind::StudentClue | ResultKind::TeacherClue => {
             let clue = content.get("clue_data")?;

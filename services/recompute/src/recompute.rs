@@ -1,6 +1,8 @@
-//! The recompute loop (docs/design/scheduler.md §4, §12): per course with dirty targets, at most
-//! once per debounce interval, compute in §4 order, publish what changed to
-//! `<prefix>.results` (one append per pass), then remove the computed dirty rows.
+//! The recompute loop (docs/design/scheduler.md §4, §12): per course with dirty targets,
+//! compute in §4 order, publish what changed to `<prefix>.results` (one append per pass),
+//! then remove the computed dirty rows. There is no minimum interval per course (S10): an
+//! idle course is computed as soon as its batch is applied, and work coalesces only when it
+//! queues up (targets marked again while a pass runs are computed once, by the next pass).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,9 +32,14 @@ use crate::rows::{
 };
 use crate::RecomputeError;
 
-/// Spec §15: a course is computed at most once per this interval.
-pub const RECOMPUTE_DEBOUNCE: Duration = Duration::from_secs(1);
-/// How often the loop looks for work without being woken (timers, debounced courses).
+/// A course whose computation failed is retried after this interval, not at every wake-up
+/// (a poison target must not take the loop's time from the other courses).
+pub const FAILED_COURSE_RETRY: Duration = Duration::from_secs(1);
+/// At most this many whole-course marks (a first model, a settings change) are expanded
+/// into targets per pass: a change touching every course is worked off at a bounded rate
+/// while response-triggered work goes on between passes (docs/design/scheduler.md S9).
+pub const WHOLE_COURSES_PER_PASS: usize = 64;
+/// How often the loop looks for work without being woken (timers, courses to retry).
 pub const RECOMPUTE_TICK: Duration = Duration::from_millis(200);
 
 /// After a wake-up, how long to let the waking batch commit before the pass.
@@ -46,8 +53,9 @@ pub type ProjectionSource = Arc<dyn Fn() -> StateProjection + Send + Sync>;
 pub struct RecomputeConfig {
     /// `<prefix>.results`.
     pub results_topic: String,
-    /// At most one computation per course per this interval ([`RECOMPUTE_DEBOUNCE`]).
-    pub debounce: Duration,
+    /// A course whose computation or publication failed waits this long before it is
+    /// tried again ([`FAILED_COURSE_RETRY`]).
+    pub failed_course_retry: Duration,
     /// Pass interval when not woken ([`RECOMPUTE_TICK`]).
     pub tick: Duration,
     pub metrics: Metrics,
@@ -64,8 +72,8 @@ pub struct Recompute {
     /// The live state consumers' progress: nothing is computed until all are caught up
     /// (docs/design/scheduler.md §12 replay mode). Empty means always caught up.
     pub progress: Vec<watch::Receiver<ConsumerProgress>>,
-    /// Wall-clock micros of each course's last computation (for the debounce).
-    last_computed: HashMap<CourseUuid, i64>,
+    /// Wall-clock micros of each course's last failed computation or publication.
+    failed_at: HashMap<CourseUuid, i64>,
     /// Targets whose computation needs an ecosystem not created yet: skipped, but kept
     /// dirty, until it exists (docs/design/scheduler.md §4).
     deferred: HashMap<(CourseUuid, Target), EcosystemUuid>,
@@ -83,6 +91,8 @@ pub struct PassReport {
     /// Dirty targets left after the pass.
     pub dirty_left: usize,
     pub timers_fired: usize,
+    /// Courses marked dirty because a settings change changed their resolved settings.
+    pub settings_marked: usize,
 }
 
 fn kind_label(target: &Target) -> &'static [&'static str] {
@@ -136,7 +146,7 @@ impl Recompute {
             versions,
             store,
             progress,
-            last_computed: HashMap::new(),
+            failed_at: HashMap::new(),
             deferred: HashMap::new(),
         }
     }
@@ -152,12 +162,13 @@ impl Recompute {
             view,
             published: &self.published,
             models: self.shared.models.as_ref(),
-            settings: (self.shared.settings)(course),
+            settings: self.shared.settings_of(course),
         }
     }
 
-    /// One pass: release waits, fire due timers, compute every course whose debounce
-    /// allows, and report the backlog.
+    /// One pass: release waits, fire due timers, compute every course with dirty targets
+    /// (but those whose last try failed less than `failed_course_retry` ago), and report
+    /// the backlog.
     pub async fn pass(&mut self) -> Result<PassReport, RecomputeError> {
         let projection = (self.projection)();
         let tree = projection.tree().clone();
@@ -171,6 +182,25 @@ impl Recompute {
         if report.caught_up {
             let wall = (self.shared.wall)();
             let now = self.shared.clock.advance_with_wall(wall);
+            let look = self.shared.floors.look(
+                &tree,
+                &self.shared.settings,
+                || {
+                    let courses =
+                        projection
+                            .courses()
+                            .map_err(|source| RecomputeError::Projection {
+                                doing: "listing the courses for a settings change",
+                                source,
+                            })?;
+                    Ok(courses.into_iter().map(CourseUuid).collect())
+                },
+                DirtyMark {
+                    dirty_at_micros: wall,
+                    stamp: 0,
+                },
+            )?;
+            report.settings_marked = look.courses;
             self.expand_whole_courses(&projection, &tree, now)?;
             self.release_waits(&projection, &tree)?;
             report.timers_fired = self.fire_timers(&projection, &tree, now)?;
@@ -181,8 +211,9 @@ impl Recompute {
             let wall = (self.shared.wall)();
             let mut prepared = Vec::new();
             for (course, rows) in &dirty {
-                let due = self.last_computed.get(course).is_none_or(|last| {
-                    wall.saturating_sub(*last) >= self.config.debounce.as_micros() as i64
+                let due = self.failed_at.get(course).is_none_or(|failed| {
+                    wall.saturating_sub(*failed)
+                        >= self.config.failed_course_retry.as_micros() as i64
                 });
                 if !due {
                     continue;
@@ -192,7 +223,7 @@ impl Recompute {
                     Ok(None) => {}
                     Err(error) => {
                         tracing::error!(%error, course = %course.0, "A course's recomputation failed; its targets stay dirty and are retried.");
-                        self.last_computed.insert(*course, wall);
+                        self.failed_at.insert(*course, wall);
                     }
                 }
                 // Computation is CPU work on a runtime worker: let the consumers and the
@@ -206,13 +237,13 @@ impl Recompute {
                         report.published += course.outcome.published;
                         report.skipped_unchanged += course.outcome.skipped_unchanged;
                         report.stale_dropped += course.outcome.stale_dropped;
-                        self.last_computed.insert(course.course, wall);
+                        self.failed_at.remove(&course.course);
                     }
                 }
                 Err(error) => {
                     tracing::error!(%error, courses = prepared.len(), "Publishing a pass's results failed; their targets stay dirty and are retried.");
                     for course in &prepared {
-                        self.last_computed.insert(course.course, wall);
+                        self.failed_at.insert(course.course, wall);
                     }
                 }
             }
@@ -278,7 +309,10 @@ impl Recompute {
         tree: &sled::Tree,
         now: i64,
     ) -> Result<(), RecomputeError> {
-        for row in tree.scan_prefix(in_tree(&[WHOLE_COURSE])) {
+        for row in tree
+            .scan_prefix(in_tree(&[WHOLE_COURSE]))
+            .take(WHOLE_COURSES_PER_PASS)
+        {
             let (key, value) = row.map_err(sled_error("scanning whole-course rows"))?;
             let Some(course) = parse_whole_course_key(&key[1..]) else {
                 continue;
@@ -612,7 +646,9 @@ pub async fn run_recompute(mut recompute: Recompute, mut shutdown: watch::Receiv
     tracing::info!("The recompute loop started.");
     while !*shutdown.borrow() {
         match recompute.pass().await {
-            Ok(report) if report.courses > 0 || report.timers_fired > 0 => {
+            Ok(report)
+                if report.courses > 0 || report.timers_fired > 0 || report.settings_marked > 0 =>
+            {
                 tracing::debug!(?report, "Recompute pass.");
             }
             Ok(_) => {}

@@ -194,12 +194,14 @@ struct World {
     hook: Arc<DirtyTargets>,
     recompute: Recompute,
     wall: Arc<AtomicI64>,
+    /// The newest settings version (see the settings source in [`World::new`]).
+    settings_version: Arc<AtomicI64>,
     metrics: Metrics,
     caught_up: watch::Sender<ConsumerProgress>,
 }
 
 impl World {
-    async fn new(debounce: Duration) -> World {
+    async fn new() -> World {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let db = sled::Config::new()
             .path(dir.path().join("state"))
@@ -215,6 +217,7 @@ impl World {
         let projection = StateProjection::open(&db, "state").expect("the projection opens");
         let log = EventLog::open(&db, "event_log").expect("the event log opens");
         let wall = Arc::new(AtomicI64::new(T0 + 10 * DAY));
+        let settings_version = Arc::new(AtomicI64::new(1));
         let wall_clock: WallClock = {
             let wall = wall.clone();
             Arc::new(move || wall.load(Ordering::SeqCst))
@@ -228,7 +231,27 @@ impl World {
             wall: wall_clock,
             published: Arc::new(published.clone()),
             models: Arc::new(models),
-            settings: Arc::new(|_| SchedulerSettings::INITIAL),
+            settings: {
+                let version = settings_version.clone();
+                SettingsSource {
+                    resolve: Arc::new(move |_, floor| {
+                        // The test's settings history: the courses' events were accepted at
+                        // version 1; version 2 turns biglearn_sparfa off, version 3 also
+                        // lowers the PEs per chapter to 2.
+                        let at = floor.max(1).min(version.load(Ordering::SeqCst));
+                        SchedulerSettings {
+                            publish_biglearn_sparfa: at < 2,
+                            default_num_pes_per_book_container: if at >= 3 { 2 } else { 3 },
+                            ..SchedulerSettings::INITIAL
+                        }
+                    }),
+                    latest_version: {
+                        let version = settings_version.clone();
+                        Arc::new(move || version.load(Ordering::SeqCst))
+                    },
+                }
+            },
+            floors: SettingsFloors::default(),
             wake: Arc::new(Notify::new()),
             caught_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
@@ -240,7 +263,7 @@ impl World {
         let recompute = Recompute::new(
             RecomputeConfig {
                 results_topic: topics.results(),
-                debounce,
+                failed_course_retry: FAILED_COURSE_RETRY,
                 tick: RECOMPUTE_TICK,
                 metrics: metrics.clone(),
             },
@@ -259,6 +282,7 @@ impl World {
             hook: Arc::new(DirtyTargets::new(shared)),
             recompute,
             wall,
+            settings_version,
             metrics,
             caught_up,
         }
@@ -344,6 +368,27 @@ impl World {
         records
     }
 
+    /// Stores every published record in the event log, as the results consumer does.
+    async fn store_published(&self) {
+        let rows: Vec<(String, biglearn_projector::event_log::ResultVersion, String)> = self
+            .published()
+            .await
+            .iter()
+            .map(|record| {
+                (
+                    record.key(),
+                    biglearn_projector::results::version_of(record),
+                    biglearn_projector::results::stored_content(record).to_string(),
+                )
+            })
+            .collect();
+        self.recompute
+            .published
+            .log
+            .apply_results(&rows, &[])
+            .expect("results are stored");
+    }
+
     fn set_wall(&self, micros: i64) {
         self.wall.store(micros, Ordering::SeqCst);
     }
@@ -359,7 +404,7 @@ fn student_clue_key() -> String {
 
 #[tokio::test]
 async fn the_hook_writes_dirty_targets_only_with_its_batch() {
-    let world = World::new(Duration::ZERO).await;
+    let world = World::new().await;
     world.feed_ecosystem();
     let events = course_events(T0 + 20 * DAY);
     // A batch that never commits leaves nothing behind.
@@ -409,7 +454,7 @@ async fn the_hook_writes_dirty_targets_only_with_its_batch() {
 
 #[tokio::test]
 async fn a_pass_publishes_results_then_skips_unchanged_ones() {
-    let mut world = World::new(Duration::ZERO).await;
+    let mut world = World::new().await;
     world.feed_ecosystem();
     world.feed_course(&course_events(T0 + 20 * DAY));
     let report = world.recompute.pass().await.expect("a pass");
@@ -510,7 +555,7 @@ async fn a_pass_publishes_results_then_skips_unchanged_ones() {
 
 #[tokio::test]
 async fn feedback_opening_recomputes_the_student_clue() {
-    let mut world = World::new(Duration::ZERO).await;
+    let mut world = World::new().await;
     let feedback_at = T0 + 20 * DAY;
     world.feed_ecosystem();
     world.feed_course(&course_events(feedback_at));
@@ -543,8 +588,8 @@ async fn feedback_opening_recomputes_the_student_clue() {
 }
 
 #[tokio::test]
-async fn nothing_is_computed_while_catching_up_or_within_the_debounce() {
-    let mut world = World::new(Duration::from_secs(1)).await;
+async fn nothing_is_computed_while_catching_up_and_an_idle_course_at_once() {
+    let mut world = World::new().await;
     world.feed_ecosystem();
     let events = course_events(T0 + 20 * DAY);
     world.feed_course(&events[..3]);
@@ -561,12 +606,9 @@ async fn nothing_is_computed_while_catching_up_or_within_the_debounce() {
     let report = world.recompute.pass().await.expect("a pass");
     assert_eq!(report.courses, 1);
 
-    // A response within the debounce waits for it.
+    // No minimum interval (docs/design/scheduler.md S10): a response right after the
+    // course's computation, at the same wall-clock instant, is computed by the next pass.
     world.feed_course(&events[3..4]);
-    let report = world.recompute.pass().await.expect("a pass");
-    assert_eq!(report.courses, 0);
-    assert!(report.dirty_left > 0);
-    world.set_wall(T0 + 10 * DAY + 1_000_000);
     let report = world.recompute.pass().await.expect("a pass");
     assert_eq!(report.courses, 1);
     assert_eq!(report.dirty_left, 0);
@@ -574,7 +616,7 @@ async fn nothing_is_computed_while_catching_up_or_within_the_debounce() {
 
 #[tokio::test]
 async fn targets_wait_for_an_ecosystem_created_later() {
-    let mut world = World::new(Duration::ZERO).await;
+    let mut world = World::new().await;
     // The course's events arrive before the ecosystem's.
     world.feed_course(&course_events(T0 + 20 * DAY));
     world.recompute.pass().await.expect("a pass");
@@ -644,7 +686,7 @@ fn a_row_redirtied_during_computation_stays_dirty() {
 
 #[tokio::test]
 async fn a_course_replayed_while_catching_up_is_computed_whole_once_caught_up() {
-    let mut world = World::new(Duration::ZERO).await;
+    let mut world = World::new().await;
     world
         .caught_up
         .send_modify(|progress| progress.caught_up = false);
@@ -694,7 +736,7 @@ async fn a_course_replayed_while_catching_up_is_computed_whole_once_caught_up() 
 
 #[tokio::test]
 async fn an_ecosystems_first_model_dirties_its_courses_and_later_models_do_not() {
-    let mut world = World::new(Duration::ZERO).await;
+    let mut world = World::new().await;
     world.feed_ecosystem();
     world.feed_course(&course_events(T0 + 20 * DAY));
     world.recompute.pass().await.expect("a pass");
@@ -718,4 +760,74 @@ async fn an_ecosystems_first_model_dirties_its_courses_and_later_models_do_not()
     let report = world.recompute.pass().await.expect("a pass");
     assert_eq!(report.dirty_left, 0, "{report:?}");
     assert_eq!(whole_courses(&world), 0, "expanded and computed");
+}
+
+#[tokio::test]
+async fn a_settings_change_recomputes_its_courses_at_once_and_the_kill_switch_withdraws() {
+    let mut world = World::new().await;
+    world.feed_ecosystem();
+    world.feed_course(&course_events(T0 + 20 * DAY));
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!((report.courses, report.settings_marked), (1, 0));
+    world.store_published().await;
+    let sparfa_key = format!("assignment_pes|{}|biglearn_sparfa", ASSIGNMENT.0);
+    let local_key = format!("assignment_pes|{}|local_query", ASSIGNMENT.0);
+    let records = world.published().await;
+    assert!(!latest(&records, &sparfa_key)
+        .expect("sparfa PEs")
+        .is_withdrawal());
+    let local_pes = |records: &[ResultRecord]| {
+        latest(records, &local_key)
+            .and_then(|record| record.exercise_uuids.clone())
+            .expect("local_query PEs")
+    };
+    assert_eq!(local_pes(&records).len(), 3);
+
+    // The kill switch: no course event, yet the next pass withdraws biglearn_sparfa.
+    world.settings_version.store(2, Ordering::SeqCst);
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!((report.settings_marked, report.courses), (1, 1));
+    world.store_published().await;
+    let records = world.published().await;
+    assert!(latest(&records, &sparfa_key)
+        .expect("a record")
+        .is_withdrawal());
+    assert!(!latest(&records, &local_key)
+        .expect("a record")
+        .is_withdrawal());
+    for record in &records {
+        if record.algorithm_name.ends_with("biglearn_sparfa") {
+            let key = record.key();
+            assert!(
+                latest(&records, &key).expect("a record").is_withdrawal(),
+                "{key}"
+            );
+        }
+    }
+    let withdrawals = records.iter().filter(|r| r.is_withdrawal()).count();
+    // Looked at once: the next pass marks nothing and withdraws nothing again.
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!((report.settings_marked, report.courses), (0, 0));
+    assert_eq!(
+        world
+            .published()
+            .await
+            .iter()
+            .filter(|r| r.is_withdrawal())
+            .count(),
+        withdrawals
+    );
+
+    // A default lowered for all courses reaches the open assignment without an event.
+    world.settings_version.store(3, Ordering::SeqCst);
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.settings_marked, 1);
+    world.store_published().await;
+    assert_eq!(local_pes(&world.published().await).len(), 2);
+
+    // The floors are kept with the tree: a new loop over it does not look again.
+    world.recompute.shared.floors = SettingsFloors::default();
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.settings_marked, 0, "the seen version is stored");
+    assert_eq!(world.recompute.shared.floors.floor(COURSE), 3);
 }

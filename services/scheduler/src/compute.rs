@@ -134,6 +134,9 @@ impl Scheduler<'_> {
                 pass.compute_worst_areas(*target, *student, current)?;
             }
         }
+        if !self.settings.publish_biglearn_sparfa {
+            pass.withdraw_biglearn_sparfa(&set)?;
+        }
         Ok(pass.out)
     }
 }
@@ -205,6 +208,84 @@ impl Pass<'_, '_> {
             course_uuid: Some(self.course.0),
             producer: PRODUCER.into(),
         }
+    }
+
+    /// While `scheduler.publish_biglearn_sparfa` is off for the course, every served
+    /// `biglearn_sparfa` result of `targets` is withdrawn (docs/design/scheduler.md S9), so
+    /// that reads answer `*_unready` and Tutor falls back; a withdrawn key stays quiet.
+    fn withdraw_biglearn_sparfa(
+        &mut self,
+        targets: &BTreeSet<Target>,
+    ) -> Result<(), SchedulerError> {
+        let sparfa = Algorithm::BiglearnSparfa;
+        for target in targets {
+            let keyed = |pass: &Self, kind: ResultKind, name: String| -> ResultRecord {
+                let mut record = pass.base_record(kind, name, -1);
+                match *target {
+                    Target::StudentClue {
+                        book_container,
+                        student,
+                        ..
+                    } => {
+                        record.student_uuid = Some(student.0);
+                        record.book_container_uuid = Some(book_container.0);
+                    }
+                    Target::TeacherClue {
+                        book_container,
+                        container,
+                        ..
+                    } => {
+                        record.course_container_uuid = Some(container.0);
+                        record.book_container_uuid = Some(book_container.0);
+                    }
+                    Target::Assignment(assignment) => record.assignment_uuid = Some(assignment.0),
+                    Target::WorstAreas(student) => record.student_uuid = Some(student.0),
+                }
+                record
+            };
+            let templates: Vec<ResultRecord> = match target {
+                Target::StudentClue { .. } => {
+                    vec![keyed(self, ResultKind::StudentClue, sparfa.as_str().into())]
+                }
+                Target::TeacherClue { .. } => {
+                    vec![keyed(self, ResultKind::TeacherClue, sparfa.as_str().into())]
+                }
+                Target::Assignment(_) => {
+                    let mut list = vec![keyed(
+                        self,
+                        ResultKind::AssignmentPes,
+                        sparfa.as_str().into(),
+                    )];
+                    for history_type in HistoryType::ALL {
+                        list.push(keyed(
+                            self,
+                            ResultKind::AssignmentSpes,
+                            sparfa.spe_name(history_type),
+                        ));
+                    }
+                    list
+                }
+                Target::WorstAreas(_) => vec![keyed(
+                    self,
+                    ResultKind::PracticeWorstAreas,
+                    sparfa.as_str().into(),
+                )],
+            };
+            for template in templates {
+                let served = self
+                    .overlay
+                    .result(&template.key())
+                    .reading_published("reading a served biglearn_sparfa result")?;
+                if let Some(served) = served.filter(|served| !served.is_withdrawal()) {
+                    let mut withdrawal =
+                        ResultRecord::withdrawal_of(&served, self.input_seq, self.now);
+                    withdrawal.course_uuid = Some(self.course.0);
+                    withdrawal.producer = PRODUCER.into();
+                    self.emit(withdrawal);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn emit(&mut self, record: ResultRecord) {

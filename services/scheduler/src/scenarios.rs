@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use biglearn_domain::ids::ExerciseUuid;
-use biglearn_domain::state::{AssignmentState, StateView};
+use biglearn_domain::state::{AssignmentState, Effect, StateView};
 use biglearn_events::{ResultKind, ResultRecord};
 use serde_json::Value;
 use uuid::Uuid;
@@ -906,6 +906,85 @@ fn the_sparfa_setting_stops_sparfa_results() {
         .unwrap()
         .targets
         .is_empty());
+}
+
+/// S9: turning `scheduler.publish_biglearn_sparfa` off withdraws every served
+/// `biglearn_sparfa` result of the targets computed (once: a withdrawn key stays quiet),
+/// leaves the other algorithms alone, and turning it on again brings them back.
+#[test]
+fn the_sparfa_kill_switch_withdraws_served_results_and_releasing_it_restores_them() {
+    let mut world = World::new();
+    let a = eco(0xA);
+    world.ecosystem(simple_book(a, &[(0x101, range(1, 6))]));
+    world.add_model(a, 0);
+    world.create_course(a);
+    world.roster(&[(0x50, 0)], &[(1, 0x50)]);
+    let mut spec = AssignmentSpec::new(0xA1, 1, a, "reading").core(&[1]);
+    spec.bcs = vec![0x101];
+    world.assignment(&spec);
+    world.respond(1, spec.exercises[0].0, 1, a, true, T0);
+    let everything = |world: &World| {
+        world
+            .scheduler()
+            .targets_for(
+                &Effect::EcosystemSwitched {
+                    course: COURSE,
+                    from: a,
+                    to: a,
+                },
+                world.now,
+            )
+            .unwrap()
+            .targets
+    };
+    let served_sparfa = |world: &World| -> Vec<String> {
+        world
+            .published
+            .results
+            .iter()
+            .filter(|(key, record)| key.ends_with("biglearn_sparfa") && !record.is_withdrawal())
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    let before = served_sparfa(&world);
+    assert!(
+        before.iter().any(|key| key.starts_with("assignment_pes|"))
+            && before.iter().any(|key| key.starts_with("student_clue|")),
+        "{before:?}"
+    );
+    let local_before = world.pes(0xA1, "local_query");
+
+    world.settings.publish_biglearn_sparfa = false;
+    let targets = everything(&world);
+    let computed = world.compute(&targets);
+    assert!(
+        served_sparfa(&world).is_empty(),
+        "{:?}",
+        served_sparfa(&world)
+    );
+    let withdrawn: Vec<String> = computed
+        .records
+        .iter()
+        .filter(|record| record.is_withdrawal())
+        .map(|record| record.key())
+        .collect();
+    let mut expected = before.clone();
+    expected.sort();
+    let mut sorted = withdrawn.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "each served key withdrawn once");
+    assert_eq!(world.pes(0xA1, "biglearn_sparfa"), None);
+    assert_eq!(world.pes(0xA1, "local_query"), local_before);
+    // Computed again while off: nothing more to withdraw.
+    let computed = world.compute(&targets);
+    assert!(!computed.records.iter().any(|record| record.is_withdrawal()));
+
+    world.settings.publish_biglearn_sparfa = true;
+    let targets = everything(&world);
+    world.compute(&targets);
+    let mut after = served_sparfa(&world);
+    after.sort();
+    assert_eq!(after, expected, "every withdrawn key is served again");
 }
 
 /// §4: targets needing an ecosystem that is not created yet are deferred, and released
