@@ -831,3 +831,35 @@ async fn a_settings_change_recomputes_its_courses_at_once_and_the_kill_switch_wi
     assert_eq!(report.settings_marked, 0, "the seen version is stored");
     assert_eq!(world.recompute.shared.floors.floor(COURSE), 3);
 }
+
+#[tokio::test]
+async fn whole_course_marks_are_expanded_at_a_bounded_rate_beside_other_work() {
+    let mut world = World::new().await;
+    world.feed_ecosystem();
+    world.feed_course(&course_events(T0 + 20 * DAY));
+    // A change that touched many courses: more whole-course marks than one pass expands.
+    let marked = WHOLE_COURSES_PER_PASS + 36;
+    let tree = world.projection.tree().clone();
+    let mark = crate::rows::DirtyMark {
+        dirty_at_micros: T0,
+        stamp: 0,
+    };
+    for n in 0..marked {
+        let course = CourseUuid(Uuid::from_u128(0xC0_0000 + n as u128));
+        tree.insert(
+            in_tree(&crate::rows::whole_course_key(course)),
+            mark.encode(),
+        )
+        .unwrap();
+    }
+    let whole_courses = |tree: &sled::Tree| {
+        tree.scan_prefix(in_tree(&[crate::rows::WHOLE_COURSE]))
+            .count()
+    };
+    // The course with a response is computed in the first pass all the same.
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.courses, 1);
+    assert_eq!(whole_courses(&tree), 36);
+    world.recompute.pass().await.expect("a pass");
+    assert_eq!(whole_courses(&tree), 0);
+}
