@@ -60,8 +60,8 @@ pub struct ResultClueData {
 
 /// One result with its version `(input_seq, model_seq, computed_at)`.
 ///
-/// A record with neither `exercise_uuids` nor `clue_data` is a **withdrawal** (docs/design/
-/// scheduler.md §12, S9): the key's result is no longer served (reads answer `*_unready`),
+/// A record with neither `exercise_uuids` nor `clue_data` is a **withdrawal**
+/// (docs/design/scheduler.md §12, S9): the key's result is no longer served (reads answer `*_unready`),
 /// and its version still orders it against the key's other records. Every served result has
 /// one of the two, so schema v1 carries withdrawals without a new field.
 #[derive(Clone, Debug, PartialEq)]
