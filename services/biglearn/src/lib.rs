@@ -1,16 +1,17 @@
-//! The wiring library of the `biglearn` binary: every role and operator tool, callable
-//! from the CLI and from end-to-end tests.
+//! The library of the `biglearn` binary: the operator tools, callable from the CLI and
+//! from end-to-end tests; the node itself is built by `biglearn-node`.
 //!
 //! Invariants:
 //! - This crate is glue: wiring of components, signals, and mapping errors to messages
 //!   that tell the operator what to do. Business rules live in the library crates.
-//! - `anyhow` is used here and nowhere else.
+//! - `anyhow` is used here and in the crates it calls for wiring (`biglearn-node`,
+//!   `biglearn-bench`), nowhere else.
 //!
 //! Does not: implement any rule of the domain.
 //!
 //! Modules, in reading order:
-//! - [`run`], [`kafka_options`]: re-exported from `biglearn-node`, the node builder.
-//! - [`tokens`]: API and admin tokens from the environment or the data directory.
+//! - [`run`], [`kafka_options`], [`tokens`]: re-exported from `biglearn-node`, the node
+//!   builder.
 //! - [`logging`]: `--log-format text|json`, colour only on a terminal.
 //! - [`admin`]: operator commands that call the admin endpoints (`gap`, `dlq`).
 //! - [`derived`]: `state-hash` and `rebuild` (offline, or online through a running process).
@@ -33,6 +34,5 @@ pub mod settings;
 pub mod simulate;
 pub mod sparfa;
 pub mod staging;
-pub mod tokens;
 
-pub use biglearn_node::{kafka_options, run};
+pub use biglearn_node::{kafka_options, run, tokens};

@@ -15,8 +15,10 @@
 //! - [`run`]: `up` and `serve`: stream store, consumers, writer, HTTP, shutdown.
 //! - [`kafka_options`]: `--kafka-property`, the stable `client.id`, the schema registry.
 //! - [`staging`]: the split store of a staging node (production's topics read-only).
+//! - [`tokens`]: API and admin tokens from the environment or the data directory.
 
 pub mod config;
 pub mod kafka_options;
 pub mod run;
 pub mod staging;
+pub mod tokens;

@@ -176,36 +176,23 @@ pub async fn termination_signal() {
     }
 }
 
-/// Spawns a SPARFA component; its failure stops the process like a consumer's.
-fn spawn_sparfa_task(
-    name: &'static str,
-    component: impl std::future::Future<Output = Result<(), biglearn_sparfa_consumer::SparfaConsumerError>>
-        + Send
-        + 'static,
-    failed_tx: &tokio::sync::mpsc::Sender<String>,
-) -> tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>> {
-    let failed_tx = failed_tx.clone();
-    tokio::spawn(async move {
-        if let Err(error) = component.await {
-            let _ = failed_tx.send(format!("{name} failed: {error}")).await;
-        }
-        Ok(())
-    })
-}
-
 /// How long a clean stop spends applying what the topics hold at that moment.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
-/// Spawns a consumer of the runtime; a fatal error stops the process (transient ones
-/// are retried inside it).
-fn spawn_consumer<E: std::fmt::Display>(
-    name: String,
-    consumer: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+/// A component's task, awaited at shutdown under the name of what it reads.
+type ComponentTask = tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>>;
+
+/// Spawns a component of the node (a consumer, a SPARFA member, the inbox, the recompute
+/// loop): a fatal error stops the process (transient ones are retried inside it).
+fn spawn_component<E: std::fmt::Display>(
+    name: &str,
+    component: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
     failed_tx: &tokio::sync::mpsc::Sender<String>,
-) -> tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>> {
+) -> ComponentTask {
     let failed_tx = failed_tx.clone();
+    let name = name.to_owned();
     tokio::spawn(async move {
-        consumer.await.map_err(|error| {
+        component.await.map_err(|error| {
             let detail = format!("{name} failed: {error}");
             let _ = failed_tx.try_send(detail.clone());
             biglearn_projector::ProjectionError::Consumer { detail }
@@ -244,10 +231,7 @@ fn follow_models(
     models_topic: &str,
     stop_rx: &watch::Receiver<bool>,
     failed_tx: &tokio::sync::mpsc::Sender<String>,
-    consumer_tasks: &mut Vec<(
-        String,
-        tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>>,
-    )>,
+    consumer_tasks: &mut Vec<(String, ComponentTask)>,
 ) -> anyhow::Result<watch::Receiver<ConsumerProgress>> {
     if let Some(log) = log {
         let marked = log
@@ -272,7 +256,7 @@ fn follow_models(
     );
     consumer_tasks.push((
         models_topic.to_owned(),
-        spawn_sparfa_task("the model store", consumer, failed_tx),
+        spawn_component("the model store", consumer, failed_tx),
     ));
     Ok(progress_rx)
 }
@@ -483,7 +467,7 @@ pub async fn run_with(
         .run(store.clone(), stop_rx.clone());
         consumer_tasks.push((
             topic.clone(),
-            spawn_consumer(format!("the consumer of {topic}"), consumer, &failed_tx),
+            spawn_component(&format!("the consumer of {topic}"), consumer, &failed_tx),
         ));
     }
     if !keeps_event_log {
@@ -503,11 +487,14 @@ pub async fn run_with(
                 .collect(),
         );
         let stop = stop_rx.clone();
-        let task = tokio::spawn(async move {
+        let recompute = async move {
             biglearn_recompute::run_recompute(recompute, stop).await;
-            Ok::<(), biglearn_projector::ProjectionError>(())
-        });
-        consumer_tasks.push(("the recompute loop".to_owned(), task));
+            Ok::<(), std::convert::Infallible>(())
+        };
+        consumer_tasks.push((
+            "the recompute loop".to_owned(),
+            spawn_component("the recompute loop", recompute, &failed_tx),
+        ));
     }
     if config.roles.contains(&Role::Sparfa) {
         let router_membership = store
@@ -540,7 +527,7 @@ pub async fn run_with(
         };
         consumer_tasks.push((
             topics.sparfa_responses(),
-            spawn_sparfa_task("the response router", router, &failed_tx),
+            spawn_component("the response router", router, &failed_tx),
         ));
         let membership = store
             .join_group(
@@ -586,7 +573,7 @@ pub async fn run_with(
         };
         consumer_tasks.push((
             biglearn_sparfa_consumer::group_id(&topics),
-            spawn_sparfa_task("the SPARFA consumer", consumer, &failed_tx),
+            spawn_component("the SPARFA consumer", consumer, &failed_tx),
         ));
     }
 
@@ -615,7 +602,7 @@ pub async fn run_with(
         })
         .metrics(metrics.clone())
         .run(store.clone(), results_stop_rx);
-        spawn_consumer("the results consumer".to_owned(), consumer, &failed_tx)
+        spawn_component("the results consumer", consumer, &failed_tx)
     };
 
     // Every process follows the settings topic; readiness waits for it, and the writer
@@ -632,7 +619,7 @@ pub async fn run_with(
         );
         consumer_tasks.push((
             topics.settings(),
-            spawn_consumer("the settings follower".to_owned(), follower, &failed_tx),
+            spawn_component("the settings follower", follower, &failed_tx),
         ));
     }
     tokio::select! {
@@ -675,18 +662,10 @@ pub async fn run_with(
                 topics.dlq(),
                 stop_rx.clone(),
             );
-            let failed_tx = failed_tx.clone();
-            let inbox_topic = topics.inbox();
-            let task = tokio::spawn(async move {
-                let result = inbox.await;
-                if let Err(error) = &result {
-                    let _ = failed_tx
-                        .send(format!("the inbox consumer failed: {error}"))
-                        .await;
-                }
-                result
-            });
-            consumer_tasks.push((inbox_topic, task));
+            consumer_tasks.push((
+                topics.inbox(),
+                spawn_component("the inbox consumer", inbox, &failed_tx),
+            ));
         } else {
             tracing::info!("The inbox is off in this environment (feature flag kafka_inbox).");
         }
