@@ -64,7 +64,7 @@ enum Command {
     Sparfa(biglearn::sparfa::SparfaCommand),
     /// Benchmarks that print one JSON line each (see BENCHMARKS.md).
     #[command(subcommand)]
-    Bench(biglearn::bench::BenchCommand),
+    Bench(biglearn_bench::BenchCommand),
     /// Staging on production's topics, read-only (docs/staging.md): run, verify.
     #[command(subcommand)]
     Staging(biglearn::staging::StagingCommand),
@@ -291,7 +291,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Settings(command) => biglearn::settings::run_settings(command).await,
-        Command::Bench(command) => biglearn::bench::run_bench(command).await,
+        Command::Bench(command) => biglearn_bench::run_bench(command).await,
         Command::Simulate(args) => biglearn::simulate::run_simulate(args).await,
         Command::Sparfa(command) => biglearn::sparfa::run_sparfa(command),
         Command::Staging(command) => biglearn::staging::run_staging(command).await,

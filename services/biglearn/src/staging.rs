@@ -4,129 +4,20 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use biglearn_staging::{
-    compare_parts, first_sequence_difference, KafkaSource, Pseudonymizer, PseudonymizingStore,
-    ResultsDiff, SourceConfig, SplitStore, StateDigest, Verdict,
+    compare_parts, first_sequence_difference, Pseudonymizer, ResultsDiff, SourceConfig,
+    StateDigest, Verdict,
 };
-use biglearn_stream::{SharedStreamStore, StreamStore, Topics};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use biglearn_node::staging::lag_records;
+pub use biglearn_node::staging::StagingBackend;
+
 use crate::run::{Backend, Role, RunConfig};
-
-/// Where a staging process reads from and writes to.
-#[derive(Clone, Debug)]
-pub struct StagingBackend {
-    /// The source (production) cluster, reached read-only.
-    pub source: SourceConfig,
-    /// Prefix of the system-of-record topics there (`prod`, or MirrorMaker 2's alias).
-    pub source_prefix: String,
-    /// Staging's own store for everything it derives (never the source cluster's
-    /// producer: with the same cluster, a store of its own under staging's prefix).
-    pub target: Backend,
-    /// Replace every `student_uuid` at decode time (`staging.pseudonymize_students`).
-    pub pseudonymizer: Option<Pseudonymizer>,
-    /// `--own-sparfa`: fit models on staging's own cluster (`<prefix>.models`, with the
-    /// SPARFA role) instead of following production's `<source prefix>.models` read-only
-    /// (the default, docs/design/operations.md O7).
-    pub own_sparfa: bool,
-}
-
-/// The topic names of `config`: under a staging backend the system-of-record topics are
-/// the source's.
-pub fn topics_of(config: &RunConfig) -> Topics {
-    match &config.backend {
-        Backend::Staging(staging) => {
-            Topics::with_source(config.topic_prefix.clone(), staging.source_prefix.clone())
-        }
-        _ => Topics::new(config.topic_prefix.clone()),
-    }
-}
-
-/// The models topic a process follows (docs/design/operations.md O7): its own `<prefix>.models`,
-/// except under a staging backend without `--own-sparfa`, which follows production's
-/// `<source prefix>.models` read-only, so that its `biglearn_sparfa` results are computed
-/// from the very models production serves.
-pub fn models_topic_of(config: &RunConfig) -> String {
-    match &config.backend {
-        Backend::Staging(staging) if !staging.own_sparfa => {
-            Topics::new(staging.source_prefix.clone()).models()
-        }
-        _ => topics_of(config).models(),
-    }
-}
-
-/// Opens the split store of a staging process: the read-only source for the three
-/// system-of-record topics (pseudonymising course events if asked), `target` for the rest.
-pub async fn open_split_store(
-    config: &RunConfig,
-    staging: &StagingBackend,
-) -> anyhow::Result<SharedStreamStore> {
-    if config.roles.contains(&Role::Writer) {
-        anyhow::bail!(
-            "staging runs no writer: it reads production's topics and never writes to them; use --role reader,projector"
-        );
-    }
-    if config.roles.contains(&Role::Sparfa) && !staging.own_sparfa {
-        anyhow::bail!(
-            "staging follows production's models by default and fits none itself; to fit its own models on staging's cluster, pass --own-sparfa"
-        );
-    }
-    if matches!(staging.target, Backend::Staging(_)) {
-        anyhow::bail!("a staging store cannot itself be the target of a staging store");
-    }
-    if staging.source_prefix == config.topic_prefix {
-        anyhow::bail!(
-            "staging's topic prefix must differ from the source prefix {:?}, or its results would mix with production's",
-            staging.source_prefix
-        );
-    }
-    let source = KafkaSource::connect(staging.source.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the source cluster at {}; check --source-kafka and the read-only credentials",
-                staging.source.bootstrap_servers
-            )
-        })?;
-    let topics = topics_of(config);
-    let models_topic = models_topic_of(config);
-    if !staging.own_sparfa {
-        source.partition_count(&models_topic).await.with_context(|| {
-            format!(
-                "production's models topic {models_topic} is not readable on the source cluster; grant the read-only principal Read on it, or run staging with --own-sparfa"
-            )
-        })?;
-    }
-    let mut source: SharedStreamStore = Arc::new(source);
-    if let Some(pseudonymizer) = &staging.pseudonymizer {
-        source = Arc::new(PseudonymizingStore::new(
-            source,
-            topics.course_events(),
-            pseudonymizer.clone(),
-        ));
-    }
-    let target = Box::pin(crate::run::open_backend(&staging.target, config)).await?;
-    tracing::info!(
-        source = %staging.source.bootstrap_servers,
-        source_prefix = %staging.source_prefix,
-        prefix = %config.topic_prefix,
-        pseudonymized = staging.pseudonymizer.is_some(),
-        models = %models_topic,
-        "Staging: reading the system-of-record topics read-only from the source cluster."
-    );
-    let mut split = SplitStore::new(source, target, &topics);
-    if !staging.own_sparfa {
-        // ModelComputed holds no learner id (U is never stored, docs/design/sparfa.md §2), so
-        // pseudonymisation leaves production's models as they are.
-        split = split.with_source_topic(models_topic);
-    }
-    Ok(Arc::new(split))
-}
 
 /// `biglearn staging …`
 #[derive(Subcommand, Debug)]
@@ -142,7 +33,7 @@ pub enum StagingCommand {
     Verify(VerifyArgs),
     /// Benchmark: a production and a staging process on one Kafka cluster, production
     /// under a paced response load; prints staging's lag and production's own as JSON.
-    BenchLag(crate::bench_staging::StagingLagArgs),
+    BenchLag(biglearn_bench::staging_lag::StagingLagArgs),
 }
 
 /// `biglearn results …`
@@ -303,7 +194,7 @@ pub async fn run_staging(command: StagingCommand) -> anyhow::Result<()> {
             })
             .await
         }
-        StagingCommand::BenchLag(args) => crate::bench_staging::run_staging_lag(args).await,
+        StagingCommand::BenchLag(args) => biglearn_bench::staging_lag::run_staging_lag(args).await,
         StagingCommand::Verify(args) => {
             let report = verify(&args.options()).await?;
             println!("{}", report.text);
@@ -368,16 +259,6 @@ async fn show_catch_up(addr: SocketAddr, _admin_token: String) {
             return;
         }
     }
-}
-
-/// The sum of `biglearn_consumer_lag_records` over every series of a /metrics text.
-pub fn lag_records(metrics_text: &str) -> u64 {
-    metrics_text
-        .lines()
-        .filter(|line| line.starts_with("biglearn_consumer_lag_records"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|value| value.max(0.0) as u64)
-        .sum()
 }
 
 #[derive(Args, Debug)]
@@ -724,64 +605,6 @@ fn describe_diff(diff: &ResultsDiff, show: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lag_is_summed_over_series() {
-        let text = "# HELP biglearn_consumer_lag_records x\n\
-            biglearn_consumer_lag_records{component=\"state\",topic=\"prod.course-events\"} 40\n\
-            biglearn_consumer_lag_records{component=\"state\",topic=\"prod.ecosystem-events\"} 2\n\
-            biglearn_consumer_lag_max_records{component=\"state\",topic=\"t\"} 9\n";
-        assert_eq!(lag_records(text), 42);
-    }
-
-    fn staging_config(own_sparfa: bool, roles: Vec<Role>) -> RunConfig {
-        RunConfig {
-            data_dir: std::env::temp_dir(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            backend: Backend::Staging(Box::new(StagingBackend {
-                // Nothing listens there: the checks below come before any connection.
-                source: SourceConfig::new("127.0.0.1:1", "staging"),
-                source_prefix: "prod".into(),
-                target: Backend::Embedded,
-                pseudonymizer: None,
-                own_sparfa,
-            })),
-            topic_prefix: "staging".into(),
-            roles,
-            api_token: "a".into(),
-            admin_token: "b".into(),
-            observer_token: None,
-            writer_id: "staging.test".into(),
-            flags: Default::default(),
-            http: Default::default(),
-            kafka: Default::default(),
-        }
-    }
-
-    #[test]
-    fn staging_follows_production_models_unless_it_fits_its_own() {
-        let follows = staging_config(false, vec![Role::Reader, Role::Projector]);
-        assert_eq!(models_topic_of(&follows), "prod.models");
-        let own = staging_config(true, vec![Role::Reader, Role::Projector, Role::Sparfa]);
-        assert_eq!(models_topic_of(&own), "staging.models");
-        let mut production = follows.clone();
-        production.backend = Backend::Embedded;
-        assert_eq!(models_topic_of(&production), "staging.models");
-    }
-
-    #[tokio::test]
-    async fn the_sparfa_role_without_own_sparfa_is_refused_before_connecting() {
-        let config = staging_config(false, vec![Role::Reader, Role::Sparfa]);
-        let Backend::Staging(staging) = &config.backend else {
-            unreachable!()
-        };
-        let error = open_split_store(&config, staging)
-            .await
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(error.contains("--own-sparfa"), "{error}");
-    }
 
     #[test]
     fn properties_are_key_value() {

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use biglearn::kafka_options::{register_schemas, registry_topics, RegistryTopic};
-use biglearn::run::Backend;
+use biglearn::kafka_options::{register_schemas, RegistryTopic};
+use biglearn::run::{registry_topics, Backend};
 use biglearn_events::SchemaFamily;
 use biglearn_stream::kafka::registry::RegistryConfig;
 use biglearn_stream::topics::Topics;

@@ -2,7 +2,6 @@
 //! consumers, the writer and the HTTP listener, and shut everything down in order.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,61 +17,11 @@ use biglearn_stream::SharedStreamStore;
 use biglearn_telemetry::Metrics;
 use tokio::sync::watch;
 
-/// A role of docs/design/README.md §4.2 that this binary can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// All write and admin endpoints (exactly one per deployment).
-    Writer,
-    /// The read endpoints, from a full replica of the projections.
-    Reader,
-    /// The scheduler: computes and publishes results from the state projection. Exactly
-    /// one process of a deployment runs it (`up` does). Alone, it keeps no event-log index
-    /// and `/readyz` means "the state has caught up with the log".
-    Projector,
-    /// A response router and a SPARFA consumer (any number: they share the course-event
-    /// partitions and the ecosystems through consumer groups): fits models and publishes
-    /// them to `<prefix>.models`.
-    Sparfa,
-}
+pub use crate::config::{partitions_scale, Backend, FeatureFlags, Role, RunConfig};
+use biglearn_events::SchemaFamily;
+use biglearn_stream::Topics;
 
-pub use biglearn_settings::FeatureFlags;
-
-/// Where the stream store lives.
-#[derive(Clone, Debug)]
-pub enum Backend {
-    /// The embedded log under `<data-dir>/log`.
-    Embedded,
-    /// A Kafka cluster.
-    Kafka {
-        bootstrap_servers: String,
-        /// Use replication factor 1 (a single test broker).
-        single_broker: bool,
-    },
-    /// Staging: production's system-of-record topics read-only, the rest on its own
-    /// store (docs/design/operations.md §5; `crate::staging`).
-    Staging(Box<crate::staging::StagingBackend>),
-}
-
-/// Everything a running process needs to know.
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    pub backend: Backend,
-    pub topic_prefix: String,
-    pub roles: Vec<Role>,
-    pub api_token: String,
-    pub admin_token: String,
-    /// Accepted by the read-only admin endpoints only (docs/design/api.md D14); `None`: none.
-    pub observer_token: Option<String>,
-    pub writer_id: String,
-    /// Per-environment feature flags (static; docs/design/operations.md §6.1).
-    pub flags: biglearn_settings::FeatureFlags,
-    /// Deadlines and the connection cap of the HTTP listener.
-    pub http: biglearn_gateway::server::HttpLimits,
-    /// Kafka client properties, client id and schema registry (`--kafka-property`, …).
-    pub kafka: crate::kafka_options::KafkaOptions,
-}
+use crate::kafka_options::RegistryTopic;
 
 /// Lowers the connection cap below the process's open-file limit when it does not fit
 /// (the log, sled and Kafka need descriptors too), so that the cap, not `accept`, is what
@@ -115,17 +64,6 @@ fn open_file_soft_limit() -> Option<usize> {
 
 /// How much to divide the production partition counts by when creating topics.
 ///
-/// Partitions spread load over brokers; on one disk they only multiply the files a group
-/// commit must fsync (each ~2 ms), so the embedded log uses 1/12 of them (course events:
-/// 4). Per-key order is the same either way, and counts are fixed once a topic exists.
-pub fn partitions_scale(backend: &Backend) -> i32 {
-    match backend {
-        Backend::Embedded => 12,
-        Backend::Kafka { .. } => 1,
-        Backend::Staging(staging) => partitions_scale(&staging.target),
-    }
-}
-
 /// Opens the configured stream store and creates missing topics.
 pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore> {
     let store = open_backend(&config.backend, config).await?;
@@ -140,7 +78,7 @@ pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore>
                 "--schema-registry needs Kafka (--kafka): the embedded log has no registry"
             );
         }
-        let subjects = crate::kafka_options::registry_topics(&topics, &config.backend);
+        let subjects = registry_topics(&topics, &config.backend);
         let view = crate::kafka_options::register_schemas(registry, &subjects).await?;
         biglearn_events::install_registry_view(Some(view));
     }
@@ -148,38 +86,68 @@ pub async fn open_store(config: &RunConfig) -> anyhow::Result<SharedStreamStore>
 }
 
 /// Opens `backend` (for `config`'s data directory and client id) without creating topics.
-pub(crate) async fn open_backend(
-    backend: &Backend,
-    config: &RunConfig,
-) -> anyhow::Result<SharedStreamStore> {
-    let store: SharedStreamStore = match backend {
-        Backend::Embedded => {
-            let dir = config.data_dir.join("log");
-            // Opening checks every segment: blocking I/O, kept off the async workers.
-            let open_dir = dir.clone();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir))
-                .await
-                .context("the task opening the embedded log failed")?
-                .with_context(|| format!("cannot open the embedded log at {}", dir.display()))?;
-            Arc::new(store)
-        }
-        Backend::Kafka {
-            bootstrap_servers,
-            single_broker,
-        } => {
-            let mut kafka = config
-                .kafka
-                .kafka_config(bootstrap_servers, &config.writer_id);
-            if *single_broker {
-                kafka = kafka.single_broker();
+fn open_backend<'a>(backend: &'a Backend, config: &'a RunConfig) -> crate::staging::OpenTarget<'a> {
+    // Boxed with its type spelled out: a staging backend opens its target through here.
+    Box::pin(async move {
+        let store: SharedStreamStore = match backend {
+            Backend::Embedded => {
+                let dir = config.data_dir.join("log");
+                // Opening checks every segment: blocking I/O, kept off the async workers.
+                let open_dir = dir.clone();
+                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir))
+                    .await
+                    .context("the task opening the embedded log failed")?
+                    .with_context(|| {
+                        format!("cannot open the embedded log at {}", dir.display())
+                    })?;
+                Arc::new(store)
             }
-            Arc::new(KafkaStore::connect(kafka).await.with_context(|| {
-                format!("cannot reach Kafka at {bootstrap_servers}; check --kafka and that the brokers are up")
-            })?)
-        }
-        Backend::Staging(staging) => crate::staging::open_split_store(config, staging).await?,
+            Backend::Kafka {
+                bootstrap_servers,
+                single_broker,
+            } => {
+                let mut kafka = config
+                    .kafka
+                    .kafka_config(bootstrap_servers, &config.writer_id);
+                if *single_broker {
+                    kafka = kafka.single_broker();
+                }
+                Arc::new(KafkaStore::connect(kafka).await.with_context(|| {
+                    format!("cannot reach Kafka at {bootstrap_servers}; check --kafka and that the brokers are up")
+                })?)
+            }
+            Backend::Staging(staging) => {
+                let target = open_backend(&staging.target, config);
+                crate::staging::open_split_store(config, staging, target).await?
+            }
+        };
+        Ok(store)
+    })
+}
+
+/// The Avro topics of a process with their schema family: it registers the ones it
+/// writes and only reads the versions of the others (staging's source topics).
+pub fn registry_topics(topics: &Topics, backend: &Backend) -> Vec<RegistryTopic> {
+    let all = [
+        (topics.course_events(), SchemaFamily::CourseEvent),
+        (topics.ecosystem_events(), SchemaFamily::EcosystemEvent),
+        (topics.settings(), SchemaFamily::SettingsEvent),
+        (topics.sparfa_responses(), SchemaFamily::CourseEvent),
+        (topics.models(), SchemaFamily::ModelComputed),
+        (topics.results(), SchemaFamily::ResultRecord),
+        (topics.dlq(), SchemaFamily::DeadLetter),
+    ];
+    let foreign: Vec<String> = match backend {
+        Backend::Staging(_) => topics.system_of_record().to_vec(),
+        _ => Vec::new(),
     };
-    Ok(store)
+    all.into_iter()
+        .map(|(topic, family)| RegistryTopic {
+            register: !foreign.contains(&topic),
+            topic,
+            family,
+        })
+        .collect()
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -208,36 +176,23 @@ pub async fn termination_signal() {
     }
 }
 
-/// Spawns a SPARFA component; its failure stops the process like a consumer's.
-fn spawn_sparfa_task(
-    name: &'static str,
-    component: impl std::future::Future<Output = Result<(), biglearn_sparfa_consumer::SparfaConsumerError>>
-        + Send
-        + 'static,
-    failed_tx: &tokio::sync::mpsc::Sender<String>,
-) -> tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>> {
-    let failed_tx = failed_tx.clone();
-    tokio::spawn(async move {
-        if let Err(error) = component.await {
-            let _ = failed_tx.send(format!("{name} failed: {error}")).await;
-        }
-        Ok(())
-    })
-}
-
 /// How long a clean stop spends applying what the topics hold at that moment.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
-/// Spawns a consumer of the runtime; a fatal error stops the process (transient ones
-/// are retried inside it).
-fn spawn_consumer<E: std::fmt::Display>(
-    name: String,
-    consumer: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+/// A component's task, awaited at shutdown under the name of what it reads.
+type ComponentTask = tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>>;
+
+/// Spawns a component of the node (a consumer, a SPARFA member, the inbox, the recompute
+/// loop): a fatal error stops the process (transient ones are retried inside it).
+fn spawn_component<E: std::fmt::Display>(
+    name: &str,
+    component: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
     failed_tx: &tokio::sync::mpsc::Sender<String>,
-) -> tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>> {
+) -> ComponentTask {
     let failed_tx = failed_tx.clone();
+    let name = name.to_owned();
     tokio::spawn(async move {
-        consumer.await.map_err(|error| {
+        component.await.map_err(|error| {
             let detail = format!("{name} failed: {error}");
             let _ = failed_tx.try_send(detail.clone());
             biglearn_projector::ProjectionError::Consumer { detail }
@@ -276,10 +231,7 @@ fn follow_models(
     models_topic: &str,
     stop_rx: &watch::Receiver<bool>,
     failed_tx: &tokio::sync::mpsc::Sender<String>,
-    consumer_tasks: &mut Vec<(
-        String,
-        tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>>,
-    )>,
+    consumer_tasks: &mut Vec<(String, ComponentTask)>,
 ) -> anyhow::Result<watch::Receiver<ConsumerProgress>> {
     if let Some(log) = log {
         let marked = log
@@ -304,7 +256,7 @@ fn follow_models(
     );
     consumer_tasks.push((
         models_topic.to_owned(),
-        spawn_sparfa_task("the model store", consumer, failed_tx),
+        spawn_component("the model store", consumer, failed_tx),
     ));
     Ok(progress_rx)
 }
@@ -521,7 +473,7 @@ pub async fn run_with(
         .run(store.clone(), stop_rx.clone());
         consumer_tasks.push((
             topic.clone(),
-            spawn_consumer(format!("the consumer of {topic}"), consumer, &failed_tx),
+            spawn_component(&format!("the consumer of {topic}"), consumer, &failed_tx),
         ));
     }
     if !keeps_event_log {
@@ -541,11 +493,14 @@ pub async fn run_with(
                 .collect(),
         );
         let stop = stop_rx.clone();
-        let task = tokio::spawn(async move {
+        let recompute = async move {
             biglearn_recompute::run_recompute(recompute, stop).await;
-            Ok::<(), biglearn_projector::ProjectionError>(())
-        });
-        consumer_tasks.push(("the recompute loop".to_owned(), task));
+            Ok::<(), std::convert::Infallible>(())
+        };
+        consumer_tasks.push((
+            "the recompute loop".to_owned(),
+            spawn_component("the recompute loop", recompute, &failed_tx),
+        ));
     }
     if config.roles.contains(&Role::Sparfa) {
         let router_membership = store
@@ -578,7 +533,7 @@ pub async fn run_with(
         };
         consumer_tasks.push((
             topics.sparfa_responses(),
-            spawn_sparfa_task("the response router", router, &failed_tx),
+            spawn_component("the response router", router, &failed_tx),
         ));
         let membership = store
             .join_group(
@@ -624,7 +579,7 @@ pub async fn run_with(
         };
         consumer_tasks.push((
             biglearn_sparfa_consumer::group_id(&topics),
-            spawn_sparfa_task("the SPARFA consumer", consumer, &failed_tx),
+            spawn_component("the SPARFA consumer", consumer, &failed_tx),
         ));
     }
 
@@ -653,7 +608,7 @@ pub async fn run_with(
         })
         .metrics(metrics.clone())
         .run(store.clone(), results_stop_rx);
-        spawn_consumer("the results consumer".to_owned(), consumer, &failed_tx)
+        spawn_component("the results consumer", consumer, &failed_tx)
     };
 
     // Every process follows the settings topic; readiness waits for it, and the writer
@@ -670,7 +625,7 @@ pub async fn run_with(
         );
         consumer_tasks.push((
             topics.settings(),
-            spawn_consumer("the settings follower".to_owned(), follower, &failed_tx),
+            spawn_component("the settings follower", follower, &failed_tx),
         ));
     }
     tokio::select! {
@@ -713,18 +668,10 @@ pub async fn run_with(
                 topics.dlq(),
                 stop_rx.clone(),
             );
-            let failed_tx = failed_tx.clone();
-            let inbox_topic = topics.inbox();
-            let task = tokio::spawn(async move {
-                let result = inbox.await;
-                if let Err(error) = &result {
-                    let _ = failed_tx
-                        .send(format!("the inbox consumer failed: {error}"))
-                        .await;
-                }
-                result
-            });
-            consumer_tasks.push((inbox_topic, task));
+            consumer_tasks.push((
+                topics.inbox(),
+                spawn_component("the inbox consumer", inbox, &failed_tx),
+            ));
         } else {
             tracing::info!("The inbox is off in this environment (feature flag kafka_inbox).");
         }

@@ -10,10 +10,7 @@ use biglearn_stream::kafka::registry::{
     value_subject, RegistryConfig, RegistryError, SchemaRegistryClient, SubjectVersion,
 };
 use biglearn_stream::kafka::KafkaConfig;
-use biglearn_stream::topics::Topics;
 use biglearn_telemetry::Metrics;
-
-use crate::run::Backend;
 
 /// The command-line flags (flattened into `up`, `serve`, `publish`, `rebuild`, `staging run`).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -153,31 +150,6 @@ pub struct RegistryTopic {
     /// Whether this process registers the schemas (it owns the topic) or only reads the
     /// registered versions (staging's source topics).
     pub register: bool,
-}
-
-/// The Avro topics of a process with their schema family: it registers the ones it
-/// writes and only reads the versions of the others (staging's source topics).
-pub fn registry_topics(topics: &Topics, backend: &Backend) -> Vec<RegistryTopic> {
-    let all = [
-        (topics.course_events(), SchemaFamily::CourseEvent),
-        (topics.ecosystem_events(), SchemaFamily::EcosystemEvent),
-        (topics.settings(), SchemaFamily::SettingsEvent),
-        (topics.sparfa_responses(), SchemaFamily::CourseEvent),
-        (topics.models(), SchemaFamily::ModelComputed),
-        (topics.results(), SchemaFamily::ResultRecord),
-        (topics.dlq(), SchemaFamily::DeadLetter),
-    ];
-    let foreign: Vec<String> = match backend {
-        Backend::Staging(_) => topics.system_of_record().to_vec(),
-        _ => Vec::new(),
-    };
-    all.into_iter()
-        .map(|(topic, family)| RegistryTopic {
-            register: !foreign.contains(&topic),
-            topic,
-            family,
-        })
-        .collect()
 }
 
 /// Registers every released schema version of each owned topic under `<topic>-value`

@@ -13,8 +13,10 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::run::{Backend, Role, RunConfig};
-use crate::staging::StagingBackend;
+use biglearn_node::run::{Backend, Role, RunConfig};
+use biglearn_node::staging::{lag_records, StagingBackend};
+
+use crate::measure::scrape;
 
 /// Options of the staging lag benchmark.
 #[derive(Args, Debug, Clone)]
@@ -58,7 +60,7 @@ const TOKEN: &str = "bench-token";
 async fn start(config: RunConfig) -> anyhow::Result<Process> {
     let (stop, stop_rx) = oneshot::channel::<()>();
     let (addr_tx, addr_rx) = oneshot::channel();
-    let join = tokio::spawn(crate::run::run_with(
+    let join = tokio::spawn(biglearn_node::run::run_with(
         config,
         async move {
             let _ = stop_rx.await;
@@ -351,7 +353,7 @@ pub async fn run_staging_lag(args: StagingLagArgs) -> anyhow::Result<()> {
     let mut lag_samples: Vec<f64> = Vec::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(text) = scrape(&client, staging.addr).await {
+        if let Ok(text) = scrape(&client, &format!("http://{}", staging.addr)).await {
             lag_samples.push(max_lag_seconds(&text));
         }
     }
@@ -363,10 +365,10 @@ pub async fn run_staging_lag(args: StagingLagArgs) -> anyhow::Result<()> {
     // Drain: both apply everything (bounded).
     let drain_started = Instant::now();
     for _ in 0..600 {
-        let production_text = scrape(&client, production.addr).await?;
-        let staging_text = scrape(&client, staging.addr).await?;
-        if crate::staging::lag_records(&production_text) == 0
-            && crate::staging::lag_records(&staging_text) == 0
+        let production_text = scrape(&client, &format!("http://{}", production.addr)).await?;
+        let staging_text = scrape(&client, &format!("http://{}", staging.addr)).await?;
+        if lag_records(&production_text) == 0
+            && lag_records(&staging_text) == 0
             && age_quantiles(&staging_text, "projector").0 >= n_sent
         {
             break;
@@ -374,8 +376,8 @@ pub async fn run_staging_lag(args: StagingLagArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain_seconds = drain_started.elapsed().as_secs_f64();
-    let production_text = scrape(&client, production.addr).await?;
-    let staging_text = scrape(&client, staging.addr).await?;
+    let production_text = scrape(&client, &format!("http://{}", production.addr)).await?;
+    let staging_text = scrape(&client, &format!("http://{}", staging.addr)).await?;
     let (production_n, production_p50, production_p99) =
         age_quantiles(&production_text, "projector");
     let (staging_n, staging_p50, staging_p99) = age_quantiles(&staging_text, "projector");
@@ -483,15 +485,6 @@ async fn production_settings_version(
     answer["settings_version"]
         .as_i64()
         .context("/admin/state_digest answered without settings_version")
-}
-
-async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<String> {
-    Ok(client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?)
 }
 
 /// The largest `biglearn_consumer_lag_seconds` of a /metrics text.

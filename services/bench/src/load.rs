@@ -1,4 +1,4 @@
-//! `biglearn bench`: load generators that print one JSON line each, beside a baseline measured in the same run.
+//! `biglearn bench ingest` and `bench append`: load generators that print one JSON line each, beside a baseline measured in the same run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -19,33 +19,14 @@ use biglearn_domain::ids::{
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::{OutgoingRecord, StreamStore, Topics};
 
+use crate::measure::{api_token, ms3, summarize};
+
 /// Students on each simulated course roster.
 const STUDENTS_PER_COURSE: usize = 40;
 /// Size of the exercise pool that responses draw from.
 const N_EXERCISES: usize = 1000;
 /// Every simulated response carries this answer time; the server does not order by it.
 const RESPONDED_AT: &str = "2026-11-27T12:00:00.000000Z";
-
-/// `biglearn bench …`
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// record_responses over HTTP against a running server, after a /ping baseline of as
-    /// many requests (the HTTP ceiling) in the same run.
-    Ingest(IngestArgs),
-    /// Raw appends of encoded record_response events to a fresh embedded store: the
-    /// ingest baseline without HTTP, validation or the writer's index.
-    Append(AppendArgs),
-    /// Rebuild of the event-log projection from an embedded log (e.g. one written by
-    /// `biglearn simulate --offline`), beside a raw sled batch insert of as many keys.
-    Replay(crate::replay::ReplayArgs),
-    /// Read and decode every event of an embedded log through the consumer runtime,
-    /// applying nothing: the ceiling of a rebuild of the same log.
-    Read(crate::replay::ReadArgs),
-    /// Scheduler latencies: fetch_student_clues and fetch_assignment_pes at a fixed
-    /// request rate beside a /ping baseline, then response → served CLUE under
-    /// simulator load, measured with probe courses of its own.
-    Scheduler(crate::bench_latency::SchedulerBenchArgs),
-}
 
 /// Options of `biglearn bench ingest`.
 #[derive(Args, Debug)]
@@ -101,17 +82,6 @@ pub struct AppendArgs {
     /// Seed of the uuids.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-/// Runs a benchmark and prints its JSON line; an error if any request failed.
-pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Ingest(args) => ingest(args).await,
-        BenchCommand::Append(args) => append(args).await,
-        BenchCommand::Replay(args) => crate::replay::replay(args).await,
-        BenchCommand::Read(args) => crate::replay::read(args).await,
-        BenchCommand::Scheduler(args) => crate::bench_latency::scheduler_bench(args).await,
-    }
 }
 
 /// SplitMix64: a tiny deterministic generator, cheap enough not to load the client.
@@ -302,35 +272,6 @@ fn record_response_event(item: &ResponseItem, accepted_at_micros: i64) -> Course
     }
 }
 
-/// Latency percentiles in milliseconds (nearest rank).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct LatencySummary {
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) max_ms: f64,
-}
-
-pub(crate) fn summarize(mut micros: Vec<u64>) -> LatencySummary {
-    micros.sort_unstable();
-    let at = |quantile: f64| -> f64 {
-        if micros.is_empty() {
-            return 0.0;
-        }
-        let rank = (quantile * micros.len() as f64).ceil() as usize;
-        micros[rank.clamp(1, micros.len()) - 1] as f64 / 1000.0
-    };
-    LatencySummary {
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
-        max_ms: at(1.0),
-    }
-}
-
-/// Rounds to microseconds for the JSON line.
-pub(crate) fn ms3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
-
 /// What one phase of requests measured.
 #[derive(Debug, Default)]
 struct PhaseOutcome {
@@ -411,29 +352,13 @@ async fn send_timed(request: reqwest::RequestBuilder, outcome: &mut WorkerOutcom
     }
 }
 
-fn api_token(args: &IngestArgs) -> anyhow::Result<String> {
-    match &args.token {
-        Some(token) => Ok(token.clone()),
-        None => {
-            let path = args.data_dir.join("api-token");
-            std::fs::read_to_string(&path)
-                .map(|text| text.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no API token: set BIGLEARN_API_TOKEN or pass --token (none found in {})",
-                        path.display()
-                    )
-                })
-        }
-    }
-}
-
-async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+/// `biglearn bench ingest`: a /ping baseline, then record_responses, one JSON line.
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=1000).contains(&args.batch),
         "--batch must be in 1..=1000 (the spec's limit)"
     );
-    let token = api_token(&args)?;
+    let token = api_token(args.token.as_deref(), &args.data_dir)?;
     let base = args.target.trim_end_matches('/').to_owned();
     let concurrency = args.concurrency;
     let owners = deal_courses(args.seed, args.courses.unwrap_or(concurrency), concurrency)?;
@@ -607,7 +532,8 @@ where
     phase
 }
 
-async fn append(args: AppendArgs) -> anyhow::Result<()> {
+/// `biglearn bench append`: raw appends to a fresh embedded store, one JSON line.
+pub async fn append(args: AppendArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     ensure_fresh_dir(&args.data_dir)?;
     let concurrency = args.concurrency;
@@ -619,7 +545,9 @@ async fn append(args: AppendArgs) -> anyhow::Result<()> {
     let topics = Topics::new("bench");
     let topic = topics.course_events();
     let specs: Vec<_> = topics
-        .all_specs(crate::run::partitions_scale(&crate::run::Backend::Embedded))
+        .all_specs(biglearn_node::run::partitions_scale(
+            &biglearn_node::run::Backend::Embedded,
+        ))
         .into_iter()
         .filter(|spec| spec.name == topic)
         .collect();

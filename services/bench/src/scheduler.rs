@@ -15,7 +15,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::bench::{ms3, summarize, LatencySummary};
+use crate::measure::{api_token, ms3, now_micros, scrape, summarize, LatencySummary};
 
 /// Exercises (each its own group) in a probe ecosystem: warm-up plus timed responses.
 const PROBE_EXERCISES: usize = 64;
@@ -148,23 +148,6 @@ impl Api {
     }
 }
 
-fn token(args: &SchedulerBenchArgs) -> anyhow::Result<String> {
-    match &args.token {
-        Some(token) => Ok(token.clone()),
-        None => {
-            let path = args.data_dir.join("api-token");
-            std::fs::read_to_string(&path)
-                .map(|text| text.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no API token: set BIGLEARN_API_TOKEN or pass --token (none found in {})",
-                        path.display()
-                    )
-                })
-        }
-    }
-}
-
 /// Runs the benchmark and prints one JSON line per phase.
 pub async fn scheduler_bench(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -186,7 +169,7 @@ pub async fn scheduler_bench(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let api = Api {
         client,
         base: args.target.trim_end_matches('/').to_owned(),
-        token: token(&args)?,
+        token: api_token(args.token.as_deref(), &args.data_dir)?,
     };
 
     let mut probes = Vec::with_capacity(args.probe_courses);
@@ -571,17 +554,6 @@ fn responses_applied(scrape: &str) -> f64 {
         .sum()
 }
 
-async fn scrape(api: &Api) -> anyhow::Result<String> {
-    api.client
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .context("GET /metrics failed")?
-        .text()
-        .await
-        .context("reading /metrics failed")
-}
-
 /// Simulator load in the background, probes in the foreground.
 async fn clue_phase(
     api: &Api,
@@ -603,7 +575,7 @@ async fn clue_phase(
         );
         tokio::spawn(async move {
             const WEEK_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
-            let now = crate::simulate::now_micros();
+            let now = now_micros();
             let mut seed = first_seed;
             // Bounded: one semester per seed, at most 100 of them.
             while !stop.load(Ordering::Relaxed) && seed < first_seed + 100 {
@@ -636,7 +608,7 @@ async fn clue_phase(
     };
     // Let the simulator's course set-up pass and its responses flow.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = responses_applied(&scrape(api).await?);
+    let before = responses_applied(&scrape(&api.client, &api.base).await?);
     let measuring = Instant::now();
 
     let interval = Duration::from_millis(args.probe_interval_ms);
@@ -675,7 +647,7 @@ async fn clue_phase(
         timeouts += own_timeouts;
     }
     let elapsed = measuring.elapsed();
-    let after = responses_applied(&scrape(api).await?);
+    let after = responses_applied(&scrape(&api.client, &api.base).await?);
     stop.store(true, Ordering::Relaxed);
     simulator.abort();
     let _ = simulator.await;
