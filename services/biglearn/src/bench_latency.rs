@@ -604,7 +604,7 @@ async fn clue_phase(
         );
         tokio::spawn(async move {
             const WEEK_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
-            let now = crate::simulate::now_micros();
+            let now = biglearn_stream::clock::now_micros();
             let mut seed = first_seed;
             // Bounded: one semester per seed, at most 100 of them.
             while !stop.load(Ordering::Relaxed) && seed < first_seed + 100 {

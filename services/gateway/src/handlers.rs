@@ -1,6 +1,7 @@
 //! What each validated request does: writes go to the writer, reads to the projections;
 //! every answer is built in Tutor's exact JSON shape here.
 
+use biglearn_stream::clock::now_micros;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -311,11 +312,4 @@ async fn handle_admin(
         AdminRequest::ResultsList(list) => crate::operations::list_results(state, &list),
         settings => crate::settings::answer_settings(state, settings, actor).await,
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }

@@ -1,5 +1,6 @@
 //! Settings in the shell: the follower that keeps the whole `<prefix>.settings` history in memory, the writer's settings appends, and the `/admin/settings/*` answers.
 
+use biglearn_stream::clock::now_micros;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -262,13 +263,6 @@ pub struct SettingsWriter {
     pub writer: Arc<Writer>,
     /// The event-log projection: the courses and their metadata numbers.
     pub log: EventLog,
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 fn unavailable(detail: impl std::fmt::Display) -> SettingsWriteError {

@@ -2,6 +2,7 @@
 //! locks, stamps and appends new events, and answers only after every record of a
 //! request is durably delivered.
 
+use biglearn_stream::clock::now_micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -116,13 +117,6 @@ pub struct Writer {
     /// The data volume whose free space must stay above its reserve for a write to be
     /// accepted (the derived state of accepted writes needs room in sled).
     space: std::sync::OnceLock<VolumeSpace>,
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {
