@@ -310,6 +310,6 @@ async fn handle_admin(
         }
         AdminRequest::StateDigest(digest) => crate::operations::state_digest(state, &digest),
         AdminRequest::ResultsList(list) => crate::operations::list_results(state, &list),
-        settings => crate::settings::answer_settings(state, settings, actor).await,
+        settings => crate::settings_admin::answer_settings(state, settings, actor).await,
     }
 }

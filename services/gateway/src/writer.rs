@@ -119,6 +119,13 @@ pub struct Writer {
     space: std::sync::OnceLock<VolumeSpace>,
 }
 
+// The settings follower tells the writer each applied version to stamp.
+impl biglearn_settings_follower::StampsSettingsVersion for Writer {
+    fn set_settings_version(&self, version: i64) {
+        Writer::set_settings_version(self, version);
+    }
+}
+
 fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {
     let bytes = aggregate.as_bytes();
     let hash = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]))
