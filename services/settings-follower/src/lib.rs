@@ -10,6 +10,9 @@
 //!   process follows the topic).
 //! - It knows no HTTP and no writer: a process's writer is told each applied version
 //!   through [`StampsSettingsVersion`].
+//!
+//! Does not: validate or append settings changes (the gateway's `settings_admin` does),
+//! resolve settings (`biglearn-settings`), or store the history on disk.
 
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
