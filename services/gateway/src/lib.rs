@@ -19,12 +19,14 @@
 //! - [`http`]: the axum router, authentication, limits and the error shape.
 //! - [`server`]: the listener: connection cap, header, idle and body deadlines.
 //! - [`handlers`]: what each request does and Tutor's response shapes.
+//! - [`error`]: `HandlerError`, why a validated request was not answered with 200.
 //! - [`reads`]: result reads with their statuses, event-stream reads.
 //! - [`inbox`]: Tutor's requests published to Kafka, applied with the HTTP rules.
 //! - [`operations`]: rebuilds of the derived state and the dead-letter topic.
 //! - [`settings_admin`]: settings appends and the `/admin/settings/*` answers (the
 //!   follower they validate against is `biglearn-settings-follower`).
 
+pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod inbox;

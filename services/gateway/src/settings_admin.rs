@@ -18,7 +18,7 @@ use biglearn_stream::clock::now_micros;
 use biglearn_stream::{OutgoingRecord, SharedStreamStore};
 use serde_json::{json, Value};
 
-use crate::handlers::HandlerError;
+use crate::error::HandlerError;
 use crate::requests::{
     AdminRequest, AppliesTo as RequestAppliesTo, OverridesPolicy, SettingScope, SettingValueType,
 };
