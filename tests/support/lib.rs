@@ -307,18 +307,7 @@ pub fn new_uuid() -> String {
 }
 
 /// Every course event type of docs/design/api.md §1.6.
-pub const ALL_COURSE_EVENT_TYPES: [&str; 10] = [
-    "no_op",
-    "create_course",
-    "prepare_course_ecosystem",
-    "update_course_ecosystem",
-    "update_roster",
-    "update_course_active_dates",
-    "update_globally_excluded_exercises",
-    "update_course_excluded_exercises",
-    "create_update_assignment",
-    "record_response",
-];
+pub const ALL_COURSE_EVENT_TYPES: [&str; 10] = biglearn_domain::events::CourseEventType::NAMES;
 
 /// A `/create_course` body.
 pub fn create_course(course: &str, ecosystem: &str) -> Value {

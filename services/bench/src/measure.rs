@@ -62,11 +62,3 @@ pub async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<Stri
         .await
         .context("reading /metrics failed")
 }
-
-/// Wall-clock microseconds since the Unix epoch (a response's `responded_at`).
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
-}

@@ -15,7 +15,8 @@ use clap::Args;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::measure::{api_token, ms3, now_micros, scrape, summarize, LatencySummary};
+use crate::measure::{api_token, ms3, scrape, summarize, LatencySummary};
+use biglearn_stream::clock::now_micros;
 
 /// Exercises (each its own group) in a probe ecosystem: warm-up plus timed responses.
 const PROBE_EXERCISES: usize = 64;

@@ -1,5 +1,6 @@
 //! `biglearn simulate`: drives a running Biglearn with a seeded Tutor workload.
 
+use biglearn_stream::clock::now_micros;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,13 +57,6 @@ pub struct SimulateArgs {
     /// Print the summary as one JSON line instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Runs the simulation; an unexpected answer or a failed check is an error.

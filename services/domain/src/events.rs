@@ -368,8 +368,20 @@ impl CourseEventType {
         CourseEventType::RecordResponse,
     ];
 
+    /// The snake_case names of [`Self::ALL`], in the same order: the one list that API
+    /// schemas, metric labels and tests use.
+    pub const NAMES: [&'static str; 10] = {
+        let mut names = [""; 10];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
     /// The snake_case name used in the API, in Avro and in headers.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             CourseEventType::NoOp => "no_op",
             CourseEventType::CreateCourse => "create_course",
@@ -466,8 +478,19 @@ impl EcosystemEventType {
         EcosystemEventType::CreateEcosystem,
     ];
 
+    /// The snake_case names of [`Self::ALL`], in the same order.
+    pub const NAMES: [&'static str; 2] = {
+        let mut names = [""; 2];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
     /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             EcosystemEventType::NoOp => "no_op",
             EcosystemEventType::CreateEcosystem => "create_ecosystem",

@@ -2,6 +2,7 @@
 //! applies each exactly as the HTTP endpoint would, and dead-letters rejected ones with
 //! their error body, keyed like the request.
 
+use biglearn_stream::clock::now_micros;
 use std::time::Duration;
 
 use biglearn_events::{encode_dead_letter, DeadLetter, DeadLetterReason};
@@ -99,13 +100,6 @@ pub async fn apply_inbox_request(writer: &Writer, value: &[u8]) -> InboxOutcome 
             InboxOutcome::Retry
         }
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 fn dead_letter(record: &ConsumedRecord, reason: DeadLetterReason, body: &Value) -> OutgoingRecord {

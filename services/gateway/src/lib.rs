@@ -19,11 +19,14 @@
 //! - [`http`]: the axum router, authentication, limits and the error shape.
 //! - [`server`]: the listener: connection cap, header, idle and body deadlines.
 //! - [`handlers`]: what each request does and Tutor's response shapes.
+//! - [`error`]: `HandlerError`, why a validated request was not answered with 200.
 //! - [`reads`]: result reads with their statuses, event-stream reads.
 //! - [`inbox`]: Tutor's requests published to Kafka, applied with the HTTP rules.
 //! - [`operations`]: rebuilds of the derived state and the dead-letter topic.
-//! - [`settings`]: the settings follower, settings appends and the `/admin/settings/*` answers.
+//! - [`settings_admin`]: settings appends and the `/admin/settings/*` answers (the
+//!   follower they validate against is `biglearn-settings-follower`).
 
+pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod inbox;
@@ -31,7 +34,7 @@ pub mod operations;
 pub mod reads;
 pub mod requests;
 pub mod server;
-pub mod settings;
+pub mod settings_admin;
 pub mod writer;
 
 use std::sync::atomic::Ordering;
@@ -111,7 +114,7 @@ pub struct GatewayState {
     /// The state projection and its rebuilds (absent in processes that keep none).
     pub projections: Option<Arc<biglearn_projector::service::ProjectionService>>,
     /// The settings history, kept by this process's settings follower.
-    pub settings: Arc<settings::Settings>,
+    pub settings: Arc<biglearn_settings_follower::Settings>,
 }
 
 /// Clears the writer's resync flag once the event-log consumers have re-read both event

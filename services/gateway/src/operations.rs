@@ -10,7 +10,7 @@ use biglearn_projector::service::RebuildStatus;
 use biglearn_stream::{ConsumedRecord, OutgoingRecord};
 use serde_json::{json, Value};
 
-use crate::handlers::HandlerError;
+use crate::error::HandlerError;
 use crate::requests::{DlqListRequest, DlqReplayRequest, ResultsListRequest, StateDigestRequest};
 use crate::GatewayState;
 

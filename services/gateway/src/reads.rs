@@ -13,7 +13,7 @@ use biglearn_projector::event_log::{EventLog, EventRow, KnownKind};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::handlers::HandlerError;
+use crate::error::HandlerError;
 use crate::requests::{
     AlgorithmName, AssignmentExercisesRequest, AssignmentExercisesUpdate, ClueData,
     EventStreamRequest, PushRequest, ReadRequest,

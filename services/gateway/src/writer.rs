@@ -2,6 +2,7 @@
 //! locks, stamps and appends new events, and answers only after every record of a
 //! request is durably delivered.
 
+use biglearn_stream::clock::now_micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -118,11 +119,11 @@ pub struct Writer {
     space: std::sync::OnceLock<VolumeSpace>,
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
+// The settings follower tells the writer each applied version to stamp.
+impl biglearn_settings_follower::StampsSettingsVersion for Writer {
+    fn set_settings_version(&self, version: i64) {
+        Writer::set_settings_version(self, version);
+    }
 }
 
 fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {

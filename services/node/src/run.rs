@@ -355,7 +355,7 @@ pub async fn run_with(
     // The scheduler's shell: its hook dirties targets in every state batch, its loop
     // computes and publishes results (docs/design/scheduler.md §4). Settings resolve once the
     // settings follower exists (below); until then the §6.5 initial values apply.
-    let scheduler_settings: Arc<std::sync::OnceLock<Arc<biglearn_gateway::settings::Settings>>> =
+    let scheduler_settings: Arc<std::sync::OnceLock<Arc<biglearn_settings_follower::Settings>>> =
         Arc::default();
     // Settings resolve at the version stamped in the course's last applied event, which
     // the state projection keeps; it exists only once the projection is opened below. Weak:
@@ -390,7 +390,7 @@ pub async fn run_with(
                             .and_then(|service| service.current().settings_version(course.0).ok())
                             .flatten()
                             .unwrap_or_else(|| history.last_version());
-                        biglearn_recompute::settings::resolve_at(
+                        biglearn_recompute::scheduler_settings::resolve_at(
                             &history,
                             course,
                             version.max(floor),
@@ -613,11 +613,11 @@ pub async fn run_with(
 
     // Every process follows the settings topic; readiness waits for it, and the writer
     // starts only once it has caught up, so that it stamps the latest settings version.
-    let settings = biglearn_gateway::settings::Settings::new(topics.settings());
+    let settings = biglearn_settings_follower::Settings::new(topics.settings());
     let _ = scheduler_settings.set(settings.clone());
     progresses.push((topics.settings(), settings.progress()));
     {
-        let follower = biglearn_gateway::settings::run_settings_follower(
+        let follower = biglearn_settings_follower::run_settings_follower(
             settings.clone(),
             store.clone(),
             metrics.clone(),
@@ -681,7 +681,7 @@ pub async fn run_with(
     };
     if let Some(writer) = &writer {
         // An empty settings topic gets the initial settings before the first request.
-        let settings_writer = biglearn_gateway::settings::SettingsWriter {
+        let settings_writer = biglearn_gateway::settings_admin::SettingsWriter {
             settings: settings.clone(),
             store: store.clone(),
             writer: writer.clone(),
@@ -689,7 +689,7 @@ pub async fn run_with(
         };
         settings_writer
             .append(
-                biglearn_gateway::settings::SettingsChange::Bootstrap,
+                biglearn_gateway::settings_admin::SettingsChange::Bootstrap,
                 biglearn_settings::catalog::BOOTSTRAP_ACTOR,
                 "initial settings (spec operations.md §6.5)",
             )

@@ -1,6 +1,7 @@
 //! The event-log projection as a [`Projection`] of the consumer runtime: apply a decoded
 //! batch with its positions in one sled batch, dead-letter what cannot be applied.
 
+use biglearn_stream::clock::now_micros;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,13 +103,6 @@ pub async fn run_event_log_consumer(
     .map_err(|error| ProjectionError::Consumer {
         detail: error.to_string(),
     })
-}
-
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]

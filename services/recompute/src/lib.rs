@@ -35,7 +35,7 @@
 //! - [`rows`]: hook-row keys: dirty targets, waiting courses, timers.
 //! - [`hook`]: [`DirtyTargets`], the state projection's batch hook.
 //! - [`published`]: published results read back, and published versions and hashes.
-//! - [`settings`]: a course's scheduler settings from the settings history.
+//! - [`scheduler_settings`]: a course's scheduler settings from the settings history.
 //! - [`settings_watch`]: settings floors, so that settings act at once.
 //! - [`recompute`]: the loop, [`run_recompute`].
 
@@ -44,7 +44,7 @@ pub mod hook;
 pub mod published;
 pub mod recompute;
 pub mod rows;
-pub mod settings;
+pub mod scheduler_settings;
 pub mod settings_watch;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! [`TopicConsumer`]: one reader of one topic feeding every projection that reads it.
 
+use biglearn_stream::clock::now_micros;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -552,11 +553,4 @@ impl<T: Send + Sync + 'static> TopicConsumer<T> {
             metrics.consumer_lag_observed(&member.name, &self.topic, total, max, seconds);
         }
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }

@@ -19,9 +19,9 @@ use biglearn_stream::{
 use biglearn_telemetry::Metrics;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::book::{PartitionBook, PublishedModel, Trigger};
 use crate::model::{compute_model, snapshot, FitInput};
-use crate::settings::SparfaSettingsSource;
+use crate::partition_book::{PartitionBook, PublishedModel, Trigger};
+use crate::sparfa_settings::SparfaSettingsSource;
 use crate::{stream_error, ModelError, SparfaConsumerError};
 
 /// Empty polls in a row after which a read up to a high watermark gives up (a bound, so

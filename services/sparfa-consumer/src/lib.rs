@@ -4,7 +4,7 @@
 //! them from (docs/design/sparfa.md §1, §3, §5, §8, §9).
 //!
 //! Invariants:
-//! - The book-keeping (`book`, `model`) is pure: no clock, no I/O; the same records in the
+//! - The book-keeping (`partition_book`, `model`) is pure: no clock, no I/O; the same records in the
 //!   same order give byte-identical model records (`created_at` is the latest applied
 //!   `accepted_at`, a logical time; only `fit_seconds` is measured by the shell).
 //! - At most one fit per ecosystem runs at a time; marks made meanwhile coalesce into one
@@ -21,27 +21,29 @@
 //! mark results dirty when a model arrives (the model store offers a hook for that).
 //!
 //! Modules, in reading order:
-//! - [`book`]: one partition's ecosystems, first responses, retrain marks, fit coalescing.
-//! - [`settings`]: the global `sparfa.*` settings.
+//! - [`partition_book`]: one partition's ecosystems, first responses, retrain marks, fit coalescing.
+//! - [`sparfa_settings`]: the global `sparfa.*` settings.
 //! - [`model`]: snapshot → fit → `ModelComputed`, and `ModelComputed` → `EcosystemModel`.
 //! - [`router`]: `record_response` records re-keyed onto `<prefix>.sparfa-responses`.
 //! - [`consumer`]: the group member's loop and the fit pool.
 //! - [`store`]: the `<prefix>.models` consumer, sled storage and the `ModelView`.
 
-pub mod book;
 pub mod consumer;
 pub mod model;
+pub mod partition_book;
 pub mod router;
-pub mod settings;
+pub mod sparfa_settings;
 pub mod store;
 
-pub use book::{Applied, EcosystemBook, EcosystemContent, PartitionBook, PublishedModel, Trigger};
 pub use consumer::{
     default_fit_workers, group_id, group_topics, run_sparfa_consumer, SparfaConsumerConfig,
 };
 pub use model::{compute_model, ecosystem_model, matrix_uuid, snapshot, FitInput};
+pub use partition_book::{
+    Applied, EcosystemBook, EcosystemContent, PartitionBook, PublishedModel, Trigger,
+};
 pub use router::{route, router_group_id, run_response_router, RouterConfig};
-pub use settings::{SparfaSettings, SparfaSettingsSource};
+pub use sparfa_settings::{SparfaSettings, SparfaSettingsSource};
 pub use store::{run_model_store, ModelStore, NewModelHook, Stored, MODELS_KEPT};
 
 /// A model record that cannot be used.

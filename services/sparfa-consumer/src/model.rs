@@ -16,8 +16,8 @@ use biglearn_sparfa::{
 use ndarray::{Array1, Array2};
 use sha2::{Digest, Sha256};
 
-use crate::book::{EcosystemContent, PartitionBook, Trigger};
-use crate::settings::SparfaSettings;
+use crate::partition_book::{EcosystemContent, PartitionBook, Trigger};
+use crate::sparfa_settings::SparfaSettings;
 use crate::ModelError;
 
 /// `algorithm` of every model this consumer publishes.
@@ -316,7 +316,7 @@ pub fn ecosystem_model(model: &ModelComputed) -> Result<EcosystemModel, ModelErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::tests::{create, id, response};
+    use crate::partition_book::tests::{create, id, response};
     use biglearn_events::{decode_model_computed, encode_model_computed};
 
     fn settings() -> SparfaSettings {

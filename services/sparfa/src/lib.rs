@@ -35,23 +35,23 @@
 //!   (its private `kernel` holds the inner loops and the work queue).
 //! - [`irt`]: one-factor models (Rasch, 2PL) by marginal maximum likelihood (EM).
 //! - [`select`]: hyper-parameter selection by holdout log-likelihood (§4 Decision).
-//! - [`serve`]: the §10 per-learner Newton solve, CLUE and exercise ranking.
+//! - [`learner_solve`]: the §10 per-learner Newton solve, CLUE and exercise ranking.
 //! - [`eval`]: the §12 offline evaluation protocol.
 
 pub mod eval;
 pub mod fit;
 pub mod hash;
 pub mod irt;
+pub mod learner_solve;
 pub mod observations;
 pub mod select;
-pub mod serve;
 
 pub use eval::{format_table, run_eval, EvalError, EvalOptions, ModelKind, ModelReport};
 pub use fit::{fit, Fit, FitProblem, FitStats, Hyperparameters};
 pub use hash::{hash64, is_holdout, keep_learner};
+pub use learner_solve::{Clue, LearnerSolve, Ranking, ServingModel};
 pub use observations::{Observation, Observations};
 pub use select::{fit_selected, Candidate, CandidateScore, SelectedFit, SelectionInput};
-pub use serve::{Clue, LearnerSolve, Ranking, ServingModel};
 
 /// Errors of the fitting code.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,9 @@
 //! - [`embedded`]: the default backend, checksummed segment files with group commit.
 //! - [`kafka`]: the rdkafka backend, with its group membership in `kafka::group`.
 //! - [`volume`]: free space of the data volume, the write reserve, disk-fault injection.
+//! - [`clock`]: the wall clock (`now_micros`), shared by every crate that stamps or measures.
 
+pub mod clock;
 pub mod embedded;
 pub mod group;
 pub mod kafka;

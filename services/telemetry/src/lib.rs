@@ -40,21 +40,10 @@ pub const SPARFA_FIT_BUCKETS: [f64; 13] = [
 pub mod known_labels {
     /// The two streams that carry Tutor's events.
     pub const STREAMS: [&str; 2] = ["course", "ecosystem"];
-    /// Every course event type (docs/design/api.md §1.6).
-    pub const COURSE_EVENT_TYPES: [&str; 10] = [
-        "no_op",
-        "create_course",
-        "prepare_course_ecosystem",
-        "update_course_ecosystem",
-        "update_roster",
-        "update_course_active_dates",
-        "update_globally_excluded_exercises",
-        "update_course_excluded_exercises",
-        "create_update_assignment",
-        "record_response",
-    ];
+    /// Every course event type (docs/design/api.md §1.6), from the domain's catalogue.
+    pub const COURSE_EVENT_TYPES: [&str; 10] = biglearn_domain::events::CourseEventType::NAMES;
     /// Every ecosystem event type.
-    pub const ECOSYSTEM_EVENT_TYPES: [&str; 2] = ["no_op", "create_ecosystem"];
+    pub const ECOSYSTEM_EVENT_TYPES: [&str; 2] = biglearn_domain::events::EcosystemEventType::NAMES;
     /// (stream, reason) of the `no_op`s the writer can write.
     pub const NO_OP_REASONS: [(&str, &str); 5] = [
         ("course", "preparation_unknown"),

@@ -7,23 +7,6 @@ use biglearn_domain::ids::{CourseUuid, EcosystemUuid, RequestUuid, SequenceNumbe
 
 use super::validate::{array, object, req, Schema, LIMIT_1_1000, NON_NEGATIVE_INTEGER, UUID};
 
-/// Course event type names (docs/design/api.md §1.6 `course_event_type`).
-static COURSE_EVENT_TYPE_NAMES: [&str; 10] = [
-    "no_op",
-    "create_course",
-    "prepare_course_ecosystem",
-    "update_course_ecosystem",
-    "update_roster",
-    "update_course_active_dates",
-    "update_globally_excluded_exercises",
-    "update_course_excluded_exercises",
-    "create_update_assignment",
-    "record_response",
-];
-
-/// Ecosystem event type names (`ecosystem_event_type`).
-static ECOSYSTEM_EVENT_TYPE_NAMES: [&str; 2] = ["no_op", "create_ecosystem"];
-
 static METADATAS: Schema = object(&[
     req("metadata_sequence_number_offset", &NON_NEGATIVE_INTEGER),
     req("max_num_metadatas", &LIMIT_1_1000),
@@ -40,7 +23,7 @@ pub(crate) static FETCH_COURSE_EVENTS: Schema = object(&[
                 req("request_uuid", &UUID),
                 req(
                     "event_types",
-                    &array(&Schema::Enum(&COURSE_EVENT_TYPE_NAMES), 1, 20),
+                    &array(&Schema::Enum(&CourseEventType::NAMES), 1, 20),
                 ),
                 req("course_uuid", &UUID),
                 req("sequence_number_offset", &NON_NEGATIVE_INTEGER),
@@ -60,7 +43,7 @@ pub(crate) static FETCH_ECOSYSTEM_EVENTS: Schema = object(&[
                 req("request_uuid", &UUID),
                 req(
                     "event_types",
-                    &array(&Schema::Enum(&ECOSYSTEM_EVENT_TYPE_NAMES), 1, 20),
+                    &array(&Schema::Enum(&EcosystemEventType::NAMES), 1, 20),
                 ),
                 req("ecosystem_uuid", &UUID),
                 req("sequence_number_offset", &NON_NEGATIVE_INTEGER),
@@ -126,17 +109,4 @@ pub enum EventStreamRequest {
     FetchEcosystemMetadatas(FetchMetadatasRequest),
     FetchCourseEvents(FetchCourseEventsRequest),
     FetchEcosystemEvents(FetchEcosystemEventsRequest),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_type_names_match_the_domain_catalogue() {
-        let course: Vec<&str> = CourseEventType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(course, COURSE_EVENT_TYPE_NAMES);
-        let ecosystem: Vec<&str> = EcosystemEventType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(ecosystem, ECOSYSTEM_EVENT_TYPE_NAMES);
-    }
 }

@@ -16,9 +16,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{RecordOutcome, StateProjection, StateRecord};
-use crate::consumer::{dead_letter_for, now_micros, write_dead_letters, ConsumerProgress};
+use crate::consumer::{dead_letter_for, write_dead_letters, ConsumerProgress};
 use crate::decoded::{decoder, DecodedEvent};
 use crate::ProjectionError;
+use biglearn_stream::clock::now_micros;
 
 /// What one state consumer reads, where it reports, and when it stops by itself.
 #[derive(Clone, Debug)]

@@ -1,4 +1,4 @@
-//! Unit tests of `serve`: Cholesky, the Newton solve, CLUE intervals and ranking order.
+//! Unit tests of `learner_solve`: Cholesky, the Newton solve, CLUE intervals and ranking order.
 
 use super::*;
 use ndarray::{array, Array1, Array2};
