@@ -498,7 +498,7 @@ async fn a_setting_changed_mid_stream_survives_an_offline_rebuild_with_the_same_
             records,
             interval: Duration::from_secs(3600),
         };
-        biglearn::derived::rebuild_offline_with(config.clone(), checkpoint)
+        biglearn::rebuild::rebuild_offline_with(config.clone(), checkpoint)
             .await
             .unwrap();
         assert_eq!(
@@ -621,7 +621,7 @@ async fn a_stop_with_work_pending_on_busy_cores_leaves_the_digest_of_a_rebuild()
         http: Default::default(),
         kafka: Default::default(),
     };
-    biglearn::derived::rebuild_offline(config).await.unwrap();
+    biglearn::rebuild::rebuild_offline(config).await.unwrap();
     busy.store(false, std::sync::atomic::Ordering::Relaxed);
     for spinner in spinners {
         spinner.join().unwrap();

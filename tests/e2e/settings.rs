@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use biglearn::settings::SettingsCommand;
+use biglearn::settings_cli::SettingsCommand;
 use biglearn_stream::StreamStore;
 use biglearn_suite::{create_course, new_uuid, Node, TestBackend, ADMIN_TOKEN};
 use clap::Parser;
@@ -473,7 +473,7 @@ async fn run_settings(node: &Node, subcommand: &str, rest: &[&str]) -> anyhow::R
     .into_iter()
     .chain(rest.iter().copied());
     let cli = SettingsCli::try_parse_from(args)?;
-    biglearn::settings::run_settings(cli.command).await
+    biglearn::settings_cli::run_settings(cli.command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

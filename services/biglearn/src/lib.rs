@@ -14,8 +14,8 @@
 //!   builder.
 //! - [`logging`]: `--log-format text|json`, colour only on a terminal.
 //! - [`admin`]: operator commands that call the admin endpoints (`gap`, `dlq`).
-//! - [`derived`]: `state-hash` and `rebuild` (offline, or online through a running process).
-//! - [`settings`]: `biglearn settings …`, the settings admin endpoints from the command line.
+//! - [`rebuild`]: `state-hash` and `rebuild` (offline, or online through a running process).
+//! - [`settings_cli`]: `biglearn settings …`, the settings admin endpoints from the command line.
 //! - [`publish`]: Tutor requests from a file onto the inbox topic.
 //! - [`simulate`]: the Tutor simulator driving a running node.
 //! - [`offline`]: the simulator's events written straight into an embedded log.
@@ -26,11 +26,11 @@
 //! The benchmarks (`biglearn bench …`) live in `biglearn-bench`.
 
 pub mod admin;
-pub mod derived;
 pub mod logging;
 pub mod offline;
 pub mod publish;
-pub mod settings;
+pub mod rebuild;
+pub mod settings_cli;
 pub mod simulate;
 pub mod sparfa;
 pub mod staging;

@@ -54,7 +54,7 @@ enum Command {
     Rebuild(RebuildArgs),
     /// Feature toggles: define, change, override, kill, explain and audit settings.
     #[command(subcommand)]
-    Settings(biglearn::settings::SettingsCommand),
+    Settings(biglearn::settings_cli::SettingsCommand),
     /// Publish Tutor requests (JSON lines) to the inbox topic for the writer to apply.
     Publish(PublishArgs),
     /// Drive a running Biglearn with a realistic, seeded Tutor workload and check its answers.
@@ -273,14 +273,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Gap(command) => admin::run_gap(command).await,
         Command::Dlq(command) => admin::run_dlq(command).await,
-        Command::StateHash(args) => biglearn::derived::print_state_hash(&args.data_dir, args.parts),
+        Command::StateHash(args) => biglearn::rebuild::print_state_hash(&args.data_dir, args.parts),
         Command::Rebuild(args) => {
             if args.online {
-                biglearn::derived::rebuild_online(&args.target, args.store.data_dir, &args.actor)
+                biglearn::rebuild::rebuild_online(&args.target, args.store.data_dir, &args.actor)
                     .await
             } else {
                 let config = run_config(&args.store, vec![], "rebuild")?;
-                biglearn::derived::rebuild_offline_with(
+                biglearn::rebuild::rebuild_offline_with(
                     config,
                     biglearn_projector::overlay::CheckpointPolicy {
                         records: args.checkpoint_records as usize,
@@ -290,7 +290,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 .await
             }
         }
-        Command::Settings(command) => biglearn::settings::run_settings(command).await,
+        Command::Settings(command) => biglearn::settings_cli::run_settings(command).await,
         Command::Bench(command) => biglearn_bench::run_bench(command).await,
         Command::Simulate(args) => biglearn::simulate::run_simulate(args).await,
         Command::Sparfa(command) => biglearn::sparfa::run_sparfa(command),
