@@ -219,302 +219,307 @@ impl biglearn_stream::GroupMembership for SharedMembership {
     }
 }
 
-/// Starts the model store's follower of `models_topic`. With `log` (a process that
-/// answers writes or statuses), every ecosystem the store holds is marked ready in the
-/// event-log index now, and every new one as its first model arrives (D10); the marks are
-/// derived state, rebuilt from the topic like the store. Returns the follower's progress
-/// (caught up once it has read the high watermarks seen at start), for readiness.
-fn follow_models(
-    models: &Arc<biglearn_sparfa_consumer::ModelStore>,
-    log: Option<EventLog>,
-    store: &SharedStreamStore,
-    models_topic: &str,
-    stop_rx: &watch::Receiver<bool>,
-    failed_tx: &tokio::sync::mpsc::Sender<String>,
-    consumer_tasks: &mut Vec<(String, ComponentTask)>,
-) -> anyhow::Result<watch::Receiver<ConsumerProgress>> {
-    if let Some(log) = log {
-        let marked = log
-            .mark_models_materialized(&models.ecosystems())
-            .context("cannot mark the ecosystems with a model as ready")?;
-        if marked > 0 {
-            tracing::info!(marked, "Ecosystems with a stored model marked ready.");
+/// The settings history of the process, set once its follower exists: components built
+/// before it (the scheduler's settings source, the SPARFA consumer's) resolve through it,
+/// and until it is set the initial values of docs/design/operations.md §6.5 apply.
+type SettingsCell = Arc<std::sync::OnceLock<Arc<biglearn_settings_follower::Settings>>>;
+
+/// The state projection, once opened. Weak: the projection holds the scheduler's hook,
+/// which holds closures reading this cell, and a strong reference would keep sled (and its
+/// directory lock) alive after shutdown.
+type ProjectionCell =
+    Arc<std::sync::OnceLock<std::sync::Weak<biglearn_projector::service::ProjectionService>>>;
+
+/// One process being assembled: what its roles share, and what has been started so far.
+/// [`run_with`] adds the roles one by one, serves HTTP, then stops everything in order.
+struct Node {
+    config: RunConfig,
+    space: VolumeSpace,
+    metrics: Metrics,
+    store: SharedStreamStore,
+    topics: Topics,
+    db: sled::Db,
+    /// The event-log index: the writer's index, and what reads and statuses answer from.
+    log: EventLog,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    /// A component that fails fatally reports here and the whole process stops (non-zero
+    /// exit), so that a supervisor restarts it rather than serving from a projection that
+    /// no longer advances.
+    failed_tx: tokio::sync::mpsc::Sender<String>,
+    failed_rx: tokio::sync::mpsc::Receiver<String>,
+    /// Components awaited at shutdown, under the name of what they read.
+    components: Vec<(String, ComponentTask)>,
+    /// The progress of each followed topic, for readiness and the writer's index.
+    progresses: Vec<(String, watch::Receiver<ConsumerProgress>)>,
+}
+
+impl Node {
+    /// Opens the data directory, the stream store and sled. Refuses to start on a full
+    /// volume before anything under the data directory is opened: opening would write
+    /// (sled's configuration and snapshots, the log's torn-tail cuts), and a write failing
+    /// half-way is how state gets corrupted.
+    async fn open(mut config: RunConfig) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let space = VolumeSpace::new(&config.data_dir, reserve_override()?);
+        let report = check_space_to_start(&space)?;
+        make_private(&config.data_dir)?;
+        let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+        if let Some(report) = report {
+            metrics.data_volume(
+                report.available_bytes,
+                report.total_bytes,
+                report.reserve_bytes,
+            );
         }
-        models.on_new_model(Arc::new(move |ecosystem, _model_seq| {
-            if let Err(error) = log.mark_model_materialized(ecosystem) {
-                tracing::error!(%error, ecosystem = %ecosystem.0, "Cannot mark an ecosystem ready; it is marked at the next start.");
-            }
-        }));
-    }
-    let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
-    let consumer = biglearn_sparfa_consumer::run_model_store(
-        models.clone(),
-        store.clone(),
-        models_topic.to_owned(),
-        progress_tx,
-        stop_rx.clone(),
-    );
-    consumer_tasks.push((
-        models_topic.to_owned(),
-        spawn_component("the model store", consumer, failed_tx),
-    ));
-    Ok(progress_rx)
-}
-
-/// Runs the configured roles until `shutdown` resolves, then stops in order: the HTTP
-/// listener drains, consumers finish their batch in flight, sled is flushed.
-pub async fn run(
-    config: RunConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    run_with(config, shutdown, |_| {}).await
-}
-
-/// [`run`], telling `on_listening` the bound address (tests listen on port 0).
-pub async fn run_with(
-    config: RunConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_listening: impl FnOnce(SocketAddr),
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    // Before anything under the data directory is opened: on a full volume, opening
-    // would write (sled's configuration and snapshots, the log's torn-tail cuts), and a
-    // write failing half-way is how state gets corrupted.
-    let space = VolumeSpace::new(&config.data_dir, reserve_override()?);
-    let report = check_space_to_start(&space)?;
-    make_private(&config.data_dir)?;
-    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
-    if let Some(report) = report {
-        metrics.data_volume(
-            report.available_bytes,
-            report.total_bytes,
-            report.reserve_bytes,
-        );
-    }
-    let mut config = config;
-    config.kafka.stats = crate::kafka_options::metrics_observer(metrics.clone());
-    let store = open_store(&config).await?;
-    let topics = crate::staging::topics_of(&config);
-    let state_dir = config.data_dir.join("state");
-    let db = sled::Config::new()
-        .path(&state_dir)
-        .open()
-        .map_err(|error| sled_open_error(&state_dir, error))?;
-    let log = EventLog::open(
-        &db,
-        &biglearn_projector::service::Generations::open(&db)?
-            .active_tree(biglearn_projector::service::EVENT_LOG)?,
-    )?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // A consumer that fails stops the whole process (non-zero exit), so that a supervisor
-    // restarts it rather than serving from a projection that no longer advances.
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(4);
-    let mut consumer_tasks = Vec::new();
-    let mut progresses: Vec<(String, watch::Receiver<ConsumerProgress>)> = Vec::new();
-    // The event-log index serves the API and the writer; a projector-only process skips it.
-    let keeps_event_log = config
-        .roles
-        .iter()
-        .any(|role| !matches!(role, Role::Projector | Role::Sparfa));
-    // The event-log projection of each event topic, fed below by the same consumer as the
-    // state projection (each record decoded once).
-    let mut event_log_feeds = Vec::new();
-    for (stream, topic) in [
-        (StreamKind::Course, topics.course_events()),
-        (StreamKind::Ecosystem, topics.ecosystem_events()),
-    ]
-    .into_iter()
-    .filter(|_| keeps_event_log)
-    {
-        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
-        progresses.push((topic.clone(), progress_rx));
-        let projection = biglearn_projector::consumer::EventLogProjection::new(
-            log.clone(),
-            store.clone(),
-            EventLogConsumerConfig {
-                checkpoint: Default::default(),
-                write_dead_letters: true,
-                component: "event_log".into(),
-                stream,
-                topic: topic.clone(),
-                dlq_topic: topics.dlq(),
-                max_batch: 2000,
-                poll_timeout: Duration::from_millis(100),
-                metrics: metrics.clone(),
-            },
-        );
-        event_log_feeds.push((stream, topic, Arc::new(projection), progress_tx));
-    }
-
-    // The scheduler's shell: its hook dirties targets in every state batch, its loop
-    // computes and publishes results (docs/design/scheduler.md §4). Settings resolve once the
-    // settings follower exists (below); until then the §6.5 initial values apply.
-    let scheduler_settings: Arc<std::sync::OnceLock<Arc<biglearn_settings_follower::Settings>>> =
-        Arc::default();
-    // Settings resolve at the version stamped in the course's last applied event, which
-    // the state projection keeps; it exists only once the projection is opened below. Weak:
-    // the projection holds the scheduler's hook, which holds this closure, and a strong
-    // reference would keep sled (and its directory lock) alive after shutdown.
-    let settings_projection: Arc<
-        std::sync::OnceLock<std::sync::Weak<biglearn_projector::service::ProjectionService>>,
-    > = Arc::default();
-    // The latest SPARFA models, read from `<prefix>.models` by the process that computes
-    // results (below), and served to the scheduler.
-    let models = Arc::new(
-        biglearn_sparfa_consumer::ModelStore::open(&db).context("cannot open the model store")?,
-    );
-    let recompute_shell = biglearn_recompute::build(biglearn_recompute::ShellInputs {
-        models: models.clone(),
-        db: db.clone(),
-        log: log.clone(),
-        store: store.clone(),
-        results_topic: topics.results(),
-        metrics: metrics.clone(),
-        settings: {
-            let cell = scheduler_settings.clone();
-            let projection = settings_projection.clone();
-            let latest = scheduler_settings.clone();
-            biglearn_recompute::SettingsSource {
-                resolve: Arc::new(move |course, floor| match cell.get() {
-                    Some(settings) => {
-                        let history = settings.history();
-                        let version = projection
-                            .get()
-                            .and_then(std::sync::Weak::upgrade)
-                            .and_then(|service| service.current().settings_version(course.0).ok())
-                            .flatten()
-                            .unwrap_or_else(|| history.last_version());
-                        biglearn_recompute::scheduler_settings::resolve_at(
-                            &history,
-                            course,
-                            version.max(floor),
-                        )
-                    }
-                    None => biglearn_scheduler::SchedulerSettings::INITIAL,
-                }),
-                latest_version: Arc::new(move || {
-                    latest.get().map_or(0, |settings| settings.last_version())
-                }),
-            }
-        },
-    })
-    .context("cannot open the scheduler's state")?;
-
-    // Only the process with the projector role computes results: replicas that computed
-    // too would publish duplicates.
-    let computes_results = config.roles.contains(&Role::Projector);
-    // The state projection (courses, rosters, assignments, responses, content).
-    let projections = biglearn_projector::service::ProjectionService::open(
-        db.clone(),
-        store.clone(),
-        topics.clone(),
-        metrics.clone(),
-        failed_tx.clone(),
-        computes_results
-            .then(|| recompute_shell.hook.clone() as Arc<dyn biglearn_projector::state::BatchHook>),
-    )?;
-    let _ = settings_projection.set(Arc::downgrade(&projections));
-    if computes_results {
-        // An ecosystem's first model dirties its courses (docs/design/scheduler.md §4). Weak: the
-        // recompute hook holds the model store (as the scheduler's `ModelView`), so a strong
-        // reference here would be a cycle keeping sled open after shutdown.
-        let projection = Arc::downgrade(&projections);
-        let hook = Arc::downgrade(&recompute_shell.hook);
-        models.on_new_model(Arc::new(move |ecosystem, model_seq| {
-            let (Some(service), Some(hook)) = (projection.upgrade(), hook.upgrade()) else {
-                return;
-            };
-            if let Err(error) = hook.model_arrived(service.current().tree(), ecosystem, model_seq) {
-                tracing::error!(%error, ecosystem = %ecosystem.0, "Cannot mark the courses of a new model dirty; they are recomputed on their next event.");
-            }
-        }));
-    }
-    // D10 (docs/design/api.md §2.6, §4.5): "ready" means the ecosystem has a materialized model.
-    // Every process that answers writes or statuses, or computes results, follows
-    // `<prefix>.models` (a staging process: production's, unless `--own-sparfa`). Started
-    // after the hooks above are registered, so that no model passes them by.
-    let models_topic = crate::staging::models_topic_of(&config);
-    let models_progress = if keeps_event_log || computes_results {
-        Some(follow_models(
-            &models,
-            keeps_event_log.then(|| log.clone()),
-            &store,
-            &models_topic,
-            &stop_rx,
-            &failed_tx,
-            &mut consumer_tasks,
-        )?)
-    } else {
-        None
-    };
-    // One consumer per event topic feeds the event-log projection (first: the writer
-    // waits for it) and, in a process that keeps it, the state projection.
-    for (stream, topic, event_log, progress) in event_log_feeds {
-        let (state, state_progress) = projections.live(stream);
-        let consumer = biglearn_runtime::TopicConsumer::new(
-            topic.clone(),
-            "event_log",
-            biglearn_projector::decoded::decoder(stream),
-        )
-        .feed("event_log", event_log, progress)
-        .feed("projector", state, state_progress)
-        .options(biglearn_runtime::RunOptions {
-            max_batch: 2000,
-            drain_on_shutdown: Some(SHUTDOWN_DRAIN),
-            ..biglearn_runtime::RunOptions::default()
+        config.kafka.stats = crate::kafka_options::metrics_observer(metrics.clone());
+        let store = open_store(&config).await?;
+        let topics = crate::staging::topics_of(&config);
+        let state_dir = config.data_dir.join("state");
+        let db = sled::Config::new()
+            .path(&state_dir)
+            .open()
+            .map_err(|error| sled_open_error(&state_dir, error))?;
+        let log = EventLog::open(
+            &db,
+            &biglearn_projector::service::Generations::open(&db)?
+                .active_tree(biglearn_projector::service::EVENT_LOG)?,
+        )?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (failed_tx, failed_rx) = tokio::sync::mpsc::channel::<String>(4);
+        Ok(Node {
+            config,
+            space,
+            metrics,
+            store,
+            topics,
+            db,
+            log,
+            stop_tx,
+            stop_rx,
+            failed_tx,
+            failed_rx,
+            components: Vec::new(),
+            progresses: Vec::new(),
         })
-        .metrics(metrics.clone())
-        .run(store.clone(), stop_rx.clone());
-        consumer_tasks.push((
-            topic.clone(),
-            spawn_component(&format!("the consumer of {topic}"), consumer, &failed_tx),
-        ));
     }
-    if !keeps_event_log {
-        projections.start().await;
+
+    /// The event-log index serves the API and the writer; a process that only computes
+    /// (projector, SPARFA) skips it.
+    fn keeps_event_log(&self) -> bool {
+        self.config
+            .roles
+            .iter()
+            .any(|role| !matches!(role, Role::Projector | Role::Sparfa))
     }
-    if computes_results {
+
+    /// Only the process with the projector role computes results: replicas that computed
+    /// too would publish duplicates.
+    fn computes_results(&self) -> bool {
+        self.config.roles.contains(&Role::Projector)
+    }
+
+    /// Starts `component`, awaited at shutdown under `reads`.
+    fn start(
+        &mut self,
+        reads: String,
+        name: &str,
+        component: impl std::future::Future<Output = Result<(), impl std::fmt::Display>>
+            + Send
+            + 'static,
+    ) {
+        let task = spawn_component(name, component, &self.failed_tx);
+        self.components.push((reads, task));
+    }
+
+    /// The scheduler's shell (docs/design/scheduler.md §4): its hook dirties targets in every
+    /// state batch, its loop computes and publishes results. Settings resolve at the version
+    /// stamped in the course's last applied event (kept by the state projection), raised to
+    /// the course's settings floor (S9).
+    fn scheduler_shell(
+        &self,
+        models: &Arc<biglearn_sparfa_consumer::ModelStore>,
+        settings: &SettingsCell,
+        projection: &ProjectionCell,
+    ) -> anyhow::Result<biglearn_recompute::Shell> {
+        let (cell, latest, projection) = (settings.clone(), settings.clone(), projection.clone());
+        let settings = biglearn_recompute::SettingsSource {
+            resolve: Arc::new(move |course, floor| match cell.get() {
+                Some(settings) => {
+                    let history = settings.history();
+                    let version = projection
+                        .get()
+                        .and_then(std::sync::Weak::upgrade)
+                        .and_then(|service| service.current().settings_version(course.0).ok())
+                        .flatten()
+                        .unwrap_or_else(|| history.last_version());
+                    biglearn_recompute::scheduler_settings::resolve_at(
+                        &history,
+                        course,
+                        version.max(floor),
+                    )
+                }
+                None => biglearn_scheduler::SchedulerSettings::INITIAL,
+            }),
+            latest_version: Arc::new(move || {
+                latest.get().map_or(0, |settings| settings.last_version())
+            }),
+        };
+        biglearn_recompute::build(biglearn_recompute::ShellInputs {
+            models: models.clone(),
+            db: self.db.clone(),
+            log: self.log.clone(),
+            store: self.store.clone(),
+            results_topic: self.topics.results(),
+            metrics: self.metrics.clone(),
+            settings,
+        })
+        .context("cannot open the scheduler's state")
+    }
+
+    /// Starts the model store's follower of `models_topic`. With `log` (a process that
+    /// answers writes or statuses), every ecosystem the store holds is marked ready in the
+    /// event-log index now, and every new one as its first model arrives (D10); the marks
+    /// are derived state, rebuilt from the topic like the store. Returns the follower's
+    /// progress (caught up once it has read the high watermarks seen at start).
+    fn follow_models(
+        &mut self,
+        models: &Arc<biglearn_sparfa_consumer::ModelStore>,
+        log: Option<EventLog>,
+        models_topic: &str,
+    ) -> anyhow::Result<watch::Receiver<ConsumerProgress>> {
+        if let Some(log) = log {
+            let marked = log
+                .mark_models_materialized(&models.ecosystems())
+                .context("cannot mark the ecosystems with a model as ready")?;
+            if marked > 0 {
+                tracing::info!(marked, "Ecosystems with a stored model marked ready.");
+            }
+            models.on_new_model(Arc::new(move |ecosystem, _model_seq| {
+                if let Err(error) = log.mark_model_materialized(ecosystem) {
+                    tracing::error!(%error, ecosystem = %ecosystem.0, "Cannot mark an ecosystem ready; it is marked at the next start.");
+                }
+            }));
+        }
+        let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
+        let consumer = biglearn_sparfa_consumer::run_model_store(
+            models.clone(),
+            self.store.clone(),
+            models_topic.to_owned(),
+            progress_tx,
+            self.stop_rx.clone(),
+        );
+        self.start(models_topic.to_owned(), "the model store", consumer);
+        Ok(progress_rx)
+    }
+
+    /// One consumer per event topic feeds the event-log projection (first: the writer
+    /// waits for it) and the state projection: each record is decoded once.
+    fn start_event_consumers(
+        &mut self,
+        projections: &Arc<biglearn_projector::service::ProjectionService>,
+    ) {
+        for (stream, topic) in [
+            (StreamKind::Course, self.topics.course_events()),
+            (StreamKind::Ecosystem, self.topics.ecosystem_events()),
+        ] {
+            let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
+            self.progresses.push((topic.clone(), progress_rx));
+            let event_log = biglearn_projector::consumer::EventLogProjection::new(
+                self.log.clone(),
+                self.store.clone(),
+                EventLogConsumerConfig {
+                    checkpoint: Default::default(),
+                    write_dead_letters: true,
+                    component: "event_log".into(),
+                    stream,
+                    topic: topic.clone(),
+                    dlq_topic: self.topics.dlq(),
+                    max_batch: 2000,
+                    poll_timeout: Duration::from_millis(100),
+                    metrics: self.metrics.clone(),
+                },
+            );
+            let (state, state_progress) = projections.live(stream);
+            let consumer = biglearn_runtime::TopicConsumer::new(
+                topic.clone(),
+                "event_log",
+                biglearn_projector::decoded::decoder(stream),
+            )
+            .feed("event_log", Arc::new(event_log), progress_tx)
+            .feed("projector", state, state_progress)
+            .options(biglearn_runtime::RunOptions {
+                max_batch: 2000,
+                drain_on_shutdown: Some(SHUTDOWN_DRAIN),
+                ..biglearn_runtime::RunOptions::default()
+            })
+            .metrics(self.metrics.clone())
+            .run(self.store.clone(), self.stop_rx.clone());
+            self.start(topic.clone(), &format!("the consumer of {topic}"), consumer);
+        }
+    }
+
+    /// The recompute loop. Nothing is computed before the models are caught up too: a
+    /// catch-up computed with stale models would publish results of models superseded
+    /// long ago.
+    fn start_recompute(
+        &mut self,
+        shell: biglearn_recompute::Shell,
+        projections: &Arc<biglearn_projector::service::ProjectionService>,
+        models_progress: Option<watch::Receiver<ConsumerProgress>>,
+    ) {
         let source = projections.clone();
-        // Nothing is computed before the models are caught up too: a catch-up computed
-        // with stale models would publish results of models superseded long ago.
-        let recompute = recompute_shell.into_loop(
+        let recompute = shell.into_loop(
             Arc::new(move || source.current()),
             projections
                 .progress()
                 .into_iter()
                 .map(|(_, progress)| progress)
-                .chain(models_progress.clone())
+                .chain(models_progress)
                 .collect(),
         );
-        let stop = stop_rx.clone();
+        let stop = self.stop_rx.clone();
         let recompute = async move {
             biglearn_recompute::run_recompute(recompute, stop).await;
             Ok::<(), std::convert::Infallible>(())
         };
-        consumer_tasks.push((
+        self.start(
             "the recompute loop".to_owned(),
-            spawn_component("the recompute loop", recompute, &failed_tx),
-        ));
+            "the recompute loop",
+            recompute,
+        );
     }
-    if config.roles.contains(&Role::Sparfa) {
-        let router_membership = store
-            .join_group(
-                &biglearn_sparfa_consumer::router_group_id(&topics),
-                &[topics.course_events()],
-            )
-            .await
-            .context("cannot join the response routers' group")?;
-        let router_membership: Arc<dyn biglearn_stream::GroupMembership> =
-            Arc::from(router_membership);
+
+    /// The SPARFA role: the response router and the SPARFA consumer, each in its consumer
+    /// group, each restarted after transient errors on one membership that outlives the
+    /// restart.
+    async fn start_sparfa(&mut self, settings: &SettingsCell) -> anyhow::Result<()> {
+        let (store, topics, metrics) = (
+            self.store.clone(),
+            self.topics.clone(),
+            self.metrics.clone(),
+        );
+        let router_membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(
+            store
+                .join_group(
+                    &biglearn_sparfa_consumer::router_group_id(&topics),
+                    &[topics.course_events()],
+                )
+                .await
+                .context("cannot join the response routers' group")?,
+        );
         let router = {
-            let (db, store, topics, run_stop) =
-                (db.clone(), store.clone(), topics.clone(), stop_rx.clone());
+            let (db, store, topics, run_stop) = (
+                self.db.clone(),
+                store.clone(),
+                topics.clone(),
+                self.stop_rx.clone(),
+            );
             biglearn_runtime::supervise(
                 "sparfa_router",
                 move || {
@@ -528,35 +533,34 @@ pub async fn run_with(
                 },
                 biglearn_sparfa_consumer::SparfaConsumerError::is_transient,
                 Some(metrics.clone()),
-                stop_rx.clone(),
+                self.stop_rx.clone(),
             )
         };
-        consumer_tasks.push((
-            topics.sparfa_responses(),
-            spawn_component("the response router", router, &failed_tx),
-        ));
-        let membership = store
-            .join_group(
-                &biglearn_sparfa_consumer::group_id(&topics),
-                &biglearn_sparfa_consumer::group_topics(&topics),
-            )
-            .await
-            .context("cannot join the SPARFA consumer group")?;
-        let settings_cell = scheduler_settings.clone();
+        self.start(topics.sparfa_responses(), "the response router", router);
+
+        let membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(
+            store
+                .join_group(
+                    &biglearn_sparfa_consumer::group_id(&topics),
+                    &biglearn_sparfa_consumer::group_topics(&topics),
+                )
+                .await
+                .context("cannot join the SPARFA consumer group")?,
+        );
+        let settings = settings.clone();
         let sparfa_settings: biglearn_sparfa_consumer::SparfaSettingsSource =
-            Arc::new(move || match settings_cell.get() {
+            Arc::new(move || match settings.get() {
                 Some(settings) => {
                     biglearn_sparfa_consumer::SparfaSettings::resolve(&settings.history())
                 }
                 None => biglearn_sparfa_consumer::SparfaSettings::INITIAL,
             });
-        let membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(membership);
         let consumer = {
             let (store, topics, metrics_for_fits, run_stop) = (
                 store.clone(),
                 topics.clone(),
                 metrics.clone(),
-                stop_rx.clone(),
+                self.stop_rx.clone(),
             );
             biglearn_runtime::supervise(
                 "sparfa",
@@ -573,32 +577,34 @@ pub async fn run_with(
                     )
                 },
                 biglearn_sparfa_consumer::SparfaConsumerError::is_transient,
-                Some(metrics.clone()),
-                stop_rx.clone(),
+                Some(metrics),
+                self.stop_rx.clone(),
             )
         };
-        consumer_tasks.push((
+        self.start(
             biglearn_sparfa_consumer::group_id(&topics),
-            spawn_component("the SPARFA consumer", consumer, &failed_tx),
-        ));
+            "the SPARFA consumer",
+            consumer,
+        );
+        Ok(())
     }
 
-    let mut resync_task = None;
-    let (results_stop_tx, results_stop_rx) = watch::channel(false);
-    let results_task = {
+    /// The results consumer, with its own stop: it is stopped last, after the recompute
+    /// loop's last publication, and drained, so that a clean stop leaves no published
+    /// result unstored.
+    fn start_results_consumer(&mut self) -> (watch::Sender<bool>, ComponentTask) {
+        let (stop_tx, stop_rx) = watch::channel(false);
         let (progress_tx, progress_rx) = watch::channel(ConsumerProgress::default());
-        progresses.push((topics.results(), progress_rx));
-        // Stopped last, after the recompute loop's last publication, and drained: a clean
-        // stop leaves no published result unstored.
+        self.progresses.push((self.topics.results(), progress_rx));
         let consumer = biglearn_runtime::TopicConsumer::new(
-            topics.results(),
+            self.topics.results(),
             "results",
             biglearn_projector::results::decode_result,
         )
         .feed(
             "results",
             Arc::new(biglearn_projector::results::ResultsProjection::new(
-                log.clone(),
+                self.log.clone(),
             )),
             progress_tx,
         )
@@ -606,86 +612,85 @@ pub async fn run_with(
             drain_on_shutdown: Some(SHUTDOWN_DRAIN),
             ..biglearn_runtime::RunOptions::default()
         })
-        .metrics(metrics.clone())
-        .run(store.clone(), results_stop_rx);
-        spawn_component("the results consumer", consumer, &failed_tx)
-    };
+        .metrics(self.metrics.clone())
+        .run(self.store.clone(), stop_rx);
+        let task = spawn_component("the results consumer", consumer, &self.failed_tx);
+        (stop_tx, task)
+    }
 
-    // Every process follows the settings topic; readiness waits for it, and the writer
-    // starts only once it has caught up, so that it stamps the latest settings version.
-    let settings = biglearn_settings_follower::Settings::new(topics.settings());
-    let _ = scheduler_settings.set(settings.clone());
-    progresses.push((topics.settings(), settings.progress()));
-    {
+    /// Every process follows the settings topic; readiness waits for it. Returns once the
+    /// follower has caught up, so that a writer started after it stamps the latest
+    /// settings version.
+    async fn follow_settings(
+        &mut self,
+        cell: &SettingsCell,
+    ) -> anyhow::Result<Arc<biglearn_settings_follower::Settings>> {
+        let settings = biglearn_settings_follower::Settings::new(self.topics.settings());
+        let _ = cell.set(settings.clone());
+        self.progresses
+            .push((self.topics.settings(), settings.progress()));
         let follower = biglearn_settings_follower::run_settings_follower(
             settings.clone(),
-            store.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.stop_rx.clone(),
         );
-        consumer_tasks.push((
-            topics.settings(),
-            spawn_component("the settings follower", follower, &failed_tx),
-        ));
-    }
-    tokio::select! {
-        _ = settings.caught_up() => {}
-        Some(reason) = failed_rx.recv() => anyhow::bail!("{reason}"),
+        self.start(self.topics.settings(), "the settings follower", follower);
+        tokio::select! {
+            _ = settings.caught_up() => Ok(settings),
+            Some(reason) = self.failed_rx.recv() => anyhow::bail!("{reason}"),
+        }
     }
 
-    let writer = if config.roles.contains(&Role::Writer) {
-        let indexed_by = progresses
+    /// The writer role: the single writer over the event-log index, its resync after an
+    /// uncertain outcome (returned: it holds the store and sled until ended), the inbox
+    /// consumer when enabled, and the initial settings on an empty settings topic.
+    async fn start_writer(
+        &mut self,
+        settings: &Arc<biglearn_settings_follower::Settings>,
+    ) -> anyhow::Result<(Arc<Writer>, tokio::task::JoinHandle<()>)> {
+        let event_topics = [self.topics.course_events(), self.topics.ecosystem_events()];
+        let indexed_by = self
+            .progresses
             .iter()
-            .filter(|(topic, _)| {
-                *topic == topics.course_events() || *topic == topics.ecosystem_events()
-            })
+            .filter(|(topic, _)| event_topics.contains(topic))
             .cloned()
             .collect();
         let writer = Arc::new(Writer::new(
-            store.clone(),
-            log.clone(),
+            self.store.clone(),
+            self.log.clone(),
             WriterConfig {
-                writer_id: config.writer_id.clone(),
-                topics: topics.clone(),
+                writer_id: self.config.writer_id.clone(),
+                topics: self.topics.clone(),
             },
-            metrics.clone(),
+            self.metrics.clone(),
             indexed_by,
         ));
-        writer.guard_space(space.clone());
+        writer.guard_space(self.space.clone());
         settings.attach_writer(writer.clone());
-        // Kept so shutdown can end it: it holds the store and sled until dropped.
-        resync_task = Some(tokio::spawn(biglearn_gateway::resync_when_caught_up(
+        let resync = tokio::spawn(biglearn_gateway::resync_when_caught_up(
             writer.clone(),
-            store.clone(),
-            progresses.clone(),
-        )));
-        if config.flags.is_enabled("kafka_inbox") {
+            self.store.clone(),
+            self.progresses.clone(),
+        ));
+        if self.config.flags.is_enabled("kafka_inbox") {
             let inbox = biglearn_gateway::inbox::run_inbox_consumer(
                 writer.clone(),
-                log.clone(),
-                store.clone(),
-                topics.inbox(),
-                topics.dlq(),
-                stop_rx.clone(),
+                self.log.clone(),
+                self.store.clone(),
+                self.topics.inbox(),
+                self.topics.dlq(),
+                self.stop_rx.clone(),
             );
-            consumer_tasks.push((
-                topics.inbox(),
-                spawn_component("the inbox consumer", inbox, &failed_tx),
-            ));
+            self.start(self.topics.inbox(), "the inbox consumer", inbox);
         } else {
             tracing::info!("The inbox is off in this environment (feature flag kafka_inbox).");
         }
-        Some(writer)
-    } else {
-        None
-    };
-    if let Some(writer) = &writer {
-        // An empty settings topic gets the initial settings before the first request.
         let settings_writer = biglearn_gateway::settings_admin::SettingsWriter {
             settings: settings.clone(),
-            store: store.clone(),
+            store: self.store.clone(),
             writer: writer.clone(),
-            log: log.clone(),
+            log: self.log.clone(),
         };
         settings_writer
             .append(
@@ -695,53 +700,18 @@ pub async fn run_with(
             )
             .await
             .context("cannot define the initial settings on the settings topic")?;
+        Ok((writer, resync))
     }
-    let state = Arc::new(GatewayState {
-        writer: writer.clone(),
-        log: log.clone(),
-        tokens: Tokens {
-            api: vec![config.api_token.clone()],
-            admin: vec![config.admin_token.clone()],
-            observer: config.observer_token.iter().cloned().collect(),
-        },
-        metrics: metrics.clone(),
-        readiness: Readiness::new(
-            progresses
-                .iter()
-                .cloned()
-                .chain(projections.progress())
-                .chain(models_progress.map(|progress| (models_topic.clone(), progress)))
-                .collect(),
-            writer,
-        ),
-        store: store.clone(),
-        topics: topics.clone(),
-        projections: Some(projections.clone()),
-        flags: config.flags.clone(),
-        settings,
-    });
-    let app = biglearn_gateway::http::router(state);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is another process using that port?",
-                config.listen
-            )
-        })?;
-    let local_addr = listener.local_addr()?;
-    tracing::info!(listen = %local_addr, backend = store.backend_name(), prefix = %config.topic_prefix, "Biglearn is serving.");
-    println!("biglearn listening on http://{local_addr}");
-    on_listening(local_addr);
 
-    let size_metrics = {
-        let metrics = metrics.clone();
-        let db = db.clone();
-        let log_dir = config.data_dir.join("log");
+    /// Reports the sizes of sled and the log and the data volume's free space every 10 s.
+    fn report_sizes(&self) -> tokio::task::JoinHandle<()> {
+        let metrics = self.metrics.clone();
+        let db = self.db.clone();
+        let log_dir = self.config.data_dir.join("log");
         // One sled database holds every projection of the process: reported once, under
         // the component whose state dominates it.
-        let component = sled_component(&config.roles);
-        let space = space.clone();
+        let component = sled_component(&self.config.roles);
+        let space = self.space.clone();
         tokio::spawn(async move {
             loop {
                 if let Ok(bytes) = db.size_on_disk() {
@@ -764,8 +734,143 @@ pub async fn run_with(
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
         })
+    }
+}
+
+/// Runs the configured roles until `shutdown` resolves, then stops in order: the HTTP
+/// listener drains, consumers finish their batch in flight, sled is flushed.
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], telling `on_listening` the bound address (tests listen on port 0).
+pub async fn run_with(
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let mut node = Node::open(config).await?;
+    let (keeps_event_log, computes_results) = (node.keeps_event_log(), node.computes_results());
+    let settings_cell = SettingsCell::default();
+    let projection_cell = ProjectionCell::default();
+    // The latest SPARFA models, read from `<prefix>.models`: served to the scheduler, and
+    // what makes an ecosystem ready (D10).
+    let models = Arc::new(
+        biglearn_sparfa_consumer::ModelStore::open(&node.db)
+            .context("cannot open the model store")?,
+    );
+    let scheduler = if computes_results {
+        Some(node.scheduler_shell(&models, &settings_cell, &projection_cell)?)
+    } else {
+        None
     };
 
+    // The state projection (courses, rosters, assignments, responses, content).
+    let projections = biglearn_projector::service::ProjectionService::open(
+        node.db.clone(),
+        node.store.clone(),
+        node.topics.clone(),
+        node.metrics.clone(),
+        node.failed_tx.clone(),
+        scheduler
+            .as_ref()
+            .map(|shell| shell.hook.clone() as Arc<dyn biglearn_projector::state::BatchHook>),
+    )?;
+    let _ = projection_cell.set(Arc::downgrade(&projections));
+    if let Some(shell) = &scheduler {
+        // An ecosystem's first model dirties its courses (docs/design/scheduler.md §4). Weak:
+        // the recompute hook holds the model store (as the scheduler's `ModelView`), so a
+        // strong reference here would be a cycle keeping sled open after shutdown.
+        let projection = Arc::downgrade(&projections);
+        let hook = Arc::downgrade(&shell.hook);
+        models.on_new_model(Arc::new(move |ecosystem, model_seq| {
+            let (Some(service), Some(hook)) = (projection.upgrade(), hook.upgrade()) else {
+                return;
+            };
+            if let Err(error) = hook.model_arrived(service.current().tree(), ecosystem, model_seq) {
+                tracing::error!(%error, ecosystem = %ecosystem.0, "Cannot mark the courses of a new model dirty; they are recomputed on their next event.");
+            }
+        }));
+    }
+    // D10 (docs/design/api.md §2.6, §4.5): "ready" means the ecosystem has a materialized
+    // model. Every process that answers writes or statuses, or computes results, follows
+    // `<prefix>.models` (a staging process: production's, unless `--own-sparfa`). Started
+    // after the hooks above are registered, so that no model passes them by.
+    let models_topic = crate::staging::models_topic_of(&node.config);
+    let models_progress = if keeps_event_log || computes_results {
+        let log = keeps_event_log.then(|| node.log.clone());
+        Some(node.follow_models(&models, log, &models_topic)?)
+    } else {
+        None
+    };
+    if keeps_event_log {
+        node.start_event_consumers(&projections);
+    } else {
+        projections.start().await;
+    }
+    if let Some(shell) = scheduler {
+        node.start_recompute(shell, &projections, models_progress.clone());
+    }
+    if node.config.roles.contains(&Role::Sparfa) {
+        node.start_sparfa(&settings_cell).await?;
+    }
+    let (results_stop, results_task) = node.start_results_consumer();
+    let settings = node.follow_settings(&settings_cell).await?;
+    let (writer, resync_task) = if node.config.roles.contains(&Role::Writer) {
+        let (writer, resync) = node.start_writer(&settings).await?;
+        (Some(writer), Some(resync))
+    } else {
+        (None, None)
+    };
+
+    let state = Arc::new(GatewayState {
+        writer: writer.clone(),
+        log: node.log.clone(),
+        tokens: Tokens {
+            api: vec![node.config.api_token.clone()],
+            admin: vec![node.config.admin_token.clone()],
+            observer: node.config.observer_token.iter().cloned().collect(),
+        },
+        metrics: node.metrics.clone(),
+        readiness: Readiness::new(
+            node.progresses
+                .iter()
+                .cloned()
+                .chain(projections.progress())
+                .chain(models_progress.map(|progress| (models_topic.clone(), progress)))
+                .collect(),
+            writer,
+        ),
+        store: node.store.clone(),
+        topics: node.topics.clone(),
+        projections: Some(projections.clone()),
+        flags: node.config.flags.clone(),
+        settings,
+    });
+    let app = biglearn_gateway::http::router(state);
+    let listen = node.config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}; is another process using that port?")
+        })?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(listen = %local_addr, backend = node.store.backend_name(), prefix = %node.config.topic_prefix, "Biglearn is serving.");
+    println!("biglearn listening on http://{local_addr}");
+    on_listening(local_addr);
+    let size_reports = node.report_sizes();
+
+    let Node {
+        config,
+        db,
+        stop_tx,
+        mut failed_rx,
+        components,
+        ..
+    } = node;
     let failure = Arc::new(parking_lot::Mutex::new(None::<String>));
     let stop_serving = {
         let failure = failure.clone();
@@ -783,16 +888,17 @@ pub async fn run_with(
     biglearn_gateway::server::serve(listener, app, http, stop_serving)
         .await
         .context("the HTTP server failed")?;
+
     tracing::info!("Shutting down: finishing the batches in flight.");
-    size_metrics.abort();
-    let _ = size_metrics.await;
+    size_reports.abort();
+    let _ = size_reports.await;
     if let Some(task) = resync_task {
         task.abort();
         let _ = task.await;
     }
     stop_tx.send_replace(true);
     projections.stop().await;
-    for (topic, task) in consumer_tasks {
+    for (topic, task) in components {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, %topic, "A consumer stopped with an error."),
@@ -801,7 +907,7 @@ pub async fn run_with(
     }
     // Every other consumer and the recompute loop have stopped: nothing is published any
     // more, so the results consumer drains a final topic.
-    results_stop_tx.send_replace(true);
+    results_stop.send_replace(true);
     match results_task.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(%error, "The results consumer stopped with an error."),
