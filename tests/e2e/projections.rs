@@ -9,8 +9,8 @@ use biglearn_events::{
 use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
 use biglearn_stream::{OutgoingRecord, StreamStore, Topics};
 use biglearn_suite::{
-    create_course, create_ecosystem, event_request, new_uuid, record_responses, response_item,
-    Node, TestBackend, ALL_COURSE_EVENT_TYPES,
+    create_course, create_ecosystem, event_request, new_uuid, one_chapter_ecosystem,
+    record_responses, response_item, roster_of_one, Node, TestBackend, ALL_COURSE_EVENT_TYPES,
 };
 use biglearn_testkit::{unique_topic_prefix, TestBroker};
 use serde_json::{json, Value};
@@ -330,22 +330,12 @@ impl SettingsCourse {
             student: new_uuid(),
             exercises: (0..12).map(|_| new_uuid()).collect(),
         };
-        let ecosystem = json!({
-            "ecosystem_uuid": this.ecosystem,
-            "book": {"contents": [{
-                "container_uuid": this.chapter,
-                "container_parent_uuid": this.ecosystem,
-                "pools": [{
-                    "use_for_clue": true,
-                    "use_for_personalized_for_assignment_types": ["reading"],
-                    "exercise_uuids": this.exercises,
-                }],
-            }]},
-            "exercises": this.exercises.iter().map(|exercise| json!({
-                "exercise_uuid": exercise, "group_uuid": new_uuid(), "version": 1, "los": ["lo1"],
-            })).collect::<Vec<_>>(),
-            "imported_at": "2017-06-27T23:26:40.000000Z",
-        });
+        let ecosystem = one_chapter_ecosystem(
+            &this.ecosystem,
+            &this.chapter,
+            &this.exercises,
+            &["reading"],
+        );
         let period = new_uuid();
         for (path, body) in [
             ("/create_ecosystem", ecosystem),
@@ -355,11 +345,7 @@ impl SettingsCourse {
             ),
             (
                 "/update_rosters",
-                json!({"rosters": [{
-                    "request_uuid": new_uuid(), "course_uuid": this.course, "sequence_number": 1,
-                    "course_containers": [{"container_uuid": period, "parent_container_uuid": this.course, "created_at": "2017-06-27T23:26:45.927417Z"}],
-                    "students": [{"student_uuid": this.student, "container_uuid": period, "enrolled_at": "2017-06-27T23:26:46.047659Z", "last_course_container_change_at": "2017-06-27T23:26:46.077294Z"}],
-                }]}),
+                roster_of_one(&this.course, 1, &period, &this.student),
             ),
         ] {
             let (code, answer) = node.post(path, &body).await;

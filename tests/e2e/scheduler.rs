@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use biglearn_simulator::{SimulateConfig, WorkloadConfig};
-use biglearn_suite::{create_course, new_uuid, Node, TestBackend, API_TOKEN};
+use biglearn_suite::{
+    create_course, new_uuid, one_chapter_ecosystem, roster_of_one, Node, TestBackend, API_TOKEN,
+};
 use serde_json::{json, Value};
 
 /// Polls `path` with `body` every 20 ms until `ready` holds for the answer (at most 30 s).
@@ -79,25 +81,7 @@ async fn results_are_computed_from_writes_and_served() {
     let (status, body) = node
         .post(
             "/create_ecosystem",
-            &json!({
-                "ecosystem_uuid": ecosystem,
-                "book": {"contents": [{
-                    "container_uuid": chapter,
-                    "container_parent_uuid": ecosystem,
-                    "pools": [{
-                        "use_for_clue": true,
-                        "use_for_personalized_for_assignment_types": ["reading", "practice"],
-                        "exercise_uuids": exercises,
-                    }],
-                }]},
-                "exercises": exercises.iter().map(|exercise| json!({
-                    "exercise_uuid": exercise,
-                    "group_uuid": new_uuid(),
-                    "version": 1,
-                    "los": ["lo1"],
-                })).collect::<Vec<_>>(),
-                "imported_at": "2017-06-27T23:26:40.000000Z",
-            }),
+            &one_chapter_ecosystem(&ecosystem, &chapter, &exercises, &["reading", "practice"]),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -108,22 +92,7 @@ async fn results_are_computed_from_writes_and_served() {
     let (status, body) = node
         .post(
             "/update_rosters",
-            &json!({"rosters": [{
-                "request_uuid": new_uuid(),
-                "course_uuid": course,
-                "sequence_number": 1,
-                "course_containers": [{
-                    "container_uuid": period,
-                    "parent_container_uuid": course,
-                    "created_at": "2017-06-27T23:26:45.927417Z",
-                }],
-                "students": [{
-                    "student_uuid": student,
-                    "container_uuid": period,
-                    "enrolled_at": "2017-06-27T23:26:46.047659Z",
-                    "last_course_container_change_at": "2017-06-27T23:26:46.077294Z",
-                }],
-            }]}),
+            &roster_of_one(&course, 1, &period, &student),
         )
         .await;
     assert_eq!(status, 200, "{body}");

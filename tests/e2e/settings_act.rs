@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use biglearn_suite::{create_course, new_uuid, Node, TestBackend};
+use biglearn_suite::{
+    create_course, new_uuid, one_chapter_ecosystem, roster_of_one, Node, TestBackend,
+};
 use serde_json::{json, Value};
 
 const PES: &str = "scheduler.default_num_pes_per_book_container";
@@ -73,45 +75,12 @@ async fn open_assignment(node: &Node) -> String {
     let requests = [
         (
             "/create_ecosystem",
-            json!({
-                "ecosystem_uuid": ecosystem,
-                "book": {"contents": [{
-                    "container_uuid": chapter,
-                    "container_parent_uuid": ecosystem,
-                    "pools": [{
-                        "use_for_clue": true,
-                        "use_for_personalized_for_assignment_types": ["reading"],
-                        "exercise_uuids": exercises,
-                    }],
-                }]},
-                "exercises": exercises.iter().map(|exercise| json!({
-                    "exercise_uuid": exercise,
-                    "group_uuid": new_uuid(),
-                    "version": 1,
-                    "los": ["lo1"],
-                })).collect::<Vec<_>>(),
-                "imported_at": "2017-06-27T23:26:40.000000Z",
-            }),
+            one_chapter_ecosystem(&ecosystem, &chapter, &exercises, &["reading"]),
         ),
         ("/create_course", create_course(&course, &ecosystem)),
         (
             "/update_rosters",
-            json!({"rosters": [{
-                "request_uuid": new_uuid(),
-                "course_uuid": course,
-                "sequence_number": 1,
-                "course_containers": [{
-                    "container_uuid": period,
-                    "parent_container_uuid": course,
-                    "created_at": "2017-06-27T23:26:45.927417Z",
-                }],
-                "students": [{
-                    "student_uuid": student,
-                    "container_uuid": period,
-                    "enrolled_at": "2017-06-27T23:26:46.047659Z",
-                    "last_course_container_change_at": "2017-06-27T23:26:46.077294Z",
-                }],
-            }]}),
+            roster_of_one(&course, 1, &period, &student),
         ),
         (
             "/create_update_assignments",

@@ -347,6 +347,56 @@ pub fn create_ecosystem(ecosystem: &str) -> Value {
     })
 }
 
+/// A `/create_ecosystem` body of one chapter whose one pool holds `exercises` (each with
+/// its own group, learning objective `lo1`), personalized for `assignment_types`.
+pub fn one_chapter_ecosystem(
+    ecosystem: &str,
+    chapter: &str,
+    exercises: &[String],
+    assignment_types: &[&str],
+) -> Value {
+    json!({
+        "ecosystem_uuid": ecosystem,
+        "book": {"contents": [{
+            "container_uuid": chapter,
+            "container_parent_uuid": ecosystem,
+            "pools": [{
+                "use_for_clue": true,
+                "use_for_personalized_for_assignment_types": assignment_types,
+                "exercise_uuids": exercises,
+            }],
+        }]},
+        "exercises": exercises.iter().map(|exercise| json!({
+            "exercise_uuid": exercise,
+            "group_uuid": new_uuid(),
+            "version": 1,
+            "los": ["lo1"],
+        })).collect::<Vec<_>>(),
+        "imported_at": "2017-06-27T23:26:40.000000Z",
+    })
+}
+
+/// An `/update_rosters` body for `course` at `sequence_number`: one period holding one
+/// student.
+pub fn roster_of_one(course: &str, sequence_number: i64, period: &str, student: &str) -> Value {
+    json!({"rosters": [{
+        "request_uuid": new_uuid(),
+        "course_uuid": course,
+        "sequence_number": sequence_number,
+        "course_containers": [{
+            "container_uuid": period,
+            "parent_container_uuid": course,
+            "created_at": "2017-06-27T23:26:45.927417Z",
+        }],
+        "students": [{
+            "student_uuid": student,
+            "container_uuid": period,
+            "enrolled_at": "2017-06-27T23:26:46.047659Z",
+            "last_course_container_change_at": "2017-06-27T23:26:46.077294Z",
+        }],
+    }]})
+}
+
 /// One `record_responses` item for `course` at `sequence_number`.
 pub fn response_item(course: &str, sequence_number: i64, response_uuid: &str) -> Value {
     json!({
