@@ -240,6 +240,32 @@ async fn every_error_class_has_its_status_body_shape_and_request_id() {
             400,
             &[""],
         ),
+        // serde_json alone would keep the last "responses" and write its item.
+        case(
+            "a repeated key",
+            "/record_responses",
+            &[JSON, API],
+            format!(
+                "{{\"responses\":[],\"responses\":[{}]}}",
+                response_item(&course, 1, &new_uuid())
+            ),
+            400,
+            &["/responses"],
+        ),
+        case(
+            "a repeated key inside an item",
+            "/record_responses",
+            &[JSON, API],
+            {
+                let item = response_item(&course, 1, &new_uuid()).to_string();
+                format!(
+                    "{{\"responses\":[{}]}}",
+                    item.replacen('{', &format!("{{\"course_uuid\":\"{}\",", new_uuid()), 1)
+                )
+            },
+            400,
+            &["/responses/0/course_uuid"],
+        ),
         case(
             "top level not an object",
             "/record_responses",

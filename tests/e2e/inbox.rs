@@ -53,6 +53,9 @@ async fn inbox_requests_are_applied_and_rejects_are_dead_lettered() {
     record["responses"][0]["sequence_number"] = json!(1);
     let mut conflicting = record.clone();
     conflicting["responses"][0]["response_uuid"] = json!("00000000-0000-4000-8000-000000000001");
+    let mut fresh = record.clone();
+    fresh["responses"][0]["sequence_number"] = json!(2);
+    fresh["responses"][0]["response_uuid"] = json!("00000000-0000-4000-8000-000000000002");
     let mut invalid = record.clone();
     invalid["responses"][0]["is_correct"] = json!("yes");
     let outcomes = publisher
@@ -63,6 +66,16 @@ async fn inbox_requests_are_applied_and_rejects_are_dead_lettered() {
                 inbox_record("/record_responses", &record, "req-2"),
                 inbox_record("/record_responses", &conflicting, "req-3"),
                 inbox_record("/record_responses", &invalid, "req-4"),
+                // The last "responses" would write the item if the repeat were not refused.
+                OutgoingRecord {
+                    key: biglearn_gateway::inbox::inbox_key(&record),
+                    value: format!(
+                        r#"{{"endpoint":"/record_responses","request":{{"responses":[],"responses":{}}},"request_id":"req-5"}}"#,
+                        fresh["responses"]
+                    )
+                    .into_bytes(),
+                    headers: Vec::new(),
+                },
             ],
         )
         .await
@@ -112,13 +125,14 @@ async fn inbox_requests_are_applied_and_rejects_are_dead_lettered() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The conflict and the invalid request are in the DLQ with their error bodies.
+    // The conflict, the invalid request and the repeated key are in the DLQ with their
+    // error bodies.
     let n_partitions = publisher.partition_count(&topics.dlq()).await.unwrap();
     let start: Vec<(i32, i64)> = (0..n_partitions).map(|partition| (partition, 0)).collect();
     let mut reader = publisher.open_reader(&topics.dlq(), &start).await.unwrap();
     let mut letters = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while letters.len() < 2 {
+    while letters.len() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "dead letters missing: {letters:?}"
@@ -138,5 +152,7 @@ async fn inbox_requests_are_applied_and_rejects_are_dead_lettered() {
     assert_eq!(letters[1].reason, DeadLetterReason::InvalidPayload);
     assert_eq!(detail(1)["request_id"], "req-4");
     assert_eq!(detail(1)["errors"][0]["path"], "/responses/0/is_correct");
+    assert_eq!(letters[2].reason, DeadLetterReason::InvalidPayload);
+    assert_eq!(detail(2)["errors"][0]["path"], "/request/responses");
     node.stop().await.unwrap();
 }

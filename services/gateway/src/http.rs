@@ -269,14 +269,10 @@ async fn serve(
         Ok(bytes) => bytes,
         Err(error) => return body_error_response(error),
     };
-    let json: Value = match serde_json::from_slice(&bytes) {
+    let json: Value = match crate::requests::parse_json_body(&bytes) {
         Ok(json) => json,
         Err(error) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "",
-                format!("the body is not valid JSON: {error}"),
-            )
+            return error_response(StatusCode::BAD_REQUEST, error.pointer(), error.to_string())
         }
     };
     let request = match parse_request(endpoint, &json) {

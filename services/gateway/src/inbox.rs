@@ -40,19 +40,25 @@ fn conflict_body(conflicts: &[SlotConflict]) -> Value {
 }
 
 fn invalid(message: String, request_id: &Value) -> InboxOutcome {
+    invalid_at("", message, request_id)
+}
+
+/// Refused with the error at `path`, a JSON pointer into the inbox record.
+fn invalid_at(path: &str, message: String, request_id: &Value) -> InboxOutcome {
     InboxOutcome::Rejected {
         reason: DeadLetterReason::InvalidPayload,
-        body: json!({"errors": [{"path": "", "message": message}], "request_id": request_id}),
+        body: json!({"errors": [{"path": path, "message": message}], "request_id": request_id}),
     }
 }
 
 /// Applies one inbox record value with the HTTP rules.
 pub async fn apply_inbox_request(writer: &Writer, value: &[u8]) -> InboxOutcome {
-    let envelope: Value = match serde_json::from_slice(value) {
+    let envelope: Value = match crate::requests::parse_json_body(value) {
         Ok(envelope) => envelope,
         Err(error) => {
-            return invalid(
-                format!("the inbox record is not JSON: {error}"),
+            return invalid_at(
+                error.pointer(),
+                format!("the inbox record is refused: {error}"),
                 &Value::Null,
             )
         }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod endpoint;
+mod json_body;
 mod push;
 mod read;
 mod stream;
@@ -27,6 +28,7 @@ pub use admin::{
     SettingScope, SettingValueType, StateDigestRequest,
 };
 pub use endpoint::{Endpoint, EndpointFamily, MAX_BODY_BYTES, MAX_CREATE_ECOSYSTEM_BODY_BYTES};
+pub use json_body::{parse_json_body, JsonBodyError};
 pub use push::{
     AssignmentExercisesUpdate, ClueData, PushRequest, StudentClueUpdate, TeacherClueUpdate,
     UpdateAssignmentPesRequest, UpdateAssignmentSpesRequest, UpdatePracticeWorstAreasRequest,
