@@ -2,6 +2,7 @@
 //! operators drive them. One module per area.
 
 mod atomicity;
+mod broker_outage;
 mod disk_full;
 mod errors;
 mod event_stream;

@@ -553,6 +553,17 @@ impl StreamStore for KafkaStore {
             }
             return Ok(());
         };
+        // Topics provisioned beforehand (by an operator whose principal may create topics
+        // when this one may not) are left as they are: only missing ones are created.
+        let mut missing = Vec::new();
+        for spec in specs {
+            match self.fetch_partition_count(&spec.name).await {
+                Ok(_) => {}
+                Err(StreamError::UnknownTopic { .. }) => missing.push(spec.clone()),
+                Err(error) => return Err(error),
+            }
+        }
+        let specs = &missing[..];
         if specs.is_empty() {
             return Ok(());
         }
