@@ -2,8 +2,10 @@
 //! `biglearn up` running and Tutor writing, the only broker goes down for 60 s, then comes
 //! back answering ListOffsets and Fetch with timeouts for a while. The process stays up
 //! (`/ping` answers throughout), `/readyz` reports the stall, every component resumes by
-//! itself, every write Tutor retried lands exactly once, and the state digest equals that
-//! of a clean run: a fresh reader that replays the same topics without an outage.
+//! itself, a write that cannot become durable is answered 503 at the 55 s write deadline
+//! (and lands once retried), every write Tutor retried lands exactly once, and the state
+//! digest equals that of a clean run: a fresh reader that replays the same topics without
+//! an outage.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -114,6 +116,14 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
         &create_course(&course, &ecosystem),
     )
     .await;
+    let late_course = new_uuid();
+    post_until_ok(
+        &client,
+        &base,
+        "/create_course",
+        &create_course(&late_course, &ecosystem),
+    )
+    .await;
 
     // Tutor: one response a request, every 100 ms, each retried until it is answered 200.
     let written = Arc::new(AtomicUsize::new(0));
@@ -145,6 +155,24 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
 
     mock.broker_down(1).expect("broker down");
     let down_at = Instant::now();
+    // A write with a patient client (120 s, past the server's 55 s write deadline), on a
+    // course of its own: answered 503 at the deadline instead of hanging, then retried.
+    let late_write = record_responses(vec![response_item(&late_course, 1, &new_uuid())]);
+    let late = {
+        let (base, client, body) = (base.clone(), client.clone(), late_write.clone());
+        tokio::spawn(async move {
+            let answer = client
+                .post(format!("{base}/record_responses"))
+                .header("Biglearn-Api-Token", API_TOKEN)
+                .json(&body)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .expect("an answer by the write deadline");
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
     // The process stays up and says why it is not ready.
     let mut stall = None;
     while down_at.elapsed() < OUTAGE {
@@ -171,6 +199,14 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
     }
     let stall = stall.expect("/readyz reported a stalled component during the outage");
     assert_eq!(stall["ready"], false, "{stall}");
+    let (status, answer) = late.await.expect("the late write's task");
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("not durable within 55 s")),
+        "{answer}"
+    );
 
     // Back, but answering offsets and fetch requests with timeouts for a while.
     let timeouts = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6];
@@ -191,6 +227,33 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
         biglearn_suite::sequence_numbers(&events),
         (0..=N_RESPONSES).collect::<Vec<_>>(),
         "{events}"
+    );
+
+    // The late write went on after its 503: its retry answers 200, and it stands once.
+    post_until_ok(&client, &base, "/record_responses", &late_write).await;
+    let late_events = node
+        .course_events(&late_course, 0, &["create_course", "record_response"], 10)
+        .await;
+    assert_eq!(
+        biglearn_suite::sequence_numbers(&late_events),
+        [0, 1],
+        "{late_events}"
+    );
+    let scrape = node
+        .client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scrape.lines().any(|line| line
+            .strip_prefix("biglearn_write_deadline_exceeded_total ")
+            .and_then(|value| value.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0)),
+        "the deadline is counted"
     );
 
     // A clean run: a reader that replays the same topics from the start reaches the same

@@ -170,6 +170,11 @@ struct HttpArgs {
     /// when it does not fit the open-file limit.
     #[arg(long, default_value_t = 1024, env = "BIGLEARN_HTTP_MAX_CONNECTIONS")]
     http_max_connections: usize,
+    /// Seconds a write may take to become durable before it is answered 503 (it goes on;
+    /// Tutor's retry of the same body answers 200 once it has landed). Keep it below the
+    /// client's own timeout (Tutor: 60 s).
+    #[arg(long, default_value_t = 55, env = "BIGLEARN_WRITE_DEADLINE_SECS")]
+    write_deadline_secs: u64,
 }
 
 impl HttpArgs {
@@ -180,6 +185,7 @@ impl HttpArgs {
             body_grace: std::time::Duration::from_secs(self.http_body_grace_secs),
             body_min_bytes_per_second: self.http_body_min_rate,
             max_connections: self.http_max_connections,
+            write_deadline: std::time::Duration::from_secs(self.write_deadline_secs),
         }
     }
 }

@@ -279,8 +279,43 @@ async fn serve(
         Ok(request) => request,
         Err(errors) => return validation_response(errors),
     };
-    match handlers::handle(state, request, actor.as_deref()).await {
+    let answer = if endpoint.is_write() {
+        answer_write_by(limits.write_deadline, state, request).await
+    } else {
+        handlers::handle(state, request, actor.as_deref()).await
+    };
+    match answer {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(error) => error.into_response_with(request_id),
+    }
+}
+
+/// Answers a write by `deadline` (docs/design/api.md §3.5). The write runs in its own task,
+/// so that at the deadline only the answer is given up: the task keeps the aggregates'
+/// locks until its records have a final delivery outcome, and Tutor's retry of the same
+/// body then finds them (200) or writes them.
+async fn answer_write_by(
+    deadline: std::time::Duration,
+    state: &Arc<GatewayState>,
+    request: crate::requests::Request,
+) -> Result<Value, crate::error::HandlerError> {
+    let write = {
+        let state = state.clone();
+        tokio::spawn(async move { handlers::handle(&state, request, None).await })
+    };
+    match tokio::time::timeout(deadline, write).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panicked)) => Err(crate::error::HandlerError::Internal {
+            detail: format!("the write task failed: {panicked}"),
+        }),
+        Err(_) => {
+            state.metrics.write_deadline_passed();
+            Err(crate::error::HandlerError::Unavailable {
+                message: format!(
+                    "the write was not durable within {} s; it goes on: retry with the same body",
+                    deadline.as_secs_f64()
+                ),
+            })
+        }
     }
 }

@@ -45,6 +45,10 @@ pub struct HttpLimits {
     pub body_min_bytes_per_second: u64,
     /// Open connections served at once; more are refused with 503.
     pub max_connections: usize,
+    /// A write not durable by then is answered 503 (docs/design/api.md §3.5): before Tutor's
+    /// client gives up at 60 s. The write itself goes on, its locks held until its records
+    /// have a final outcome, so Tutor's retry of the same body answers 200 if they landed.
+    pub write_deadline: Duration,
 }
 
 impl Default for HttpLimits {
@@ -55,6 +59,7 @@ impl Default for HttpLimits {
             body_grace: Duration::from_secs(10),
             body_min_bytes_per_second: 16 * 1024,
             max_connections: 1024,
+            write_deadline: Duration::from_secs(55),
         }
     }
 }

@@ -21,6 +21,7 @@ fn short_limits(max_connections: usize) -> HttpLimits {
         body_grace: Duration::from_secs(1),
         body_min_bytes_per_second: 1000,
         max_connections,
+        ..HttpLimits::default()
     }
 }
 

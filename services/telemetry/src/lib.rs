@@ -111,6 +111,7 @@ pub struct Metrics {
     produce_delivery_seconds: HistogramVec,
     producer_errors_total: IntCounterVec,
     writer_resyncs_total: IntCounter,
+    write_deadline_exceeded_total: IntCounter,
     sequence_gap_open: IntGaugeVec,
     sequence_gap_oldest_age_seconds: GaugeVec,
     pending_events: IntGaugeVec,
@@ -294,6 +295,16 @@ impl Metrics {
                 let metric = IntCounter::new(
                     "biglearn_writer_resyncs_total",
                     "Writer index resynchronisations.",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
+            write_deadline_exceeded_total: {
+                let metric = IntCounter::new(
+                    "biglearn_write_deadline_exceeded_total",
+                    "Writes answered 503 at the write deadline while still in flight.",
                 )
                 .expect("static");
                 r.register(Box::new(metric.clone()))
@@ -716,6 +727,11 @@ impl Metrics {
         self.writer_resyncs_total.inc();
     }
 
+    /// A write was answered 503 at the write deadline; it goes on in the background.
+    pub fn write_deadline_passed(&self) {
+        self.write_deadline_exceeded_total.inc();
+    }
+
     /// Current gap state of a component's stream.
     pub fn gaps_observed(
         &self,
@@ -994,13 +1010,14 @@ mod tests {
     /// known before anything happens, and the unlabelled gauges. The others appear with
     /// their first report: the HTTP families (labelled by endpoint),
     /// `biglearn_produce_delivery_seconds` (by topic) and every labelled gauge.
-    const FAMILIES_RENDERED_FROM_START: [&str; 27] = [
+    const FAMILIES_RENDERED_FROM_START: [&str; 28] = [
         "biglearn_events_written_total",
         "biglearn_write_conflicts_total",
         "biglearn_identity_payload_mismatch_total",
         "biglearn_noop_events_total",
         "biglearn_producer_errors_total",
         "biglearn_writer_resyncs_total",
+        "biglearn_write_deadline_exceeded_total",
         "biglearn_event_age_seconds",
         "biglearn_dlq_records_total",
         "biglearn_recompute_seconds",
