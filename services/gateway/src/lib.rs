@@ -89,7 +89,10 @@ impl Readiness {
         }
         if let Some(writer) = &self.writer {
             if writer.is_resyncing() {
-                return (false, "the writer is resynchronising its index".into());
+                return (
+                    false,
+                    "the writer's index is catching up with the log".into(),
+                );
             }
         }
         (true, "caught up".into())
@@ -117,8 +120,9 @@ pub struct GatewayState {
     pub settings: Arc<biglearn_settings_follower::Settings>,
 }
 
-/// Clears the writer's resync flag once the event-log consumers have re-read both event
-/// topics up to their current high watermarks (docs/design/api.md §3.5 step 4).
+/// Clears the writer's resync flag once the event-log consumers have read both event
+/// topics up to their current high watermarks: at start, and after an uncertain delivery
+/// (docs/design/api.md §3.5 step 4).
 pub async fn resync_when_caught_up(
     writer: Arc<Writer>,
     store: biglearn_stream::SharedStreamStore,
@@ -141,10 +145,12 @@ pub async fn resync_when_caught_up(
                 }
             };
             let positions = progress.borrow().positions.clone();
-            if positions
-                .iter()
-                .zip(&high)
-                .any(|(position, high)| position < high)
+            // A consumer that has not opened its partitions yet knows no position.
+            if positions.len() < high.len()
+                || positions
+                    .iter()
+                    .zip(&high)
+                    .any(|(position, high)| position < high)
             {
                 all_caught_up = false;
                 break;

@@ -138,7 +138,8 @@ impl Writer {
     /// A writer appending to `store`. Its index is `log`, which the event-log consumers
     /// feed from the topics; `indexed_by` holds their progress per topic (course and
     /// ecosystem events), which a write waits on after delivery. The writer never writes
-    /// the index itself, so the index is always what the log says.
+    /// the index itself, so the index is always what the log says. It refuses writes (503)
+    /// until [`crate::resync_when_caught_up`] has seen the index catch up with the log.
     pub fn new(
         store: SharedStreamStore,
         log: EventLog,
@@ -156,7 +157,9 @@ impl Writer {
             course_metadata_lock: Mutex::new(()),
             ecosystem_metadata_lock: Mutex::new(()),
             settings_version: AtomicI64::new(0),
-            resyncing: Arc::new(AtomicBool::new(false)),
+            // Refusing until `resync_when_caught_up` finds the index caught up with the
+            // log: a write checked against an index still behind would reuse a taken slot.
+            resyncing: Arc::new(AtomicBool::new(true)),
             metrics,
             indexed_by,
             space: std::sync::OnceLock::new(),
@@ -326,7 +329,7 @@ impl Writer {
     pub async fn write(&self, candidates: Vec<Candidate>) -> Result<WriteReceipt, WriteError> {
         if self.is_resyncing() {
             return Err(WriteError::Unavailable {
-                detail: "the writer is resynchronising its index with the log".into(),
+                detail: "the writer's index is catching up with the log (at start, or after an uncertain delivery)".into(),
             });
         }
         self.check_space()?;
