@@ -239,15 +239,7 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
         [0, 1],
         "{late_events}"
     );
-    let scrape = node
-        .client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = node.metrics_text().await;
     assert!(
         scrape.lines().any(|line| line
             .strip_prefix("biglearn_write_deadline_exceeded_total ")

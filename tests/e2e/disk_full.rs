@@ -280,15 +280,7 @@ fn fill(dir: &Path) -> PathBuf {
 /// finds no pending sled write.
 async fn wait_idle(node: &Node) {
     for _ in 0..300 {
-        let metrics = node
-            .client()
-            .get(format!("{}/metrics", node.base()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = node.metrics_text().await;
         let busy = metrics.lines().any(|line| {
             (line.starts_with("biglearn_dirty_targets")
                 || line.starts_with("biglearn_consumer_lag_records"))

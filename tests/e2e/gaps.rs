@@ -390,17 +390,6 @@ fn noop_count(metrics: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metrics_text(node: &Node) -> String {
-    node.client()
-        .get(format!("{}/metrics", node.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_million_slot_gap_is_filled_in_one_call_by_one_record_and_the_course_reads_through() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +407,7 @@ async fn a_two_million_slot_gap_is_filled_in_one_call_by_one_record_and_the_cour
     // The course-events topic of the embedded log (prefix `test`).
     let course_events = dir.path().join("log").join("test.course-events");
     let log_before = bytes_under(&course_events);
-    let noops_before = noop_count(&metrics_text(&node).await);
+    let noops_before = noop_count(&node.metrics_text().await);
 
     let (status, answer) = node
         .admin(
@@ -433,7 +422,7 @@ async fn a_two_million_slot_gap_is_filled_in_one_call_by_one_record_and_the_cour
     // One record: the log grew by one small record, not by two million.
     let grown = bytes_under(&course_events) - log_before;
     assert!(grown < 4096, "the log grew by {grown} bytes");
-    assert_eq!(noop_count(&metrics_text(&node).await) - noops_before, 1.0);
+    assert_eq!(noop_count(&node.metrics_text().await) - noops_before, 1.0);
     // A retry finds nothing missing.
     let (status, answer) = node
         .admin(

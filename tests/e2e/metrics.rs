@@ -3,15 +3,7 @@
 use biglearn_suite::{create_course, new_uuid, record_responses, response_item, Node, TestBackend};
 
 async fn metric(node: &Node, line_prefix: &str) -> f64 {
-    let text = node
-        .client()
-        .get(format!("{}/metrics", node.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.metrics_text().await;
     text.lines()
         .find(|line| line.starts_with(line_prefix))
         .and_then(|line| line.rsplit(' ').next())

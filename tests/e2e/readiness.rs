@@ -74,15 +74,7 @@ async fn update(node: &Node, item: &Value) -> String {
 
 /// `biglearn_sparfa_fits_total{outcome="ok"}` of the node.
 async fn fits_ok(node: &Node) -> f64 {
-    let text = node
-        .client()
-        .get(format!("{}/metrics", node.base()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("a metrics body");
+    let text = node.metrics_text().await;
     text.lines()
         .filter(|line| {
             line.starts_with("biglearn_sparfa_fits_total") && line.contains("outcome=\"ok\"")

@@ -34,17 +34,6 @@ async fn poll_until(
     }
 }
 
-async fn metrics(node: &Node) -> String {
-    node.client()
-        .get(format!("{}/metrics", node.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The sum of the values of the scrape's lines that `select` picks.
 fn sum_of(scrape: &str, select: impl Fn(&str) -> bool) -> f64 {
     scrape
@@ -309,7 +298,7 @@ async fn a_simulated_course_passes_every_answer_check() {
     assert!(summary.is_success(), "{}", summary.to_table());
     assert!(summary.responses_sent > 0, "{}", summary.to_table());
     // Some answers were ready, so the checks above judged real recommendations.
-    let scrape = metrics(&node).await;
+    let scrape = node.metrics_text().await;
     let ready = sum_of(&scrape, |line| {
         line.starts_with("biglearn_read_results_total{") && line.contains("_ready\"")
     });
@@ -317,7 +306,7 @@ async fn a_simulated_course_passes_every_answer_check() {
     // The loop keeps up: the backlog drains (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let scrape = metrics(&node).await;
+        let scrape = node.metrics_text().await;
         let backlog = sum_of(&scrape, |line| line.starts_with("biglearn_dirty_targets{"));
         let published = sum_of(&scrape, |line| {
             line.starts_with("biglearn_results_published_total{")

@@ -190,6 +190,18 @@ impl Node {
         (status, json)
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base()))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("a scrape")
+    }
+
     /// A raw request, for tests of the HTTP edge itself.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
