@@ -2,8 +2,9 @@
 //! straight to an embedded log, for large histories (replay benchmarks) in minutes.
 //!
 //! The generator is trusted (its sequence numbers never collide), so the writer's checks
-//! are skipped; the events are exactly those the HTTP path would write, with the request's
-//! simulated time as `accepted_at` (so the same seed gives the same log, byte for byte).
+//! are skipped; the events are exactly those the HTTP path would write, stamped by the
+//! writer's own `stamp_events`, with the request's simulated time as `accepted_at` (so the
+//! same seed gives the same log, byte for byte).
 
 use std::path::Path;
 use std::sync::Arc;
