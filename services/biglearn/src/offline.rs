@@ -2,18 +2,18 @@
 //! straight to an embedded log, for large histories (replay benchmarks) in minutes.
 //!
 //! The generator is trusted (its sequence numbers never collide), so the writer's checks
-//! are skipped; the events are exactly those the HTTP path would write, with the request's
-//! simulated time as `accepted_at` (so the same seed gives the same log, byte for byte).
+//! are skipped; the events are exactly those the HTTP path would write, stamped by the
+//! writer's own `stamp_events`, with the request's simulated time as `accepted_at` (so the
+//! same seed gives the same log, byte for byte).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use biglearn_domain::events::{
-    CourseEvent, CoursePayload, EcosystemEvent, EcosystemPayload, EnvelopeMeta,
-};
-use biglearn_domain::ids::{CourseUuid, EcosystemUuid};
-use biglearn_gateway::requests::{candidates, parse_request, CandidatePayload, Endpoint, Request};
+use biglearn_domain::events::CoursePayload;
+use biglearn_events::{course_event_record, ecosystem_event_record};
+use biglearn_gateway::requests::{candidates, parse_request, Endpoint, Request};
+use biglearn_gateway::writer::{outgoing_record, stamp_events, MetadataNumbers, Stamp};
 use biglearn_simulator::{generate_offline, TutorRequest, WorkloadConfig};
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::{OutgoingRecord, SharedStreamStore, Topics};
@@ -62,6 +62,15 @@ impl Appender {
         }
         self.appended += n_records;
         Ok(())
+    }
+}
+
+/// The envelope fields of an offline event: the request's simulated time, no settings.
+fn stamp(accepted_at_micros: i64) -> Stamp {
+    Stamp {
+        accepted_at_micros,
+        writer_id: "offline".into(),
+        settings_version: 0,
     }
 }
 
@@ -147,8 +156,7 @@ pub async fn generate_into_store(
         appended: 0,
     };
     let mut report = OfflineReport::default();
-    let mut next_course_number = 0i64;
-    let mut next_ecosystem_number = 0i64;
+    let mut next_numbers = MetadataNumbers::default();
     while let Some(request) = request_rx.recv().await {
         if !request.is_write() {
             continue;
@@ -169,59 +177,24 @@ pub async fn generate_into_store(
                 errors.0
             ),
         };
-        for candidate in candidates(&write) {
-            let mut meta = EnvelopeMeta {
-                event_uuid: candidate.event_uuid,
-                sequence_number: candidate.sequence_number,
-                accepted_at_micros: request.at_micros,
-                writer_id: "offline".into(),
-                settings_version: 0,
-                metadata_sequence_number: None,
-            };
-            match candidate.payload {
-                CandidatePayload::Course(payload) => {
-                    if matches!(payload, CoursePayload::CreateCourse(_)) {
-                        meta.metadata_sequence_number = Some(next_course_number);
-                        next_course_number += 1;
-                    }
-                    if matches!(payload, CoursePayload::RecordResponse(_)) {
-                        report.responses += 1;
-                        progress.inc(1);
-                    }
-                    let event = CourseEvent {
-                        meta,
-                        course_uuid: CourseUuid(candidate.aggregate),
-                        payload,
-                    };
-                    let encoded = biglearn_events::course_event_record(&event);
-                    course
-                        .push(OutgoingRecord {
-                            key: encoded.key,
-                            value: encoded.value,
-                            headers: encoded.headers,
-                        })
-                        .await?;
-                }
-                CandidatePayload::Ecosystem(payload) => {
-                    if matches!(payload, EcosystemPayload::CreateEcosystem(_)) {
-                        meta.metadata_sequence_number = Some(next_ecosystem_number);
-                        next_ecosystem_number += 1;
-                    }
-                    let event = EcosystemEvent {
-                        meta,
-                        ecosystem_uuid: EcosystemUuid(candidate.aggregate),
-                        payload,
-                    };
-                    let encoded = biglearn_events::ecosystem_event_record(&event);
-                    ecosystem
-                        .push(OutgoingRecord {
-                            key: encoded.key,
-                            value: encoded.value,
-                            headers: encoded.headers,
-                        })
-                        .await?;
-                }
+        let events = stamp_events(
+            candidates(&write),
+            &stamp(request.at_micros),
+            &mut next_numbers,
+        );
+        for event in &events.course {
+            if matches!(event.payload, CoursePayload::RecordResponse(_)) {
+                report.responses += 1;
+                progress.inc(1);
             }
+            course
+                .push(outgoing_record(course_event_record(event)))
+                .await?;
+        }
+        for event in &events.ecosystem {
+            ecosystem
+                .push(outgoing_record(ecosystem_event_record(event)))
+                .await?;
         }
     }
     generator.await.context("the workload generator failed")?;

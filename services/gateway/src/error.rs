@@ -27,6 +27,13 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    /// 503 for a write or admin change sent to a process without the writer role.
+    pub fn not_the_writer() -> HandlerError {
+        HandlerError::Unavailable {
+            message: "not the writer".into(),
+        }
+    }
+
     /// The error response; internal errors are logged with the request id.
     pub fn into_response_with(self, request_id: &str) -> Response {
         match self {

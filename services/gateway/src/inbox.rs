@@ -5,10 +5,11 @@
 use biglearn_stream::clock::now_micros;
 use std::time::Duration;
 
-use biglearn_events::{encode_dead_letter, DeadLetter, DeadLetterReason};
+use biglearn_events::DeadLetterReason;
+use biglearn_projector::consumer::dead_letter_for;
 use biglearn_projector::event_log::EventLog;
 use biglearn_runtime::{Applied, ApplyError, Batch, Projection, RunOptions, TopicConsumer};
-use biglearn_stream::{ConsumedRecord, OutgoingRecord, SharedStreamStore};
+use biglearn_stream::{ConsumedRecord, SharedStreamStore};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -108,26 +109,6 @@ pub async fn apply_inbox_request(writer: &Writer, value: &[u8]) -> InboxOutcome 
     }
 }
 
-fn dead_letter(record: &ConsumedRecord, reason: DeadLetterReason, body: &Value) -> OutgoingRecord {
-    let letter = DeadLetter {
-        source_topic: record.topic.clone(),
-        source_partition: record.partition,
-        source_offset: record.offset,
-        consumer_group_or_component: "writer.inbox".into(),
-        reason,
-        detail: body.to_string(),
-        original_key: record.key.clone(),
-        original_value: record.value.clone(),
-        original_headers: record.headers.clone(),
-        observed_at_micros: now_micros(),
-    };
-    OutgoingRecord {
-        key: record.key.clone().unwrap_or_default(),
-        value: encode_dead_letter(&letter),
-        headers: Vec::new(),
-    }
-}
-
 /// The inbox as a projection: each request applied through the writer, positions kept
 /// in the event-log projection. A record is re-applied after a crash or a retried batch,
 /// which is harmless because writes are idempotent by identity.
@@ -160,7 +141,12 @@ impl Projection<()> for InboxProjection {
                 InboxOutcome::Rejected { reason, body } => {
                     let outcomes = self
                         .store
-                        .append(&self.dlq_topic, vec![dead_letter(record, reason, &body)])
+                        .append(
+                            &self.dlq_topic,
+                            vec![
+                                dead_letter_for("writer.inbox", record, reason, body.to_string()).0,
+                            ],
+                        )
                         .await?;
                     if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
                         return Err(ApplyError::transient(format!(

@@ -18,24 +18,32 @@
 //! - [`writer`]: identity and slot checks under per-aggregate locks, stamping, appending.
 //! - [`http`]: the axum router, authentication, limits and the error shape.
 //! - [`server`]: the listener: connection cap, header, idle and body deadlines.
-//! - [`handlers`]: what each request does and Tutor's response shapes.
+//! - [`handlers`]: the top-level dispatch of a validated request to its family's module.
 //! - [`error`]: `HandlerError`, why a validated request was not answered with 200.
-//! - [`reads`]: result reads with their statuses, event-stream reads.
+//! - [`writes`]: Tutor's writes sent to the writer, and their answers.
+//! - [`reads`]: result reads with their statuses.
+//! - [`stream_reads`]: event-stream reads (metadata, course and ecosystem events).
+//! - [`pushes`]: results pushed by external algorithms (the `update_*` endpoints).
+//! - [`admin`]: the admin endpoints' dispatch and the sequence-gap answers.
 //! - [`inbox`]: Tutor's requests published to Kafka, applied with the HTTP rules.
 //! - [`operations`]: rebuilds of the derived state and the dead-letter topic.
 //! - [`settings_admin`]: settings appends and the `/admin/settings/*` answers (the
 //!   follower they validate against is `biglearn-settings-follower`).
 
+pub mod admin;
 pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod inbox;
 pub mod operations;
+pub mod pushes;
 pub mod reads;
 pub mod requests;
 pub mod server;
 pub mod settings_admin;
+pub mod stream_reads;
 pub mod writer;
+pub mod writes;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use biglearn_domain::events::StreamKind;
 use biglearn_events::decode_dead_letter;
-use biglearn_projector::service::RebuildStatus;
+use biglearn_projector::service::{ProjectionService, RebuildStatus};
 use biglearn_stream::{ConsumedRecord, OutgoingRecord};
 use serde_json::{json, Value};
 
@@ -20,6 +20,16 @@ fn stream_error(error: biglearn_stream::StreamError) -> HandlerError {
     }
 }
 
+/// The state projection and its rebuilds; 503 in a process that keeps none.
+fn projections(state: &GatewayState) -> Result<&Arc<ProjectionService>, HandlerError> {
+    state
+        .projections
+        .as_ref()
+        .ok_or_else(|| HandlerError::Unavailable {
+            message: "this process keeps no state projection".into(),
+        })
+}
+
 /// `/admin/rebuild`: starts a rebuild in the background and answers at once.
 pub(crate) async fn start_rebuild(
     state: &Arc<GatewayState>,
@@ -30,12 +40,7 @@ pub(crate) async fn start_rebuild(
             message: "online rebuilds are off in this environment (feature flag online_rebuild); stop the process and run `biglearn rebuild --data-dir DIR`, or start it with --feature-flags online_rebuild=on".into(),
         });
     }
-    let projections = state
-        .projections
-        .clone()
-        .ok_or_else(|| HandlerError::Unavailable {
-            message: "this process keeps no state projection".into(),
-        })?;
+    let projections = projections(state)?.clone();
     if let Err(progress) = projections.claim_rebuild() {
         return Ok(
             json!({"status": "running", "applied": progress.applied, "total": progress.total}),
@@ -65,12 +70,7 @@ pub(crate) async fn start_rebuild(
 
 /// `/admin/rebuild_status`.
 pub(crate) fn rebuild_status(state: &Arc<GatewayState>) -> Result<Value, HandlerError> {
-    let projections = state
-        .projections
-        .as_ref()
-        .ok_or_else(|| HandlerError::Unavailable {
-            message: "this process keeps no state projection".into(),
-        })?;
+    let projections = projections(state)?;
     let generation = projections.generation();
     // The digest of the live state, so that an operator can compare it with a rebuild's.
     let state_hash = projections.current().state_hash()?;
@@ -190,9 +190,7 @@ pub(crate) async fn replay_dead_letters(
     actor: &str,
 ) -> Result<Value, HandlerError> {
     if state.writer.is_none() {
-        return Err(HandlerError::Unavailable {
-            message: "not the writer".into(),
-        });
+        return Err(HandlerError::not_the_writer());
     }
     let topic = state.topics.dlq();
     let n_partitions = state
@@ -347,12 +345,7 @@ pub(crate) fn state_digest(
     state: &Arc<GatewayState>,
     request: &StateDigestRequest,
 ) -> Result<Value, HandlerError> {
-    let projections = state
-        .projections
-        .as_ref()
-        .ok_or_else(|| HandlerError::Unavailable {
-            message: "this process keeps no state projection".into(),
-        })?;
+    let projections = projections(state)?;
     // Bounded: a busy process may move between the two reads; the caller retries.
     for _ in 0..20 {
         let projection = projections.current();

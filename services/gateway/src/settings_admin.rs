@@ -298,9 +298,7 @@ fn settings_writer(state: &GatewayState) -> Result<SettingsWriter, HandlerError>
     let writer = state
         .writer
         .clone()
-        .ok_or_else(|| HandlerError::Unavailable {
-            message: "not the writer".into(),
-        })?;
+        .ok_or_else(HandlerError::not_the_writer)?;
     Ok(SettingsWriter {
         settings: state.settings.clone(),
         store: state.store.clone(),

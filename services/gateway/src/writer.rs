@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use biglearn_domain::events::{
-    CourseEvent, CoursePayload, EcosystemEvent, EnvelopeMeta, NoOpReason, StreamKind,
+    CourseEvent, CoursePayload, EcosystemEvent, EcosystemPayload, EnvelopeMeta, NoOpReason,
+    StreamKind,
 };
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid, EventUuid, PreparationUuid, SequenceNumber};
-use biglearn_events::{course_event_record, ecosystem_event_record};
+use biglearn_events::{course_event_record, ecosystem_event_record, EncodedRecord};
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind};
 use biglearn_stream::volume::{SpaceError, VolumeSpace};
@@ -462,9 +463,7 @@ impl Writer {
         let needs_ecosystem_number = prepared.iter().any(|candidate| {
             matches!(
                 candidate.payload,
-                CandidatePayload::Ecosystem(
-                    biglearn_domain::events::EcosystemPayload::CreateEcosystem(_)
-                )
+                CandidatePayload::Ecosystem(EcosystemPayload::CreateEcosystem(_))
             )
         });
         let _course_metadata = if needs_course_number {
@@ -477,84 +476,27 @@ impl Writer {
         } else {
             None
         };
-        let mut next_course_number = if needs_course_number {
-            self.log
-                .next_metadata_sequence_number(StreamKind::Course)
-                .map_err(Self::internal)?
-        } else {
-            0
-        };
-        let mut next_ecosystem_number = if needs_ecosystem_number {
-            self.log
-                .next_metadata_sequence_number(StreamKind::Ecosystem)
-                .map_err(Self::internal)?
-        } else {
-            0
+        let mut next_numbers = MetadataNumbers {
+            course: self.next_metadata_number(needs_course_number, StreamKind::Course)?,
+            ecosystem: self.next_metadata_number(needs_ecosystem_number, StreamKind::Ecosystem)?,
         };
 
-        let accepted_at_micros = now_micros();
-        let settings_version = self.settings_version.load(Ordering::SeqCst);
-        let mut course_events = Vec::new();
-        let mut ecosystem_events = Vec::new();
-        for candidate in prepared {
-            let mut meta = EnvelopeMeta {
-                event_uuid: candidate.event_uuid,
-                sequence_number: candidate.sequence_number,
-                accepted_at_micros,
-                writer_id: self.config.writer_id.clone(),
-                settings_version,
-                metadata_sequence_number: None,
-            };
-            match candidate.payload {
-                CandidatePayload::Course(payload) => {
-                    if matches!(payload, CoursePayload::CreateCourse(_)) {
-                        meta.metadata_sequence_number = Some(next_course_number);
-                        next_course_number += 1;
-                    }
-                    course_events.push(CourseEvent {
-                        meta,
-                        course_uuid: CourseUuid(candidate.aggregate),
-                        payload,
-                    });
-                }
-                CandidatePayload::Ecosystem(payload) => {
-                    if matches!(
-                        payload,
-                        biglearn_domain::events::EcosystemPayload::CreateEcosystem(_)
-                    ) {
-                        meta.metadata_sequence_number = Some(next_ecosystem_number);
-                        next_ecosystem_number += 1;
-                    }
-                    ecosystem_events.push(EcosystemEvent {
-                        meta,
-                        ecosystem_uuid: EcosystemUuid(candidate.aggregate),
-                        payload,
-                    });
-                }
-            }
-        }
-
+        let stamp = Stamp {
+            accepted_at_micros: now_micros(),
+            writer_id: self.config.writer_id.clone(),
+            settings_version: self.settings_version.load(Ordering::SeqCst),
+        };
+        let StampedEvents {
+            course: course_events,
+            ecosystem: ecosystem_events,
+        } = stamp_events(prepared, &stamp, &mut next_numbers);
         let course_records: Vec<OutgoingRecord> = course_events
             .iter()
-            .map(|event| {
-                let encoded = course_event_record(event);
-                OutgoingRecord {
-                    key: encoded.key,
-                    value: encoded.value,
-                    headers: encoded.headers,
-                }
-            })
+            .map(|event| outgoing_record(course_event_record(event)))
             .collect();
         let ecosystem_records: Vec<OutgoingRecord> = ecosystem_events
             .iter()
-            .map(|event| {
-                let encoded = ecosystem_event_record(event);
-                OutgoingRecord {
-                    key: encoded.key,
-                    value: encoded.value,
-                    headers: encoded.headers,
-                }
-            })
+            .map(|event| outgoing_record(ecosystem_event_record(event)))
             .collect();
         let started = std::time::Instant::now();
         let course_topic = self.config.topics.course_events();
@@ -614,6 +556,17 @@ impl Writer {
                 .push((event.meta.event_uuid, CandidateOutcome::Written));
         }
         Ok(receipt)
+    }
+
+    /// The next metadata sequence number of `stream` when a create `needs` one (read under
+    /// the stream's metadata lock), else 0.
+    fn next_metadata_number(&self, needs: bool, stream: StreamKind) -> Result<i64, WriteError> {
+        if !needs {
+            return Ok(0);
+        }
+        self.log
+            .next_metadata_sequence_number(stream)
+            .map_err(Self::internal)
     }
 
     /// Waits until the consumer of `topic` has applied every delivered record.
@@ -741,9 +694,9 @@ impl Writer {
                 };
                 let payload = match stream {
                     StreamKind::Course => CandidatePayload::Course(CoursePayload::NoOp(no_op)),
-                    StreamKind::Ecosystem => CandidatePayload::Ecosystem(
-                        biglearn_domain::events::EcosystemPayload::NoOp(no_op),
-                    ),
+                    StreamKind::Ecosystem => {
+                        CandidatePayload::Ecosystem(EcosystemPayload::NoOp(no_op))
+                    }
                 };
                 Candidate {
                     stream,
@@ -769,6 +722,84 @@ impl Writer {
                 .map(|(event_uuid, _)| sizes.get(event_uuid).copied().unwrap_or(0))
                 .sum::<i64>() as u64,
         ))
+    }
+}
+
+/// What the writer stamps into every envelope of one request (docs/design/api.md §3.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub accepted_at_micros: i64,
+    pub writer_id: String,
+    pub settings_version: i64,
+}
+
+/// The metadata sequence numbers the next creates take: a `create_course` the course
+/// one, a `create_ecosystem` the ecosystem one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetadataNumbers {
+    pub course: i64,
+    pub ecosystem: i64,
+}
+
+/// The candidates of one request as events, per stream, in candidate order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StampedEvents {
+    pub course: Vec<CourseEvent>,
+    pub ecosystem: Vec<EcosystemEvent>,
+}
+
+/// Stamps candidates into events: every envelope gets `stamp`, and each create the next
+/// metadata sequence number of its stream (`next` advances). Pure: the writer and the
+/// offline generator (which supplies its own time and numbers) stamp alike through it.
+pub fn stamp_events(
+    candidates: impl IntoIterator<Item = Candidate>,
+    stamp: &Stamp,
+    next: &mut MetadataNumbers,
+) -> StampedEvents {
+    let mut events = StampedEvents::default();
+    for candidate in candidates {
+        let mut meta = EnvelopeMeta {
+            event_uuid: candidate.event_uuid,
+            sequence_number: candidate.sequence_number,
+            accepted_at_micros: stamp.accepted_at_micros,
+            writer_id: stamp.writer_id.clone(),
+            settings_version: stamp.settings_version,
+            metadata_sequence_number: None,
+        };
+        match candidate.payload {
+            CandidatePayload::Course(payload) => {
+                if matches!(payload, CoursePayload::CreateCourse(_)) {
+                    meta.metadata_sequence_number = Some(next.course);
+                    next.course += 1;
+                }
+                events.course.push(CourseEvent {
+                    meta,
+                    course_uuid: CourseUuid(candidate.aggregate),
+                    payload,
+                });
+            }
+            CandidatePayload::Ecosystem(payload) => {
+                if matches!(payload, EcosystemPayload::CreateEcosystem(_)) {
+                    meta.metadata_sequence_number = Some(next.ecosystem);
+                    next.ecosystem += 1;
+                }
+                events.ecosystem.push(EcosystemEvent {
+                    meta,
+                    ecosystem_uuid: EcosystemUuid(candidate.aggregate),
+                    payload,
+                });
+            }
+        }
+    }
+    events
+}
+
+/// An encoded record as the stream store appends it.
+pub fn outgoing_record(encoded: EncodedRecord) -> OutgoingRecord {
+    OutgoingRecord {
+        key: encoded.key,
+        value: encoded.value,
+        headers: encoded.headers,
     }
 }
 

@@ -7,6 +7,7 @@ use biglearn_domain::ids::SequenceNumber;
 use biglearn_gateway::requests::{
     candidates, parse_request, CandidatePayload, Endpoint, Request, WriteRequest,
 };
+use biglearn_gateway::writer::{stamp_events, MetadataNumbers, Stamp};
 use serde_json::Value;
 
 fn examples_dir() -> PathBuf {
@@ -334,4 +335,54 @@ fn unknown_preparation_becomes_a_no_op_with_the_item_as_detail() {
         create[0].clone().into_preparation_unknown_no_op(),
         create[0]
     );
+}
+
+#[test]
+fn stamping_gives_every_envelope_the_stamp_and_each_create_the_next_metadata_number() {
+    let mut all = Vec::new();
+    for endpoint in [
+        Endpoint::CreateCourse,
+        Endpoint::CreateEcosystem,
+        Endpoint::RecordResponses,
+    ] {
+        all.extend(candidates(&write_request(endpoint, &example(endpoint))));
+    }
+    let stamp = Stamp {
+        accepted_at_micros: 1_700_000_000_123_456,
+        writer_id: "writer-1".into(),
+        settings_version: 7,
+    };
+    let mut next = MetadataNumbers {
+        course: 3,
+        ecosystem: 5,
+    };
+    let events = stamp_events(all.clone(), &stamp, &mut next);
+    assert_eq!(
+        next,
+        MetadataNumbers {
+            course: 4,
+            ecosystem: 6
+        }
+    );
+    let course: Vec<_> = all
+        .iter()
+        .filter(|candidate| candidate.stream == StreamKind::Course)
+        .collect();
+    assert_eq!(events.course.len(), course.len());
+    assert!(course.len() > 1);
+    assert_eq!(events.ecosystem.len(), 1);
+    for (event, candidate) in events.course.iter().zip(course) {
+        assert_eq!(event.meta.event_uuid, candidate.event_uuid);
+        assert_eq!(event.meta.sequence_number, candidate.sequence_number);
+        assert_eq!(event.course_uuid.0, candidate.aggregate);
+        assert_eq!(event.meta.accepted_at_micros, stamp.accepted_at_micros);
+        assert_eq!(event.meta.writer_id, "writer-1");
+        assert_eq!(event.meta.settings_version, 7);
+        let expected = matches!(event.payload, CoursePayload::CreateCourse(_)).then_some(3);
+        assert_eq!(event.meta.metadata_sequence_number, expected);
+    }
+    let ecosystem = &events.ecosystem[0];
+    assert_eq!(ecosystem.meta.metadata_sequence_number, Some(5));
+    assert_eq!(ecosystem.meta.writer_id, "writer-1");
+    assert_eq!(ecosystem.meta.accepted_at_micros, stamp.accepted_at_micros);
 }

@@ -258,7 +258,7 @@ pub(crate) async fn write_dead_letters(
 }
 
 /// The dead letter of `record` (docs/design/events.md §7.4), keyed like the original.
-pub(crate) fn dead_letter_for(
+pub fn dead_letter_for(
     component: &str,
     record: &ConsumedRecord,
     reason: DeadLetterReason,

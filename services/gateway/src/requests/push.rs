@@ -9,7 +9,7 @@ use biglearn_domain::ids::{
 };
 
 use super::validate::{
-    array, object, opt, req, Schema, ALGORITHM_NAME, CLUE_DATA, SPY_INFO, UUID, UUIDS_0_1000,
+    array, object, opt, req, Field, Schema, ALGORITHM_NAME, CLUE_DATA, SPY_INFO, UUID, UUIDS_0_1000,
 };
 use super::AlgorithmName;
 
@@ -27,15 +27,34 @@ fn check_not_reserved(value: &Value) -> Option<String> {
     AlgorithmName::is_reserved_name(name).then(|| RESERVED_ALGORITHM_MESSAGE.to_owned())
 }
 
-static ASSIGNMENT_EXERCISES_UPDATE: Schema = object(&[
-    req("request_uuid", &UUID),
-    req("assignment_uuid", &UUID),
-    req("algorithm_name", &PUSH_ALGORITHM_NAME),
-    req("calculation_uuid", &UUID),
-    req("ecosystem_matrix_uuid", &UUID),
-    req("exercise_uuids", &UUIDS_0_1000),
-    opt("spy_info", &SPY_INFO),
-]);
+/// The members of an exercise-list update item whose owner is `owner`: `assignment_uuid`
+/// for pe and spe updates, `student_uuid` for worst-areas updates.
+const fn exercises_update(owner: &'static str) -> [Field; 7] {
+    [
+        req("request_uuid", &UUID),
+        req(owner, &UUID),
+        req("algorithm_name", &PUSH_ALGORITHM_NAME),
+        req("calculation_uuid", &UUID),
+        req("ecosystem_matrix_uuid", &UUID),
+        req("exercise_uuids", &UUIDS_0_1000),
+        opt("spy_info", &SPY_INFO),
+    ]
+}
+
+/// The members of a CLUE update item whose owner is `owner`: `student_uuid` for student
+/// CLUEs, `course_container_uuid` for teacher CLUEs.
+const fn clue_update(owner: &'static str) -> [Field; 6] {
+    [
+        req("request_uuid", &UUID),
+        req(owner, &UUID),
+        req("book_container_uuid", &UUID),
+        req("algorithm_name", &PUSH_ALGORITHM_NAME),
+        req("calculation_uuid", &UUID),
+        req("clue_data", &CLUE_DATA),
+    ]
+}
+
+static ASSIGNMENT_EXERCISES_UPDATE: Schema = object(&exercises_update("assignment_uuid"));
 
 pub(crate) static UPDATE_ASSIGNMENT_PES: Schema = object(&[req(
     "pe_updates",
@@ -49,51 +68,17 @@ pub(crate) static UPDATE_ASSIGNMENT_SPES: Schema = object(&[req(
 
 pub(crate) static UPDATE_PRACTICE_WORST_AREAS_EXERCISES: Schema = object(&[req(
     "practice_worst_areas_updates",
-    &array(
-        &object(&[
-            req("request_uuid", &UUID),
-            req("student_uuid", &UUID),
-            req("algorithm_name", &PUSH_ALGORITHM_NAME),
-            req("calculation_uuid", &UUID),
-            req("ecosystem_matrix_uuid", &UUID),
-            req("exercise_uuids", &UUIDS_0_1000),
-            opt("spy_info", &SPY_INFO),
-        ]),
-        0,
-        1000,
-    ),
+    &array(&object(&exercises_update("student_uuid")), 0, 1000),
 )]);
 
 pub(crate) static UPDATE_STUDENT_CLUES: Schema = object(&[req(
     "student_clue_updates",
-    &array(
-        &object(&[
-            req("request_uuid", &UUID),
-            req("student_uuid", &UUID),
-            req("book_container_uuid", &UUID),
-            req("algorithm_name", &PUSH_ALGORITHM_NAME),
-            req("calculation_uuid", &UUID),
-            req("clue_data", &CLUE_DATA),
-        ]),
-        0,
-        1000,
-    ),
+    &array(&object(&clue_update("student_uuid")), 0, 1000),
 )]);
 
 pub(crate) static UPDATE_TEACHER_CLUES: Schema = object(&[req(
     "teacher_clue_updates",
-    &array(
-        &object(&[
-            req("request_uuid", &UUID),
-            req("course_container_uuid", &UUID),
-            req("book_container_uuid", &UUID),
-            req("algorithm_name", &PUSH_ALGORITHM_NAME),
-            req("calculation_uuid", &UUID),
-            req("clue_data", &CLUE_DATA),
-        ]),
-        0,
-        1000,
-    ),
+    &array(&object(&clue_update("course_container_uuid")), 0, 1000),
 )]);
 
 /// `clue_data` (docs/design/api.md §1.6): values in [0, 1].
