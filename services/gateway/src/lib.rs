@@ -16,7 +16,8 @@
 //! - [`requests`]: request validation (schemas of docs/design/api.md, pointer errors) and
 //!   conversion of write requests to candidate events.
 //! - [`writer`]: identity and slot checks under per-aggregate locks, stamping, appending.
-//! - [`http`]: the axum router, authentication, limits and the error shape.
+//! - [`http`]: the axum router, authentication, limits, the write deadline and the error
+//!   shape.
 //! - [`server`]: the listener: connection cap, header, idle and body deadlines.
 //! - [`handlers`]: the top-level dispatch of a validated request to its family's module.
 //! - [`error`]: `HandlerError`, why a validated request was not answered with 200.
