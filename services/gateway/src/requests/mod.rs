@@ -1,7 +1,8 @@
 //! Request validation and conversion: Tutor's JSON bodies to typed requests and candidate events.
 //!
-//! [`parse_json_body`] reads the bytes (§1.3 step 3; an object with a repeated key is
-//! refused, with its pointer).
+//! [`parse_json_body`] reads the bytes (docs/design/api.md §1.3 step 3): an object with a
+//! repeated key is refused, with its pointer.
+//!
 //! [`parse_request`] checks a body against the endpoint's schema (docs/design/api.md §1.3
 //! steps 4–5: schema, then semantic rules; each endpoint's schema and typed request are
 //! named in the one table of `endpoint.rs`), collecting up to 100 pointer errors in
