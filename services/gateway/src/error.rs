@@ -1,12 +1,38 @@
-//! The error of a validated request that was not answered with 200, and its one JSON
-//! shape: its own module so that handlers, reads, operations and settings answers share
-//! it without depending on one another.
+//! The error of a validated request that was not answered with 200, and the one JSON
+//! shape of every error answer (`{"errors":[{"path","message"}]}`): its own module so that
+//! the HTTP edge, handlers, reads, operations and settings answers share it without
+//! depending on one another.
 
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
 
-use crate::http::{error_body, error_response, json_response};
 use crate::writer::{SlotConflict, WriteError};
+
+/// One error of the error body `{"errors":[{"path","message"}]}`.
+pub fn error_body(errors: &[(String, String)]) -> Value {
+    json!({
+        "errors": errors
+            .iter()
+            .map(|(path, message)| json!({"path": path, "message": message}))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// A JSON response with a status.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// An error response with one error.
+pub fn error_response(status: StatusCode, path: &str, message: impl Into<String>) -> Response {
+    json_response(status, &error_body(&[(path.to_owned(), message.into())]))
+}
 
 /// `Retry-After` of every 503: the same body may be sent again after this many seconds.
 pub const RETRY_AFTER_SECONDS: &str = "5";

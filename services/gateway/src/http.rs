@@ -14,35 +14,11 @@ use biglearn_telemetry::Metrics;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::error::{error_body, error_response, json_response};
 use crate::handlers;
 use crate::requests::{parse_request, Endpoint, EndpointFamily, ValidationErrors};
 use crate::server::{read_body, BodyError, HttpLimits};
 use crate::GatewayState;
-
-/// One error of the error body `{"errors":[{"path","message"}]}`.
-pub fn error_body(errors: &[(String, String)]) -> Value {
-    json!({
-        "errors": errors
-            .iter()
-            .map(|(path, message)| json!({"path": path, "message": message}))
-            .collect::<Vec<_>>()
-    })
-}
-
-/// A JSON response with a status.
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
-}
-
-/// An error response with one error.
-pub fn error_response(status: StatusCode, path: &str, message: impl Into<String>) -> Response {
-    json_response(status, &error_body(&[(path.to_owned(), message.into())]))
-}
 
 /// The answer when a body was not read whole; the connection is closed after it, since
 /// the rest of the body may still be on its way.
