@@ -89,7 +89,9 @@ async fn a_new_writer_refuses_writes_until_its_index_has_caught_up() {
         other => panic!("{what}: refused while the index is behind, got {other:?}"),
     };
 
-    // The consumers have not opened their partitions yet: no position known.
+    // The consumers have not opened their partitions yet: no position known, which is not
+    // "caught up" (given the resync task time to look, several of its 200 ms rounds).
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(writer.is_resyncing());
     refuse(
         "before any position",
