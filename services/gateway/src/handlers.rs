@@ -15,6 +15,15 @@ pub async fn handle(
     request: Request,
     actor: Option<&str>,
 ) -> Result<Value, HandlerError> {
+    // A read after a write's 200 sees it (read-your-writes in the writer's process).
+    if matches!(
+        request,
+        Request::Read(_) | Request::EventStream(_) | Request::Admin(_)
+    ) {
+        if let Some(writer) = &state.writer {
+            writer.await_writes_indexed().await;
+        }
+    }
     match request {
         Request::Write(write) => writes::answer_write(state, write).await,
         Request::Read(read) => reads::answer_read(state, read),

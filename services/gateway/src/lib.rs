@@ -166,6 +166,19 @@ pub async fn resync_when_caught_up(
             }
         }
         if all_caught_up {
+            // The index in memory is loaded off the async threads before writes resume.
+            let loading = writer.clone();
+            match tokio::task::spawn_blocking(move || loading.load_index()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "The writer's index could not be loaded; writes stay refused.");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Loading the writer's index failed; writes stay refused.");
+                    continue;
+                }
+            }
             flag.store(false, Ordering::SeqCst);
             tracing::info!("The writer's index is resynchronised with the log; writes resume.");
         }

@@ -153,7 +153,12 @@ impl SettingsWriter {
         // A default change holds the course metadata lock until its events are applied:
         // every course accepted before it is pinned, none after (docs/design/operations.md §6.3).
         let _metadata_guard = match change {
-            SettingsChange::ChangeDefault(_) => Some(self.writer.lock_course_metadata().await),
+            SettingsChange::ChangeDefault(_) => Some(
+                self.writer
+                    .lock_course_metadata()
+                    .await
+                    .map_err(unavailable)?,
+            ),
             _ => None,
         };
         let topic = self.settings.topic().to_owned();

@@ -1,6 +1,13 @@
 //! The single writer (docs/design/api.md §3): checks identities and slots under per-aggregate
 //! locks, stamps and appends new events, and answers only after every record of a
 //! request is durably delivered.
+//!
+//! The checks of the request path read the writer's index in memory
+//! (`biglearn_projector::writer_index`), never sled: a new event costs two hash lookups,
+//! and the writer records what it delivered there at once (read-your-writes), without
+//! waiting for the event-log projection. Only the rare answers that need a stored row (a
+//! re-sent identity, a slot conflict, a preparation, a metadata number, a gap fill) first
+//! wait until the event-log projection holds everything this writer delivered.
 
 use biglearn_stream::clock::now_micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,9 +30,25 @@ use uuid::Uuid;
 use crate::requests::{Candidate, CandidatePayload};
 use biglearn_telemetry::Metrics;
 
-/// How long a write waits for its delivered records to be indexed before answering 503
-/// (a retry is then a no-op by identity).
+/// How long a write that needs a stored row waits for the event-log projection to hold
+/// everything delivered before it, before answering 503 (a retry is then a no-op by
+/// identity).
 const INDEX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(50);
+
+/// How long a read waits for the event-log projection to hold what this process's writer
+/// delivered before it answers from what is there (read-your-writes in one process).
+const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How the writer's index sees one candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Indexed {
+    /// Neither its identity nor its slot is in the log.
+    New,
+    /// Its identity is in the log.
+    KnownIdentity,
+    /// Its slot is held by another event, or covered by a range no_op.
+    TakenSlot,
+}
 
 /// Number of lock stripes: aggregates hash onto them, so memory stays bounded however
 /// many courses exist, and sorted acquisition keeps multi-course requests deadlock-free.
@@ -115,6 +138,9 @@ pub struct Writer {
     metrics: Metrics,
     /// Progress of the event-log consumers that build the index, per topic.
     indexed_by: HashMap<String, tokio::sync::watch::Receiver<ConsumerProgress>>,
+    /// Per topic and partition, the offset after the last record this writer delivered:
+    /// where the event-log projection must be before a stored row is consulted.
+    delivered: std::sync::Mutex<HashMap<String, BTreeMap<i32, i64>>>,
     /// The data volume whose free space must stay above its reserve for a write to be
     /// accepted (the derived state of accepted writes needs room in sled).
     space: std::sync::OnceLock<VolumeSpace>,
@@ -163,7 +189,56 @@ impl Writer {
             resyncing: Arc::new(AtomicBool::new(true)),
             metrics,
             indexed_by,
+            delivered: std::sync::Mutex::new(HashMap::new()),
             space: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Loads the writer's index from the event-log projection now (a scan of one row per
+    /// event), so that the first write does not pay for it.
+    pub fn load_index(&self) -> Result<(), WriteError> {
+        self.log.writer_index().map(|_| ()).map_err(Self::internal)
+    }
+
+    /// Notes the offsets delivered to `topic`.
+    fn note_delivered(
+        &self,
+        topic: &str,
+        outcomes: &[Result<biglearn_stream::Delivered, DeliveryError>],
+    ) {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let positions = delivered.entry(topic.to_owned()).or_default();
+        for outcome in outcomes.iter().flatten() {
+            let next = positions.entry(outcome.partition).or_insert(0);
+            *next = (*next).max(outcome.offset + 1);
+        }
+    }
+
+    /// Waits until the event-log projection holds every record this writer delivered
+    /// so far (at most `deadline`).
+    async fn sync_index(&self, deadline: std::time::Duration) -> Result<(), WriteError> {
+        let targets: Vec<(String, BTreeMap<i32, i64>)> = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(topic, positions)| (topic.clone(), positions.clone()))
+            .collect();
+        for (topic, needed) in targets {
+            self.wait_positions(&topic, &needed, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits (briefly) until reads of the event-log projection see every write this
+    /// writer answered: a read after a write's 200 sees it. Past the deadline the read
+    /// answers from what the projection holds.
+    pub async fn await_writes_indexed(&self) {
+        if let Err(error) = self.sync_index(READ_DEADLINE).await {
+            tracing::debug!(%error, "A read answers before the event-log projection caught up with the writer.");
         }
     }
 
@@ -218,8 +293,14 @@ impl Writer {
     /// Takes the course metadata lock, which every `create_course` holds until its
     /// delivery is final: a settings change holding it sees an exact course cutoff
     /// (docs/design/operations.md §6.3).
-    pub async fn lock_course_metadata(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.course_metadata_lock.lock().await
+    /// Once it holds the lock it waits until the event-log projection holds every
+    /// delivered create (the cutoff is read from there).
+    pub async fn lock_course_metadata(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, WriteError> {
+        let guard = self.course_metadata_lock.lock().await;
+        self.sync_index(INDEX_DEADLINE).await?;
+        Ok(guard)
     }
 
     async fn lock_aggregates(&self, candidates: &[Candidate]) -> Vec<OwnedMutexGuard<()>> {
@@ -345,11 +426,64 @@ impl Writer {
             return Ok(receipt);
         }
         let _guards = self.lock_aggregates(&candidates).await;
+        let index = self.log.writer_index().map_err(Self::internal)?;
+        let indexed: Vec<Indexed> = {
+            let index = index.lock();
+            candidates
+                .iter()
+                .map(|candidate| {
+                    if index.has_identity(candidate.stream, candidate.event_uuid) {
+                        Indexed::KnownIdentity
+                    } else if index.is_taken(
+                        candidate.stream,
+                        candidate.aggregate,
+                        candidate.sequence_number,
+                    ) {
+                        Indexed::TakenSlot
+                    } else {
+                        Indexed::New
+                    }
+                })
+                .collect()
+        };
+        // Stored rows are consulted only for rare answers; they must include every
+        // earlier write first.
+        let needs_rows = indexed.iter().any(|indexed| *indexed != Indexed::New)
+            || candidates.iter().any(|candidate| {
+                matches!(
+                    candidate.payload,
+                    CandidatePayload::Course(CoursePayload::UpdateCourseEcosystem(_))
+                )
+            });
+        if needs_rows {
+            self.sync_index(INDEX_DEADLINE).await?;
+        }
 
         let mut conflicts = Vec::new();
         let mut new_candidates = Vec::new();
         let mut claimed: BTreeMap<(StreamKind, Uuid, SequenceNumber), EventUuid> = BTreeMap::new();
-        for candidate in candidates {
+        for (candidate, indexed) in candidates.into_iter().zip(indexed) {
+            let slot = (
+                candidate.stream,
+                candidate.aggregate,
+                candidate.sequence_number,
+            );
+            if indexed == Indexed::New {
+                if let Some(first) = claimed.get(&slot) {
+                    conflicts.push(SlotConflict {
+                        path: format!("{}/sequence_number", candidate.item_path),
+                        stream: candidate.stream,
+                        aggregate: candidate.aggregate,
+                        sequence_number: candidate.sequence_number,
+                        taken_by: *first,
+                        taken_by_type: None,
+                    });
+                    continue;
+                }
+                claimed.insert(slot, candidate.event_uuid);
+                new_candidates.push(candidate);
+                continue;
+            }
             let existing = self
                 .log
                 .identity(candidate.stream, candidate.event_uuid)
@@ -368,11 +502,6 @@ impl Writer {
                     .push((candidate.event_uuid, CandidateOutcome::Existing(row)));
                 continue;
             }
-            let slot = (
-                candidate.stream,
-                candidate.aggregate,
-                candidate.sequence_number,
-            );
             let taken = self
                 .log
                 .event(
@@ -412,19 +541,11 @@ impl Writer {
                 });
                 continue;
             }
-            if let Some(first) = claimed.get(&slot) {
-                conflicts.push(SlotConflict {
-                    path: format!("{}/sequence_number", candidate.item_path),
-                    stream: candidate.stream,
-                    aggregate: candidate.aggregate,
-                    sequence_number: candidate.sequence_number,
-                    taken_by: *first,
-                    taken_by_type: None,
-                });
-                continue;
-            }
-            claimed.insert(slot, candidate.event_uuid);
-            new_candidates.push(candidate);
+            // The index holds it but the projection, caught up with every delivery of
+            // this writer, does not: it came from the log while we waited. Retry.
+            return Err(WriteError::Unavailable {
+                detail: "the writer's index and the event-log projection disagree for a moment; retry with the same body".into(),
+            });
         }
         if !conflicts.is_empty() {
             for conflict in &conflicts {
@@ -476,6 +597,11 @@ impl Writer {
         } else {
             None
         };
+        // The numbers are read from the projection: it must hold every delivered create,
+        // including one whose request released this lock a moment ago.
+        if needs_course_number || needs_ecosystem_number {
+            self.sync_index(INDEX_DEADLINE).await?;
+        }
         let mut next_numbers = MetadataNumbers {
             course: self.next_metadata_number(needs_course_number, StreamKind::Course)?,
             ecosystem: self.next_metadata_number(needs_ecosystem_number, StreamKind::Ecosystem)?,
@@ -510,17 +636,49 @@ impl Writer {
         self.metrics
             .produce_delivered(&course_topic, started.elapsed());
 
-        // Wait until the consumers have indexed what was delivered (only that), so that
-        // the next check under these locks, and any read after this answer, sees it.
-        // Many requests share one consumer batch, far cheaper than indexing each alone.
+        // What was delivered is in the log: the index holds it from now on, so the next
+        // check under these locks sees it; reads wait for the projection instead
+        // (`await_writes_indexed`).
         let failure = course_outcomes
             .iter()
             .chain(&ecosystem_outcomes)
             .filter_map(|outcome| outcome.as_ref().err())
             .fold(None, |failure, error| Some(worse(failure, error.clone())));
-        self.wait_applied(&course_topic, &course_outcomes).await?;
-        self.wait_applied(&ecosystem_topic, &ecosystem_outcomes)
-            .await?;
+        {
+            let mut index = index.lock();
+            for (event, outcome) in course_events.iter().zip(&course_outcomes) {
+                if outcome.is_ok() {
+                    let covers_through = match &event.payload {
+                        CoursePayload::NoOp(no_op) => no_op.through_sequence_number,
+                        _ => None,
+                    };
+                    index.record(
+                        StreamKind::Course,
+                        event.course_uuid.0,
+                        event.meta.sequence_number,
+                        covers_through,
+                        event.meta.event_uuid,
+                    );
+                }
+            }
+            for (event, outcome) in ecosystem_events.iter().zip(&ecosystem_outcomes) {
+                if outcome.is_ok() {
+                    let covers_through = match &event.payload {
+                        EcosystemPayload::NoOp(no_op) => no_op.through_sequence_number,
+                        _ => None,
+                    };
+                    index.record(
+                        StreamKind::Ecosystem,
+                        event.ecosystem_uuid.0,
+                        event.meta.sequence_number,
+                        covers_through,
+                        event.meta.event_uuid,
+                    );
+                }
+            }
+        }
+        self.note_delivered(&course_topic, &course_outcomes);
+        self.note_delivered(&ecosystem_topic, &ecosystem_outcomes);
         for event in &course_events {
             self.metrics
                 .event_written(StreamKind::Course.as_str(), event.event_type().as_str());
@@ -569,17 +727,14 @@ impl Writer {
             .map_err(Self::internal)
     }
 
-    /// Waits until the consumer of `topic` has applied every delivered record.
-    async fn wait_applied(
+    /// Waits until the event-log consumer of `topic` has applied every partition up to
+    /// the offsets `needed` (at most `deadline`).
+    async fn wait_positions(
         &self,
         topic: &str,
-        outcomes: &[Result<biglearn_stream::Delivered, DeliveryError>],
+        needed: &BTreeMap<i32, i64>,
+        deadline: std::time::Duration,
     ) -> Result<(), WriteError> {
-        let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
-        for delivered in outcomes.iter().flatten() {
-            let next = needed.entry(delivered.partition).or_insert(0);
-            *next = (*next).max(delivered.offset + 1);
-        }
         if needed.is_empty() {
             return Ok(());
         }
@@ -597,7 +752,7 @@ impl Writer {
                     .is_some_and(|position| position >= next)
             })
         });
-        let outcome = tokio::time::timeout(INDEX_DEADLINE, applied)
+        let outcome = tokio::time::timeout(deadline, applied)
             .await
             .map(|applied| applied.map(|_| ()));
         match outcome {
@@ -606,7 +761,7 @@ impl Writer {
                 detail: "the event-log consumer stopped".into(),
             }),
             Err(_) => Err(WriteError::Unavailable {
-                detail: "delivered, but not yet indexed".into(),
+                detail: "the event-log projection is behind the writer's deliveries".into(),
             }),
         }
     }
@@ -646,6 +801,8 @@ impl Writer {
         actor: &str,
         reason: &str,
     ) -> Result<GapFill, WriteError> {
+        // The runs are read from the projection: it must hold every earlier write.
+        self.sync_index(INDEX_DEADLINE).await?;
         let runs = match through {
             None => {
                 if self

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::overlay::{CheckpointPolicy, Overlay, WriteBack};
+use crate::writer_index::WriterIndex;
 
 /// Rows of a read, in key order.
 type Rows<'a> = Box<dyn DoubleEndedIterator<Item = Result<(Vec<u8>, Vec<u8>), sled::Error>> + 'a>;
@@ -285,6 +286,9 @@ pub struct EventLog {
     /// (course events, ecosystem events, results) and result pushes.
     apply_lock: Arc<Mutex<()>>,
     write_back: WriteBack,
+    /// The writer's index in memory, loaded from this tree at its first use and kept
+    /// up to date by every later `apply` (under `apply_lock`, so that none is missed).
+    writer_index: Arc<std::sync::OnceLock<Arc<Mutex<WriterIndex>>>>,
 }
 
 fn slot_key(stream: StreamKind, aggregate: Uuid, seq: SequenceNumber) -> Vec<u8> {
@@ -509,7 +513,66 @@ impl EventLog {
             tree: db.open_tree(name)?,
             apply_lock: Arc::new(Mutex::new(())),
             write_back: WriteBack::default(),
+            writer_index: Arc::new(std::sync::OnceLock::new()),
         })
+    }
+
+    /// The writer's index (see [`crate::writer_index`]), loaded from the identity and
+    /// covered-run rows at the first call (a scan of one row per event), then kept up to
+    /// date by every record this projection applies.
+    pub fn writer_index(&self) -> Result<Arc<Mutex<WriterIndex>>, ProjectionError> {
+        if let Some(index) = self.writer_index.get() {
+            return Ok(index.clone());
+        }
+        // Under the apply lock no batch lands between the scan and the index taking over.
+        let _guard = self.apply_lock.lock();
+        if let Some(index) = self.writer_index.get() {
+            return Ok(index.clone());
+        }
+        let mut index = WriterIndex::new();
+        for row in self.rows_with_prefix(&[TAG_IDENTITY])? {
+            let (key, value) = row?;
+            let stream = match key.get(1) {
+                Some(b'c') => StreamKind::Course,
+                Some(b'e') => StreamKind::Ecosystem,
+                _ => return Err(corrupt("identity key")),
+            };
+            let event_uuid = EventUuid(read_uuid(&key, 2, "identity key")?);
+            let aggregate = read_uuid(&value, 0, "identity")?;
+            let seq = SequenceNumber(read_i64(&value, 16, "identity")?);
+            index.record(stream, aggregate, seq, None, event_uuid);
+        }
+        for row in self.rows_with_prefix(&[TAG_COVERED])? {
+            let (key, value) = row?;
+            let stream = match key.get(1) {
+                Some(b'c') => StreamKind::Course,
+                Some(b'e') => StreamKind::Ecosystem,
+                _ => return Err(corrupt("covered run key")),
+            };
+            let aggregate = read_uuid(&key, 2, "covered run key")?;
+            let (first, last, _) =
+                decode_covered(&key, &value).ok_or_else(|| corrupt("covered run"))?;
+            index.take(stream, aggregate, first, Some(last));
+        }
+        let index = Arc::new(Mutex::new(index));
+        let _ = self.writer_index.set(index.clone());
+        Ok(index)
+    }
+
+    /// Records a stored event in the writer's index, if it is loaded.
+    fn index_for_writer(
+        &self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        seq: SequenceNumber,
+        covers_through: Option<SequenceNumber>,
+        event_uuid: EventUuid,
+    ) {
+        if let Some(index) = self.writer_index.get() {
+            index
+                .lock()
+                .record(stream, aggregate, seq, covers_through, event_uuid);
+        }
     }
 
     /// The underlying tree (for state hashing and size metrics).
@@ -601,6 +664,13 @@ impl EventLog {
                     overlay.insert(slot, encode_event_row(&row));
                     // A range no_op decoded only now covers its range now.
                     if let Some(through) = row.covers_through {
+                        self.index_for_writer(
+                            stream,
+                            aggregate,
+                            meta_seq,
+                            Some(through),
+                            event_uuid,
+                        );
                         let n_covered =
                             Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?;
                         Self::account(
@@ -639,6 +709,7 @@ impl EventLog {
             }),
         );
         overlay.insert(slot, encode_event_row(&row));
+        self.index_for_writer(stream, aggregate, meta_seq, row.covers_through, event_uuid);
         let n_covered = match row.covers_through {
             Some(through) => {
                 Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?
@@ -1466,6 +1537,44 @@ mod range_tests {
 
     fn course() -> Uuid {
         Uuid::from_u128(COURSE)
+    }
+
+    /// The writer's index as the slots 0..40 and the identities of `events` see it.
+    fn writer_view(log: &EventLog, events: &[CourseEvent]) -> (Vec<i64>, Vec<bool>) {
+        let index = log.writer_index().unwrap();
+        let index = index.lock();
+        let taken = (0..40)
+            .filter(|&seq| index.is_taken(StreamKind::Course, course(), SequenceNumber(seq)))
+            .collect();
+        let known = events
+            .iter()
+            .map(|event| index.has_identity(StreamKind::Course, event.meta.event_uuid))
+            .collect();
+        (taken, known)
+    }
+
+    #[test]
+    fn the_writer_index_loaded_from_rows_equals_the_one_fed_by_apply() {
+        let events = [response(0), response(1), response(5), range(7, 9), response(20)];
+        let later = [response(2), range(10, 12)];
+        // Loaded before anything is applied, then fed by every apply.
+        let (_db, fed) = open();
+        fed.writer_index().unwrap();
+        offer(&fed, &events);
+        offer(&fed, &later);
+        // Loaded from the rows after everything was applied.
+        let (db, _) = open();
+        let stored = EventLog::open(&db, "event_log").unwrap();
+        offer(&stored, &events);
+        offer(&stored, &later);
+        let reopened = EventLog::open(&db, "event_log").unwrap();
+        let all: Vec<CourseEvent> = events.iter().chain(&later).cloned().collect();
+        let expected_taken: Vec<i64> = [0, 1, 2, 5, 7, 8, 9, 10, 11, 12, 20].to_vec();
+        assert_eq!(writer_view(&fed, &all), (expected_taken.clone(), vec![true; 7]));
+        assert_eq!(writer_view(&reopened, &all), (expected_taken, vec![true; 7]));
+        // An event the log does not hold is unknown, its slot free.
+        let (taken, known) = writer_view(&reopened, &[response(3)]);
+        assert!(!taken.contains(&3) && known == [false]);
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!   per aggregate in sequence order with gaps parked in sled, and its consumer loop.
 //! - [`service`]: the state projection's live consumers and blue/green rebuilds.
 //! - [`results`]: computed and pushed results by key, newest version wins.
+//! - [`writer_index`]: the writer's identities and taken slots in memory, fed by
+//!   [`event_log`].
 
 pub mod consumer;
 pub mod decoded;
@@ -29,6 +31,7 @@ pub mod overlay;
 pub mod results;
 pub mod service;
 pub mod state;
+pub mod writer_index;
 
 /// Errors of the projections.
 #[derive(Debug, thiserror::Error)]

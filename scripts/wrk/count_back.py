@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Counts back, through the server's /fetch_course_events, the responses a run of
+scripts/wrk/record_responses.lua wrote, and checks that every acknowledged one is there.
+
+    python3 scripts/wrk/count_back.py --target http://127.0.0.1:PORT --token TOKEN \
+        --run RUN --threads 4 --courses-per-thread 50 --acked N
+
+The course uuids are derived exactly as the Lua script derives them. Exit status 1 when
+fewer responses are read back than were acknowledged.
+"""
+import argparse
+import json
+import sys
+import time
+import urllib.request
+import uuid
+
+
+def course_uuid(run: int, thread: int, index: int) -> str:
+    high, low = divmod(index, 2**32)
+    return "%08x-%04x-4%03x-8%03x-%04x%08x" % (run % 2**32, 1, thread % 4096, 0, high % 65536, low)
+
+
+def post(target: str, token: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        target + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Biglearn-Api-Token": token},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.load(answer)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--run", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--courses-per-thread", type=int, required=True)
+    parser.add_argument("--acked", type=int, required=True, help="responses wrk saw acknowledged")
+    args = parser.parse_args()
+
+    offsets = {
+        course_uuid(args.run, thread, index): 0
+        for thread in range(args.threads)
+        for index in range(args.courses_per_thread)
+    }
+    counted = 0
+    open_courses = list(offsets)
+    started = time.monotonic()
+    while open_courses:
+        chunk, open_courses = open_courses[:100], open_courses[100:]
+        answer = post(
+            args.target,
+            args.token,
+            "/fetch_course_events",
+            {
+                "course_event_requests": [
+                    {
+                        "request_uuid": str(uuid.uuid4()),
+                        "course_uuid": course,
+                        "sequence_number_offset": offsets[course],
+                        "event_types": ["record_response"],
+                    }
+                    for course in chunk
+                ],
+                "max_num_events": 1000,
+            },
+        )
+        for reply in answer["course_event_responses"]:
+            course = reply["course_uuid"]
+            for event in reply["events"]:
+                counted += 1
+                offsets[course] = max(offsets[course], event["sequence_number"] + 1)
+            if not reply["is_end"]:
+                open_courses.append(course)
+    print(
+        json.dumps(
+            {
+                "count_back": "fetch_course_events",
+                "courses": len(offsets),
+                "acked_responses": args.acked,
+                "counted_responses": counted,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        )
+    )
+    if counted < args.acked:
+        print(f"only {counted} of {args.acked} acknowledged responses were read back", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
