@@ -32,24 +32,10 @@ def post(target: str, token: str, path: str, body: dict) -> dict:
         return json.load(answer)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--run", type=int, required=True)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--courses-per-thread", type=int, required=True)
-    parser.add_argument("--acked", type=int, required=True, help="responses wrk saw acknowledged")
-    args = parser.parse_args()
-
-    offsets = {
-        course_uuid(args.run, thread, index): 0
-        for thread in range(args.threads)
-        for index in range(args.courses_per_thread)
-    }
+def read_all(args, offsets: dict) -> int:
+    """Reads every course from its offset to its end; returns how many responses it read."""
     counted = 0
     open_courses = list(offsets)
-    started = time.monotonic()
     while open_courses:
         chunk, open_courses = open_courses[:100], open_courses[100:]
         answer = post(
@@ -76,6 +62,35 @@ def main() -> int:
                 offsets[course] = max(offsets[course], event["sequence_number"] + 1)
             if not reply["is_end"]:
                 open_courses.append(course)
+    return counted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--run", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--courses-per-thread", type=int, required=True)
+    parser.add_argument("--acked", type=int, required=True, help="responses wrk saw acknowledged")
+    args = parser.parse_args()
+
+    offsets = {
+        course_uuid(args.run, thread, index): 0
+        for thread in range(args.threads)
+        for index in range(args.courses_per_thread)
+    }
+    deadline_s = 300.0
+    counted = 0
+    passes = 0
+    started = time.monotonic()
+    # The projections may still be catching up: read on until every acknowledged
+    # response is there, or the deadline passes.
+    while passes == 0 or (counted < args.acked and time.monotonic() - started < deadline_s):
+        if passes:
+            time.sleep(1)
+        counted += read_all(args, offsets)
+        passes += 1
     print(
         json.dumps(
             {
@@ -83,6 +98,7 @@ def main() -> int:
                 "courses": len(offsets),
                 "acked_responses": args.acked,
                 "counted_responses": counted,
+                "passes": passes,
                 "seconds": round(time.monotonic() - started, 2),
             }
         )

@@ -15,8 +15,8 @@
 //!   by two of these ways is harmless.
 //! - Taking slots is a set union: the order records arrive in does not change the result.
 //!
-//! Memory: about 40 bytes per identity and 60 bytes per aggregate, plus 16 bytes per run
-//! of taken slots above a gap.
+//! Memory: 20–40 bytes per identity (a hash set of 17-byte keys) and about 60 bytes per
+//! aggregate, plus about 40 bytes per run of taken slots above a gap.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
