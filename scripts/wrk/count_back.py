@@ -16,9 +16,19 @@ import urllib.request
 import uuid
 
 
+MULTIPLIERS = [40503, 9973, 52433, 30011, 61651, 12289, 47653, 23173]
+
+
 def course_uuid(run: int, thread: int, index: int) -> str:
-    high, low = divmod(index, 2**32)
-    return "%08x-%04x-4%03x-8%03x-%04x%08x" % (run % 2**32, 1, thread % 4096, 0, high % 65536, low)
+    """The uuid record_responses.lua gives course `index` of `thread` (kind 1)."""
+    seed = (index * 131 + thread * 65537 + run * 257 + 1 * 8191) % 2**32
+    g = [
+        ((seed % 65536 + (seed // 65536) * (k + 1)) * MULTIPLIERS[k - 1] + k * 7919) % 65536
+        for k in range(1, 9)
+    ]
+    return "%04x%04x-%04x-4%03x-8%03x-%04x%04x%04x" % (
+        g[0], g[1], g[2], g[3] % 4096, g[4] % 4096, g[5], g[6], g[7]
+    )
 
 
 def post(target: str, token: str, path: str, body: dict) -> dict:
@@ -60,7 +70,9 @@ def read_all(args, offsets: dict) -> int:
             for event in reply["events"]:
                 counted += 1
                 offsets[course] = max(offsets[course], event["sequence_number"] + 1)
-            if not reply["is_end"]:
+            # Not at the end because of the shared limit: read on. With no event at all
+            # the course stops at a gap (or has none yet): read it again in the next pass.
+            if not reply["is_end"] and reply["events"]:
                 open_courses.append(course)
     return counted
 

@@ -11,7 +11,8 @@
 #   KAFKA=127.0.0.1:39092 BIGLEARN=… bash scripts/wrk/ingest.sh   # the same on a broker
 #
 # Settings (environment): DIR (/var/tmp/bench16), PORT (38416), THREADS (4), CONNECTIONS
-# (32), DURATION (20s), COURSES_PER_THREAD (50), BATCH (10), RUN (random).
+# (32), DURATION (20s), COURSES_PER_THREAD (50), BATCH (10), RUN (random), TIMEOUT (10s,
+# wrk's per-request timeout).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 biglearn=${BIGLEARN:-biglearn}
@@ -48,12 +49,25 @@ wrk -t"$threads" -c"$connections" -d10s "$target/ping" >"$dir/ping.txt"
 ping_rps=$(awk '/Requests\/sec/ {print $2}' "$dir/ping.txt")
 echo "{\"bench\":\"wrk_ping\",\"threads\":$threads,\"connections\":$connections,\"requests_per_s\":$ping_rps}"
 
-wrk -t"$threads" -c"$connections" -d"$duration" -s "$here/record_responses.lua" "$target" \
+wrk -t"$threads" -c"$connections" -d"$duration" --timeout "${TIMEOUT:-10s}" \
+    -s "$here/record_responses.lua" "$target" \
     -- "$run" "$courses" "$batch" "$token" >"$dir/ingest.txt"
 ingest=$(grep '^{"bench":"wrk_record_responses"' "$dir/ingest.txt")
 echo "$ingest"
 acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["acked_responses"])' "$ingest")
 echo "{\"uptime\":\"$(uptime | sed 's/.*load average: //')\",\"step\":\"after ingest\"}"
+# The server's own view: mean time of a record_responses answer and of its append.
+curl -fsS "$target/metrics" | python3 -c '
+import json, re, sys
+sums = {}
+for line in sys.stdin:
+    m = re.match(r"(biglearn_(?:http_request_duration|produce_delivery)_seconds_(?:sum|count))\{([^}]*)\} (\S+)", line)
+    if m and ("record_responses" in m.group(2) or "course-events" in m.group(2)):
+        sums[m.group(1)] = float(m.group(3))
+def mean(name):
+    n = sums.get(name + "_count", 0)
+    return round(1000 * sums.get(name + "_sum", 0) / n, 3) if n else None
+print(json.dumps({"server_mean_ms": {"record_responses": mean("biglearn_http_request_duration_seconds"), "append": mean("biglearn_produce_delivery_seconds")}}))'
 
 # The projections catch up, then every acknowledged response must be read back.
 python3 "$here/count_back.py" --target "$target" --token "$token" --run "$run" \

@@ -8,7 +8,8 @@
 -- a course's first request is its /create_course (sequence 0), every later one a
 -- /record_responses of BATCH responses with the course's next sequence numbers, so no
 -- request conflicts with another and none is a duplicate. Every uuid is derived from
--- (RUN, thread, counter): use a new RUN per run against the same server. At the end it
+-- (RUN, thread, counter): use a new RUN per run against the same server (distinct runs,
+-- threads and counters give distinct course uuids for up to 2^16 courses per thread). At the end it
 -- prints one JSON line with what was acknowledged (200s), which
 -- scripts/wrk/count_back.py checks against the server's fetch_course_events.
 
@@ -25,11 +26,24 @@ local function split(n)
   return math.floor(n / 4294967296), n % 4294967296
 end
 
--- A uuid (version 4 layout) from the run, a kind, this thread and a counter.
+-- A uuid (version 4 layout) from the run, a kind, this thread and a counter. Every
+-- 16-bit group depends on all three (a multiply-add mod 2^16 per group), so that the ids
+-- spread like random ones over whatever the server hashes them into; count_back.py
+-- derives the same course uuids.
+local multipliers = {40503, 9973, 52433, 30011, 61651, 12289, 47653, 23173}
+
+local function group(k, seed)
+  return (seed * multipliers[k] + k * 7919) % 65536
+end
+
 local function make_uuid(kind, n)
-  local high, low = split(n)
-  return string.format("%08x-%04x-4%03x-8%03x-%04x%08x", run % 4294967296, kind,
-    thread_id % 4096, 0, high % 65536, low)
+  local seed = (n * 131 + thread_id * 65537 + run * 257 + kind * 8191) % 4294967296
+  local g = {}
+  for k = 1, 8 do
+    g[k] = group(k, seed % 65536 + math.floor(seed / 65536) * (k + 1))
+  end
+  return string.format("%04x%04x-%04x-4%03x-8%03x-%04x%04x%04x", g[1], g[2], g[3],
+    g[4] % 4096, g[5] % 4096, g[6], g[7], g[8])
 end
 
 function init(args)
@@ -54,6 +68,13 @@ end
 local headers = {}
 
 function request()
+  -- wrk calls the first thread's request() once to check it, without sending what it
+  -- returns: the first request of every thread is a harmless /ping, so that no course
+  -- misses its create.
+  if not primed then
+    primed = true
+    return wrk.format("GET", "/ping")
+  end
   local index = next_course % courses_per_thread
   next_course = next_course + 1
   headers["Content-Type"] = "application/json"

@@ -6,8 +6,8 @@
 //! (`biglearn_projector::writer_index`), never sled: a new event costs two hash lookups,
 //! and the writer records what it delivered there at once (read-your-writes), without
 //! waiting for the event-log projection. Only the rare answers that need a stored row (a
-//! re-sent identity, a slot conflict, a preparation, a metadata number, a gap fill) first
-//! wait until the event-log projection holds everything this writer delivered.
+//! re-sent identity, a slot conflict, a preparation, a gap fill) first wait until the
+//! event-log projection holds everything this writer delivered.
 
 use biglearn_stream::clock::now_micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,8 +50,9 @@ enum Indexed {
     TakenSlot,
 }
 
-/// Number of lock stripes: aggregates hash onto them, so memory stays bounded however
-/// many courses exist, and sorted acquisition keeps multi-course requests deadlock-free.
+/// Number of lock stripes (a power of two): aggregates hash onto them, so memory stays
+/// bounded however many courses exist, and sorted acquisition keeps multi-course requests
+/// deadlock-free.
 const LOCK_STRIPES: usize = 4096;
 
 /// What happened to one candidate of an accepted request.
@@ -153,12 +154,15 @@ impl biglearn_settings_follower::StampsSettingsVersion for Writer {
     }
 }
 
+/// The lock stripe of an aggregate: a multiplicative (Fibonacci) hash of all 128 bits,
+/// its top bits taken, so that uuids differing in any byte (not only random v4 ones, but
+/// sequential or structured ids too) spread over the stripes instead of sharing one lock.
 fn stripe_of(stream: StreamKind, aggregate: Uuid) -> usize {
     let bytes = aggregate.as_bytes();
-    let hash = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]))
-        ^ u64::from_le_bytes(bytes[0..8].try_into().unwrap_or([0; 8]))
-        ^ (stream as u64);
-    (hash % LOCK_STRIPES as u64) as usize
+    let high = u64::from_le_bytes(bytes[0..8].try_into().unwrap_or([0; 8]));
+    let low = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
+    let mixed = (high.rotate_left(29) ^ low ^ stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - LOCK_STRIPES.trailing_zeros())) as usize
 }
 
 impl Writer {
@@ -597,14 +601,14 @@ impl Writer {
         } else {
             None
         };
-        // The numbers are read from the projection: it must hold every delivered create,
-        // including one whose request released this lock a moment ago.
-        if needs_course_number || needs_ecosystem_number {
-            self.sync_index(INDEX_DEADLINE).await?;
-        }
-        let mut next_numbers = MetadataNumbers {
-            course: self.next_metadata_number(needs_course_number, StreamKind::Course)?,
-            ecosystem: self.next_metadata_number(needs_ecosystem_number, StreamKind::Ecosystem)?,
+        // From the index in memory, which holds every delivered create, including one
+        // whose request released this lock a moment ago.
+        let mut next_numbers = {
+            let index = index.lock();
+            MetadataNumbers {
+                course: index.next_metadata_number(StreamKind::Course),
+                ecosystem: index.next_metadata_number(StreamKind::Ecosystem),
+            }
         };
 
         let stamp = Stamp {
@@ -659,6 +663,9 @@ impl Writer {
                         covers_through,
                         event.meta.event_uuid,
                     );
+                    if let Some(number) = event.meta.metadata_sequence_number {
+                        index.note_metadata_number(StreamKind::Course, number);
+                    }
                 }
             }
             for (event, outcome) in ecosystem_events.iter().zip(&ecosystem_outcomes) {
@@ -674,6 +681,9 @@ impl Writer {
                         covers_through,
                         event.meta.event_uuid,
                     );
+                    if let Some(number) = event.meta.metadata_sequence_number {
+                        index.note_metadata_number(StreamKind::Ecosystem, number);
+                    }
                 }
             }
         }
@@ -714,17 +724,6 @@ impl Writer {
                 .push((event.meta.event_uuid, CandidateOutcome::Written));
         }
         Ok(receipt)
-    }
-
-    /// The next metadata sequence number of `stream` when a create `needs` one (read under
-    /// the stream's metadata lock), else 0.
-    fn next_metadata_number(&self, needs: bool, stream: StreamKind) -> Result<i64, WriteError> {
-        if !needs {
-            return Ok(0);
-        }
-        self.log
-            .next_metadata_sequence_number(stream)
-            .map_err(Self::internal)
     }
 
     /// Waits until the event-log consumer of `topic` has applied every partition up to
@@ -984,5 +983,41 @@ fn worse(current: Option<DeliveryError>, next: DeliveryError) -> DeliveryError {
     match current {
         Some(current) if rank(&current) >= rank(&next) => current,
         _ => next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many distinct stripes `n` ids made by `make` take.
+    fn stripes_taken(n: u32, make: impl Fn(u32) -> Uuid) -> usize {
+        (0..n)
+            .map(|i| stripe_of(StreamKind::Course, make(i)))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    #[test]
+    fn ids_that_differ_in_any_part_spread_over_the_stripes() {
+        // 200 ids differing only in their last bytes, only in their first bytes, or only
+        // in a middle byte: each set takes (nearly) 200 stripes of 4096, never a few.
+        let last = stripes_taken(200, |i| {
+            Uuid::from_u128(0x1234_5678_0001_4000_8000_0000_0000_0000 | i as u128)
+        });
+        let first = stripes_taken(200, |i| {
+            Uuid::from_u128(((i as u128) << 96) | 0x4000_8000_0000_0000_0001)
+        });
+        let middle = stripes_taken(200, |i| Uuid::from_u128(((i as u128 & 0xff) << 56) | 7));
+        for (what, taken) in [("last", last), ("first", first), ("middle", middle)] {
+            assert!(
+                taken >= 190,
+                "ids differing in their {what} bytes take {taken} stripes"
+            );
+        }
+        assert!((0..10_000u32).all(|i| stripe_of(
+            StreamKind::Ecosystem,
+            Uuid::from_u128(i as u128 * 7919)
+        ) < LOCK_STRIPES));
     }
 }

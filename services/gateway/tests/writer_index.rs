@@ -1,7 +1,7 @@
 //! The writer checks new events against its index in memory and answers once the log has
 //! them, without waiting for the event-log projection (issue 16): with the projection's
-//! consumer not running at all, writes of new events are answered and read back as taken
-//! by the next check. The rare answers that need a stored row (a slot conflict's holder, a
+//! consumer not running at all, writes of new events (creates with their metadata numbers
+//! too) are answered and read back as taken by the next check. The rare answers that need a stored row (a slot conflict's holder, a
 //! re-sent identity's row) wait until the projection holds every delivered record, and
 //! then answer exactly as before.
 
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 const COURSE: &str = "c2b8a4a6-3a52-4a8e-9d52-6f0f4b1f8e11";
+const SECOND_COURSE: &str = "d3c9b5b7-4b63-4b9f-8e63-7a1f5c2f9f22";
 
 fn active_dates(request_uuid: &str, sequence_number: i64) -> Value {
     json!({
@@ -84,7 +85,9 @@ async fn new_events_are_checked_in_memory_and_rare_answers_wait_for_the_projecti
     // The log is empty, so the index is in sync (what `resync_when_caught_up` decides once
     // the consumers report their positions; here none runs yet).
     writer.load_index().expect("the index loads");
-    writer.resync_flag().store(false, std::sync::atomic::Ordering::SeqCst);
+    writer
+        .resync_flag()
+        .store(false, std::sync::atomic::Ordering::SeqCst);
 
     // No event-log consumer runs: these answers cannot come from the projection.
     let create = json!({
@@ -107,7 +110,20 @@ async fn new_events_are_checked_in_memory_and_rare_answers_wait_for_the_projecti
         write(&writer, Endpoint::CreateCourse, &create),
     )
     .await;
-    assert!(all_written(&in_time("create_course")(created).expect("accepted")));
+    assert!(all_written(
+        &in_time("create_course")(created).expect("accepted")
+    ));
+    // A second course's create takes the next metadata number from the index too.
+    let mut second = create.clone();
+    second["course_uuid"] = json!(SECOND_COURSE);
+    let created = tokio::time::timeout(
+        Duration::from_secs(20),
+        write(&writer, Endpoint::CreateCourse, &second),
+    )
+    .await;
+    assert!(all_written(
+        &in_time("a second create_course")(created).expect("accepted")
+    ));
     for seq in 1..=3 {
         let request_uuid = format!("5b1d7d1e-0000-4000-8000-00000000010{seq}");
         let outcome = tokio::time::timeout(
@@ -119,7 +135,9 @@ async fn new_events_are_checked_in_memory_and_rare_answers_wait_for_the_projecti
             ),
         )
         .await;
-        assert!(all_written(&in_time("a new slot")(outcome).expect("accepted")));
+        assert!(all_written(
+            &in_time("a new slot")(outcome).expect("accepted")
+        ));
     }
     let course = Uuid::parse_str(COURSE).unwrap();
     assert!(
@@ -133,11 +151,25 @@ async fn new_events_are_checked_in_memory_and_rare_answers_wait_for_the_projecti
     // it holds every delivered record; a re-send of slot 1's event: a no-op, likewise.
     let conflict = tokio::spawn({
         let writer = writer.clone();
-        async move { write(&writer, Endpoint::UpdateCourseActiveDates, &active_dates(rival, 1)).await }
+        async move {
+            write(
+                &writer,
+                Endpoint::UpdateCourseActiveDates,
+                &active_dates(rival, 1),
+            )
+            .await
+        }
     });
     let resent = tokio::spawn({
         let writer = writer.clone();
-        async move { write(&writer, Endpoint::UpdateCourseActiveDates, &active_dates(first, 1)).await }
+        async move {
+            write(
+                &writer,
+                Endpoint::UpdateCourseActiveDates,
+                &active_dates(first, 1),
+            )
+            .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -207,6 +239,17 @@ async fn new_events_are_checked_in_memory_and_rare_answers_wait_for_the_projecti
             .unwrap()
             .is_some());
     }
+    // The two creates hold metadata numbers 0 and 1, in the order they were accepted.
+    let numbers: Vec<(Uuid, i64)> = log
+        .metadata_from(StreamKind::Course, 0, 10, true)
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.aggregate, row.metadata_sequence_number))
+        .collect();
+    assert_eq!(
+        numbers,
+        [(course, 0), (Uuid::parse_str(SECOND_COURSE).unwrap(), 1)]
+    );
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), consumer).await;
 }

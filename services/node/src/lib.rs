@@ -13,11 +13,13 @@
 //! Modules, in reading order:
 //! - [`config`]: roles, backends and the `RunConfig` of one process.
 //! - [`run`]: `up` and `serve`: stream store, consumers, writer, HTTP, shutdown.
+//! - [`derived`]: the runtime of derived-state consumers, below the request path's priority.
 //! - [`kafka_options`]: `--kafka-property`, the stable `client.id`, the schema registry.
 //! - [`staging`]: the split store of a staging node (production's topics read-only).
 //! - [`tokens`]: API and admin tokens from the environment or the data directory.
 
 pub mod config;
+pub mod derived;
 pub mod kafka_options;
 pub mod run;
 pub mod staging;

@@ -185,13 +185,14 @@ type ComponentTask = tokio::task::JoinHandle<Result<(), biglearn_projector::Proj
 /// Spawns a component of the node (a consumer, a SPARFA member, the inbox, the recompute
 /// loop): a fatal error stops the process (transient ones are retried inside it).
 fn spawn_component<E: std::fmt::Display>(
+    runtime: &tokio::runtime::Handle,
     name: &str,
     component: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
     failed_tx: &tokio::sync::mpsc::Sender<String>,
 ) -> ComponentTask {
     let failed_tx = failed_tx.clone();
     let name = name.to_owned();
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         component.await.map_err(|error| {
             let detail = format!("{name} failed: {error}");
             let _ = failed_tx.try_send(detail.clone());
@@ -252,6 +253,9 @@ struct Node {
     components: Vec<(String, ComponentTask)>,
     /// The progress of each followed topic, for readiness and the writer's index.
     progresses: Vec<(String, watch::Receiver<ConsumerProgress>)>,
+    /// Where the consumers of derived state run, below the request path's priority.
+    /// Last: dropped after everything that its tasks may still hold.
+    derived: crate::derived::DerivedRuntime,
 }
 
 impl Node {
@@ -292,6 +296,8 @@ impl Node {
         )?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (failed_tx, failed_rx) = tokio::sync::mpsc::channel::<String>(4);
+        let derived = crate::derived::DerivedRuntime::start(crate::derived::nice_from_env()?)
+            .context("cannot start the runtime of the derived-state consumers")?;
         Ok(Node {
             config,
             space,
@@ -306,6 +312,7 @@ impl Node {
             failed_rx,
             components: Vec::new(),
             progresses: Vec::new(),
+            derived,
         })
     }
 
@@ -324,7 +331,8 @@ impl Node {
         self.config.roles.contains(&Role::Projector)
     }
 
-    /// Starts `component`, awaited at shutdown under `reads`.
+    /// Starts a consumer of derived state on the derived runtime (crate::derived), awaited
+    /// at shutdown under `reads`.
     fn start(
         &mut self,
         reads: String,
@@ -333,7 +341,27 @@ impl Node {
             + Send
             + 'static,
     ) {
-        let task = spawn_component(name, component, &self.failed_tx);
+        let task = spawn_component(self.derived.handle(), name, component, &self.failed_tx);
+        self.components.push((reads, task));
+    }
+
+    /// Starts a component that serves the request path (the settings follower whose
+    /// version the writer stamps, the inbox's writes) beside HTTP, awaited at shutdown
+    /// under `reads`.
+    fn start_beside_requests(
+        &mut self,
+        reads: String,
+        name: &str,
+        component: impl std::future::Future<Output = Result<(), impl std::fmt::Display>>
+            + Send
+            + 'static,
+    ) {
+        let task = spawn_component(
+            &tokio::runtime::Handle::current(),
+            name,
+            component,
+            &self.failed_tx,
+        );
         self.components.push((reads, task));
     }
 
@@ -614,7 +642,12 @@ impl Node {
         })
         .metrics(self.metrics.clone())
         .run(self.store.clone(), stop_rx);
-        let task = spawn_component("the results consumer", consumer, &self.failed_tx);
+        let task = spawn_component(
+            self.derived.handle(),
+            "the results consumer",
+            consumer,
+            &self.failed_tx,
+        );
         (stop_tx, task)
     }
 
@@ -635,7 +668,7 @@ impl Node {
             self.metrics.clone(),
             self.stop_rx.clone(),
         );
-        self.start(self.topics.settings(), "the settings follower", follower);
+        self.start_beside_requests(self.topics.settings(), "the settings follower", follower);
         tokio::select! {
             _ = settings.caught_up() => Ok(settings),
             Some(reason) = self.failed_rx.recv() => anyhow::bail!("{reason}"),
@@ -682,7 +715,7 @@ impl Node {
                 self.topics.dlq(),
                 self.stop_rx.clone(),
             );
-            self.start(self.topics.inbox(), "the inbox consumer", inbox);
+            self.start_beside_requests(self.topics.inbox(), "the inbox consumer", inbox);
         } else {
             tracing::info!("The inbox is off in this environment (feature flag kafka_inbox).");
         }

@@ -554,6 +554,12 @@ impl EventLog {
                 decode_covered(&key, &value).ok_or_else(|| corrupt("covered run"))?;
             index.take(stream, aggregate, first, Some(last));
         }
+        for stream in [StreamKind::Course, StreamKind::Ecosystem] {
+            let next = self.next_metadata_sequence_number(stream)?;
+            if next > 0 {
+                index.note_metadata_number(stream, next - 1);
+            }
+        }
         let index = Arc::new(Mutex::new(index));
         let _ = self.writer_index.set(index.clone());
         Ok(index)
@@ -728,6 +734,9 @@ impl EventLog {
         if let Some(number) = metadata {
             if state.metadata_sequence_number < 0 {
                 state.metadata_sequence_number = number;
+                if let Some(index) = self.writer_index.get() {
+                    index.lock().note_metadata_number(stream, number);
+                }
                 let mut value = aggregate.as_bytes().to_vec();
                 if let OfferedEvent::Course(CourseEvent {
                     payload: CoursePayload::CreateCourse(create),
@@ -1555,7 +1564,13 @@ mod range_tests {
 
     #[test]
     fn the_writer_index_loaded_from_rows_equals_the_one_fed_by_apply() {
-        let events = [response(0), response(1), response(5), range(7, 9), response(20)];
+        let events = [
+            response(0),
+            response(1),
+            response(5),
+            range(7, 9),
+            response(20),
+        ];
         let later = [response(2), range(10, 12)];
         // Loaded before anything is applied, then fed by every apply.
         let (_db, fed) = open();
@@ -1570,8 +1585,14 @@ mod range_tests {
         let reopened = EventLog::open(&db, "event_log").unwrap();
         let all: Vec<CourseEvent> = events.iter().chain(&later).cloned().collect();
         let expected_taken: Vec<i64> = [0, 1, 2, 5, 7, 8, 9, 10, 11, 12, 20].to_vec();
-        assert_eq!(writer_view(&fed, &all), (expected_taken.clone(), vec![true; 7]));
-        assert_eq!(writer_view(&reopened, &all), (expected_taken, vec![true; 7]));
+        assert_eq!(
+            writer_view(&fed, &all),
+            (expected_taken.clone(), vec![true; 7])
+        );
+        assert_eq!(
+            writer_view(&reopened, &all),
+            (expected_taken, vec![true; 7])
+        );
         // An event the log does not hold is unknown, its slot free.
         let (taken, known) = writer_view(&reopened, &[response(3)]);
         assert!(!taken.contains(&3) && known == [false]);

@@ -1,12 +1,12 @@
 //! The writer's index in memory (docs/design/api.md §3.2): which identities and which
 //! slots the log holds, so that the writer checks a candidate without reading sled.
 //!
-//! It holds only what the request path decides on: the set of identities and, per
-//! aggregate, the taken slots as a contiguous prefix plus disjoint runs above it (a range
-//! `no_op` is one run, however many slots it covers). What a rare answer needs besides
-//! (the row of a re-sent identity, who holds a taken slot, preparations, metadata
-//! numbers) the writer reads from the event-log projection after it has caught up with
-//! everything the writer delivered.
+//! It holds only what the request path decides on: the set of identities, per aggregate
+//! the taken slots as a contiguous prefix plus disjoint runs above it (a range `no_op` is
+//! one run, however many slots it covers), and the next metadata number of each stream.
+//! What a rare answer needs besides (the row of a re-sent identity, who holds a taken
+//! slot, preparations) the writer reads from the event-log projection after it has caught
+//! up with everything the writer delivered.
 //!
 //! Invariants:
 //! - Everything it holds is in the log: it is filled from the event-log projection's rows
@@ -79,6 +79,10 @@ impl TakenSlots {
 pub struct WriterIndex {
     identities: HashSet<(StreamKind, EventUuid)>,
     aggregates: HashMap<(StreamKind, Uuid), TakenSlots>,
+    /// The metadata sequence number the next create of each stream takes (docs/design/api.md
+    /// §3.4): one past the highest an aggregate's first create holds.
+    next_course_metadata: i64,
+    next_ecosystem_metadata: i64,
 }
 
 impl WriterIndex {
@@ -129,6 +133,23 @@ impl WriterIndex {
             .is_some_and(|slots| slots.is_taken(seq.0))
     }
 
+    /// Notes that an aggregate's first create holds metadata number `number`.
+    pub fn note_metadata_number(&mut self, stream: StreamKind, number: i64) {
+        let next = match stream {
+            StreamKind::Course => &mut self.next_course_metadata,
+            StreamKind::Ecosystem => &mut self.next_ecosystem_metadata,
+        };
+        *next = (*next).max(number.saturating_add(1));
+    }
+
+    /// The metadata number the next create of `stream` takes.
+    pub fn next_metadata_number(&self, stream: StreamKind) -> i64 {
+        match stream {
+            StreamKind::Course => self.next_course_metadata,
+            StreamKind::Ecosystem => self.next_ecosystem_metadata,
+        }
+    }
+
     /// How many identities it holds.
     pub fn identity_count(&self) -> usize {
         self.identities.len()
@@ -173,6 +194,16 @@ mod tests {
     }
 
     #[test]
+    fn metadata_numbers_go_past_the_highest_noted() {
+        let mut index = WriterIndex::new();
+        assert_eq!(index.next_metadata_number(StreamKind::Course), 0);
+        index.note_metadata_number(StreamKind::Course, 4);
+        index.note_metadata_number(StreamKind::Course, 2);
+        assert_eq!(index.next_metadata_number(StreamKind::Course), 5);
+        assert_eq!(index.next_metadata_number(StreamKind::Ecosystem), 0);
+    }
+
+    #[test]
     fn slots_above_a_gap_stay_apart_until_the_gap_fills() {
         let mut index = WriterIndex::new();
         let course = uuid(1);
@@ -184,7 +215,12 @@ mod tests {
         assert_eq!(slots.next, 2);
         assert_eq!(slots.above, BTreeMap::from([(5, 7), (10, 10)]));
         // Filling the gap joins the prefix with the run above it.
-        index.take(StreamKind::Course, course, SequenceNumber(2), Some(SequenceNumber(4)));
+        index.take(
+            StreamKind::Course,
+            course,
+            SequenceNumber(2),
+            Some(SequenceNumber(4)),
+        );
         let slots = &index.aggregates[&(StreamKind::Course, course)];
         assert_eq!(slots.next, 8);
         assert_eq!(slots.above, BTreeMap::from([(10, 10)]));
@@ -197,15 +233,30 @@ mod tests {
         for seq in [3, 5, 9, 14] {
             index.take(StreamKind::Course, course, SequenceNumber(seq), None);
         }
-        index.take(StreamKind::Course, course, SequenceNumber(4), Some(SequenceNumber(10)));
+        index.take(
+            StreamKind::Course,
+            course,
+            SequenceNumber(4),
+            Some(SequenceNumber(10)),
+        );
         let slots = &index.aggregates[&(StreamKind::Course, course)];
         assert_eq!(slots.above, BTreeMap::from([(3, 10), (14, 14)]));
         // A range wholly inside a run, or below the prefix, changes nothing.
         let before = slots.clone();
-        index.take(StreamKind::Course, course, SequenceNumber(6), Some(SequenceNumber(8)));
+        index.take(
+            StreamKind::Course,
+            course,
+            SequenceNumber(6),
+            Some(SequenceNumber(8)),
+        );
         assert_eq!(index.aggregates[&(StreamKind::Course, course)], before);
         // Adjacent on the right: 11 touches 10 and 13 touches 14.
-        index.take(StreamKind::Course, course, SequenceNumber(11), Some(SequenceNumber(13)));
+        index.take(
+            StreamKind::Course,
+            course,
+            SequenceNumber(11),
+            Some(SequenceNumber(13)),
+        );
         assert_eq!(
             index.aggregates[&(StreamKind::Course, course)].above,
             BTreeMap::from([(3, 14)])
