@@ -79,8 +79,8 @@ impl TakenSlots {
 pub struct WriterIndex {
     identities: HashSet<(StreamKind, EventUuid)>,
     aggregates: HashMap<(StreamKind, Uuid), TakenSlots>,
-    /// The metadata sequence number the next create of each stream takes (docs/design/api.md
-    /// §3.4): one past the highest an aggregate's first create holds.
+    /// The metadata sequence number the next create of each stream takes: one past the
+    /// highest an aggregate's first create holds (docs/design/api.md §3.4).
     next_course_metadata: i64,
     next_ecosystem_metadata: i64,
 }
