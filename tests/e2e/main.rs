@@ -23,3 +23,4 @@ mod settings;
 mod settings_act;
 mod simulator;
 mod staging;
+mod writer_catch_up;

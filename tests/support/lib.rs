@@ -69,6 +69,19 @@ impl Node {
         flags: biglearn::run::FeatureFlags,
         roles: Vec<Role>,
     ) -> Node {
+        let node = Node::start_listening(data_dir, backend, flags, roles).await;
+        node.wait_ready(Duration::from_secs(60)).await;
+        node
+    }
+
+    /// Starts a node and returns as soon as it listens, before it is ready (its consumers
+    /// and the writer's index may still be catching up with the log).
+    pub async fn start_listening(
+        data_dir: &Path,
+        backend: TestBackend,
+        flags: biglearn::run::FeatureFlags,
+        roles: Vec<Role>,
+    ) -> Node {
         let (topic_prefix, backend) = match backend {
             TestBackend::Embedded => ("test".to_owned(), Backend::Embedded),
             TestBackend::Kafka { bootstrap, prefix } => (
@@ -111,15 +124,13 @@ impl Node {
                 panic!("the node did not start listening: {outcome:?}");
             }
         };
-        let node = Node {
+        Node {
             addr,
             data_dir: data_dir.to_owned(),
             stop: Some(stop_tx),
             join,
             client: reqwest::Client::new(),
-        };
-        node.wait_ready(Duration::from_secs(60)).await;
-        node
+        }
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
