@@ -8,10 +8,9 @@
 -- a course's first request is its /create_course (sequence 0), every later one a
 -- /record_responses of BATCH responses with the course's next sequence numbers, so no
 -- request conflicts with another and none is a duplicate. Every uuid is derived from
--- (RUN, thread, counter): use a new RUN per run against the same server (distinct runs,
--- threads and counters give distinct course uuids for up to 2^16 courses per thread). At the end it
--- prints one JSON line with what was acknowledged (200s), which
--- scripts/wrk/count_back.py checks against the server's fetch_course_events.
+-- (RUN, thread, counter): use a new RUN per run against the same server. At the end it
+-- prints one JSON line with what was acknowledged (200s), which scripts/wrk/count_back.py
+-- checks against the server's fetch_course_events.
 
 local threads = {}
 local next_thread_id = 0
@@ -20,10 +19,6 @@ function setup(thread)
   thread:set("thread_id", next_thread_id)
   next_thread_id = next_thread_id + 1
   table.insert(threads, thread)
-end
-
-local function split(n)
-  return math.floor(n / 4294967296), n % 4294967296
 end
 
 -- A uuid (version 4 layout) from the run, a kind, this thread and a counter. Every
