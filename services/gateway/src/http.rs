@@ -16,7 +16,9 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{error_body, error_response, json_response};
 use crate::handlers;
-use crate::requests::{parse_request, Endpoint, EndpointFamily, ValidationErrors};
+use crate::requests::{
+    parse_request_body, BodyRefusal, Endpoint, EndpointFamily, ValidationErrors,
+};
 use crate::server::{read_body, BodyError, HttpLimits};
 use crate::GatewayState;
 
@@ -245,15 +247,12 @@ async fn serve(
         Ok(bytes) => bytes,
         Err(error) => return body_error_response(error),
     };
-    let json: Value = match crate::requests::parse_json_body(&bytes) {
-        Ok(json) => json,
-        Err(error) => {
+    let request = match parse_request_body(endpoint, &bytes) {
+        Ok(request) => request,
+        Err(BodyRefusal::Json(error)) => {
             return error_response(StatusCode::BAD_REQUEST, error.pointer(), error.to_string())
         }
-    };
-    let request = match parse_request(endpoint, &json) {
-        Ok(request) => request,
-        Err(errors) => return validation_response(errors),
+        Err(BodyRefusal::Invalid(errors)) => return validation_response(errors),
     };
     let answer = if endpoint.is_write() {
         answer_write_by(limits.write_deadline, state, request).await

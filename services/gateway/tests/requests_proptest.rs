@@ -1,10 +1,14 @@
-//! Property test: random mutations of the recorded requests never panic `parse_request`,
-//! and every rejection is 1..=100 well-formed pointer errors.
+//! Property tests over the recorded requests and mutations of them: `parse_request` never
+//! panics and every rejection is 1..=100 well-formed pointer errors; and the one-pass
+//! reading of a body's bytes (`parse_request_in_one_pass`) accepts exactly the bodies the
+//! two-step reading (`parse_json_body`, then `parse_request`) accepts, building the same
+//! typed request, so `parse_request_body` answers every body as the two steps do.
 
 use std::path::PathBuf;
 
 use biglearn_gateway::requests::{
-    candidates, parse_request, Endpoint, Request, MAX_ERRORS, SCHEMA_MISMATCH_MESSAGE,
+    candidates, parse_json_body, parse_request, parse_request_body, parse_request_in_one_pass,
+    BodyRefusal, Endpoint, Request, MAX_ERRORS, SCHEMA_MISMATCH_MESSAGE,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -271,4 +275,203 @@ fn unmutated_examples_parse_for_their_own_endpoint_only() {
             );
         }
     }
+}
+
+/// Holds the one-pass reading of `bytes` to the two-step one: the same answer, and a body
+/// the two steps accept is never read twice.
+fn assert_one_pass_agrees(endpoint: Endpoint, bytes: &[u8]) {
+    let two_steps = parse_json_body(bytes)
+        .map_err(BodyRefusal::Json)
+        .and_then(|body| parse_request(endpoint, &body).map_err(BodyRefusal::Invalid));
+    let one_pass = parse_request_in_one_pass(endpoint, bytes);
+    let text = String::from_utf8_lossy(bytes);
+    match (&two_steps, &one_pass) {
+        (Ok(expected), Some(got)) => assert_eq!(got, expected, "{endpoint:?} {text}"),
+        (Ok(_), None) => panic!("a valid body was not read in one pass: {endpoint:?} {text}"),
+        (Err(refusal), Some(got)) => {
+            panic!(
+                "one pass accepted {got:?}, the two steps refuse {refusal:?}: {endpoint:?} {text}"
+            )
+        }
+        (Err(_), None) => {}
+    }
+    assert_eq!(
+        parse_request_body(endpoint, bytes),
+        two_steps,
+        "{endpoint:?} {text}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_pass_and_two_steps_agree_on_mutated_requests(
+        example_idx in any::<Index>(),
+        other_endpoint in any::<Index>(),
+        use_other_endpoint in any::<bool>(),
+        mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        let examples = recorded_examples();
+        let (mut endpoint, mut body) = examples[example_idx.index(examples.len())].clone();
+        if use_other_endpoint {
+            endpoint = Endpoint::ALL[other_endpoint.index(Endpoint::ALL.len())];
+        }
+        for mutation in &mutations {
+            apply(&mut body, mutation);
+        }
+        assert_one_pass_agrees(endpoint, body.to_string().as_bytes());
+    }
+}
+
+/// Values at the edges of the schema's rules (types, ranges, lengths, formats).
+fn near_misses() -> Vec<Value> {
+    let uuid = "9ba7f072-ebd5-4adf-ad18-7a181715089c";
+    [
+        r#"null"#,
+        r#"true"#,
+        r#"0"#,
+        r#"1"#,
+        r#"-1"#,
+        r#"1.0"#,
+        r#"0.5"#,
+        r#"1e3"#,
+        r#"2147483647"#,
+        r#"2147483648"#,
+        r#"18446744073709551615"#,
+        r#""""#,
+        r#""x""#,
+        r#"{}"#,
+        r#"[]"#,
+        r#""2017-06-27T23:26:48.9861001Z""#,
+        r#""2017-02-29T00:00:00Z""#,
+        r#""9BA7F072-EBD5-4ADF-AD18-7A181715089C""#,
+        r#""9ba7f072ebd54adfad187a181715089c""#,
+        r#""9ba7f072-ebd5-4adf-ad18-7a181715089c@0""#,
+        r#""9ba7f072-ebd5-4adf-ad18-7a181715089c@1.2""#,
+        r#""homework""#,
+        r#""local_query""#,
+    ]
+    .iter()
+    .map(|text| serde_json::from_str(text).unwrap())
+    .chain([
+        Value::String("é".repeat(101)),
+        Value::String(format!("{uuid} ")),
+        Value::Array(vec![Value::String(uuid.into())]),
+    ])
+    .collect()
+}
+
+/// The JSON text of `value` with the first member of the object at `at` written twice.
+fn text_with_repeated_member(value: &Value, at: &[Step]) -> Option<String> {
+    fn write(value: &Value, at: Option<&[Step]>, out: &mut String) -> bool {
+        match value {
+            Value::Object(map) => {
+                out.push('{');
+                let mut repeated = false;
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                if at.is_some_and(<[Step]>::is_empty) {
+                    if let Some(first) = members.first().copied() {
+                        members.push(first);
+                        repeated = true;
+                    }
+                }
+                for (n, (key, member)) in members.into_iter().enumerate() {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(key).unwrap());
+                    out.push(':');
+                    let inner = match at {
+                        Some([Step::Key(step), rest @ ..]) if step == key => Some(rest),
+                        _ => None,
+                    };
+                    repeated |= write(member, inner, out);
+                }
+                out.push('}');
+                repeated
+            }
+            Value::Array(items) => {
+                out.push('[');
+                let mut repeated = false;
+                for (idx, item) in items.iter().enumerate() {
+                    if idx > 0 {
+                        out.push(',');
+                    }
+                    let inner = match at {
+                        Some([Step::Idx(step), rest @ ..]) if *step == idx => Some(rest),
+                        _ => None,
+                    };
+                    repeated |= write(item, inner, out);
+                }
+                out.push(']');
+                repeated
+            }
+            scalar => {
+                out.push_str(&scalar.to_string());
+                false
+            }
+        }
+    }
+    let mut out = String::new();
+    write(value, Some(at), &mut out).then_some(out)
+}
+
+#[test]
+fn one_pass_and_two_steps_agree_at_every_location_of_every_recording() {
+    // Every location of every recording: each value replaced by each near miss, the member
+    // removed, an unknown member added, and every object with a member written twice.
+    let near_misses = near_misses();
+    let mut n_bodies = 0;
+    for (endpoint, body) in recorded_examples() {
+        assert_one_pass_agrees(endpoint, body.to_string().as_bytes());
+        let mut locations = Vec::new();
+        all_locations(&body, &mut Vec::new(), &mut locations);
+        for at in &locations {
+            for replacement in &near_misses {
+                let mut mutated = body.clone();
+                *node_mut(&mut mutated, at) = replacement.clone();
+                assert_one_pass_agrees(endpoint, mutated.to_string().as_bytes());
+                n_bodies += 1;
+            }
+            let mut mutated = body.clone();
+            if let Value::Object(map) = node_mut(&mut mutated, at) {
+                map.insert("unknown_member".into(), Value::Bool(true));
+                assert_one_pass_agrees(endpoint, mutated.to_string().as_bytes());
+            }
+            let mut mutated = body.clone();
+            if let Some((Step::Key(key), parent)) = at.split_last() {
+                if let Value::Object(map) = node_mut(&mut mutated, parent) {
+                    map.shift_remove(key);
+                }
+                assert_one_pass_agrees(endpoint, mutated.to_string().as_bytes());
+            }
+            if let Some(text) = text_with_repeated_member(&body, at) {
+                assert_one_pass_agrees(endpoint, text.as_bytes());
+                n_bodies += 1;
+            }
+            n_bodies += 1;
+        }
+    }
+    assert!(n_bodies > 1000, "{n_bodies} bodies");
+}
+
+#[test]
+fn one_pass_refuses_what_is_not_one_json_document() {
+    let (endpoint, body) = recorded_examples()
+        .into_iter()
+        .find(|(endpoint, _)| *endpoint == Endpoint::RecordResponses)
+        .expect("a recorded record_responses");
+    let text = body.to_string();
+    for bytes in [
+        format!("{text} {{}}"),
+        format!("{text}x"),
+        text[..text.len() - 1].to_owned(),
+        String::new(),
+        "[]".to_owned(),
+    ] {
+        assert!(parse_request_in_one_pass(endpoint, bytes.as_bytes()).is_none());
+        assert_one_pass_agrees(endpoint, bytes.as_bytes());
+    }
+    assert!(parse_request_in_one_pass(endpoint, format!(" {text}\n").as_bytes()).is_some());
 }

@@ -1,8 +1,7 @@
 //! Every POST path of the API (docs/design/api.md §2, §4–§7) and its per-path facts: the
 //! one table naming each endpoint's path, family, typed request and schema.
 
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Deserializer};
 
 use super::validate::Schema;
 use super::{
@@ -74,8 +73,13 @@ macro_rules! endpoints {
             }
         }
 
-        /// Deserializes a body that passed its schema; borrows from `body`, no clone.
-        pub(super) fn convert(endpoint: Endpoint, body: &Value) -> Result<Request, serde_json::Error> {
+        /// Deserializes the typed request of `endpoint` from `body`: a `&Value` that passed
+        /// its schema, or the body's bytes through the schema-checking deserializer of
+        /// `one_pass.rs`.
+        pub(super) fn convert<'de, D: Deserializer<'de>>(
+            endpoint: Endpoint,
+            body: D,
+        ) -> Result<Request, D::Error> {
             Ok(match endpoint {
                 $(Endpoint::$variant => Request::$family(
                     request!(build body, $family_request::$request $($shape)?)
@@ -103,9 +107,11 @@ macro_rules! request {
     (build $body:ident, $enum:ident::$variant:ident boxed) => {
         $enum::$variant(Box::new(Deserialize::deserialize($body)?))
     };
-    (build $body:ident, $enum:ident::$variant:ident unit) => {
+    (build $body:ident, $enum:ident::$variant:ident unit) => {{
+        // Nothing to keep, but the body is still read (and, in one pass, checked).
+        serde::de::IgnoredAny::deserialize($body)?;
         $enum::$variant
-    };
+    }};
     (pattern $enum:ident::$variant:ident $(boxed)?) => {
         $enum::$variant(_)
     };

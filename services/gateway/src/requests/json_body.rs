@@ -57,6 +57,19 @@ pub fn parse_json_body(bytes: &[u8]) -> Result<Value, JsonBodyError> {
     }
 }
 
+/// Reads one JSON value from `deserializer`, refusing an object that holds a key twice
+/// (an error without a pointer: callers that need it parse the whole body again).
+pub(super) fn deserialize_strict_value<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Value, D::Error> {
+    let mut found = None;
+    StrictSeed {
+        path: None,
+        found: &mut found,
+    }
+    .deserialize(deserializer)
+}
+
 /// One step of the path from the root to the value being parsed, on the stack: the
 /// pointer is only spelled out when a duplicate is found, so a valid body costs no
 /// pointer strings.

@@ -1,18 +1,24 @@
 //! Request validation and conversion: Tutor's JSON bodies to typed requests and candidate events.
 //!
-//! [`parse_json_body`] reads the bytes (docs/design/api.md §1.3 step 3): an object with a
-//! repeated key is refused, with its pointer.
+//! [`parse_request_body`] is the way in: bytes to the typed [`Request`] in one pass, every
+//! value checked against the endpoint's schema on the way (`one_pass.rs`; each endpoint's
+//! schema and typed request are named in the one table of `endpoint.rs`). Only a body it
+//! refuses is read again, by the two steps that say what is wrong and where:
 //!
-//! [`parse_request`] checks a body against the endpoint's schema (docs/design/api.md §1.3
-//! steps 4–5: schema, then semantic rules; each endpoint's schema and typed request are
-//! named in the one table of `endpoint.rs`), collecting up to 100 pointer errors in
-//! document order, and only then deserializes it into the typed [`Request`]. uuids are
-//! normalised to lower case by the domain id types. [`candidates`] turns a write request
-//! into one candidate event per item (§2 table) for the writer.
+//! - [`parse_json_body`] reads the bytes (docs/design/api.md §1.3 step 3): an object with a
+//!   repeated key is refused, with its pointer;
+//! - [`parse_request`] checks the JSON against the schema (docs/design/api.md §1.3
+//!   steps 4–5: schema, then semantic rules), collecting up to 100 pointer errors in
+//!   document order, and only then deserializes it into the typed [`Request`].
+//!
+//! Both ways accept the same bodies and build the same requests (tests/requests_proptest.rs).
+//! uuids are normalised to lower case by the domain id types. [`candidates`] turns a write
+//! request into one candidate event per item (§2 table) for the writer.
 
 mod admin;
 mod endpoint;
 mod json_body;
+mod one_pass;
 mod push;
 mod read;
 mod stream;
@@ -117,6 +123,38 @@ pub enum Request {
 /// The message of the error returned if a body passes its schema but does not fit the
 /// typed request: a bug of this module, never the client's fault.
 pub const SCHEMA_MISMATCH_MESSAGE: &str = "internal error: validated body does not fit its type";
+
+/// Why a body was refused (400): not JSON this API reads, or not a valid request of its
+/// endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyRefusal {
+    /// Not JSON, or an object with a repeated key.
+    Json(JsonBodyError),
+    /// Valid JSON that breaks the endpoint's schema or rules: 1..=100 pointer errors.
+    Invalid(ValidationErrors),
+}
+
+/// A request body's bytes to the typed request of `endpoint` (docs/design/api.md §1.3
+/// steps 3–5). A valid body is read once, straight into its typed request; a body that
+/// is refused is read again to list every error with its pointer.
+pub fn parse_request_body(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, BodyRefusal> {
+    if let Some(request) = parse_request_in_one_pass(endpoint, bytes) {
+        return Ok(request);
+    }
+    let body = parse_json_body(bytes).map_err(BodyRefusal::Json)?;
+    parse_request(endpoint, &body).map_err(BodyRefusal::Invalid)
+}
+
+/// The one-pass reading alone: `Some` for a body [`parse_request_body`] accepts without
+/// reading it again, `None` for any other. Public for the tests that hold it to
+/// [`parse_json_body`] and [`parse_request`].
+pub fn parse_request_in_one_pass(endpoint: Endpoint, bytes: &[u8]) -> Option<Request> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let checked = one_pass::Checked::new(endpoint::schema_of(endpoint), &mut deserializer);
+    let request = endpoint::convert(endpoint, checked).ok()?;
+    deserializer.end().ok()?;
+    Some(request)
+}
 
 /// Validates `body` for `endpoint` and converts it to the typed request.
 ///
