@@ -436,6 +436,19 @@ impl CoursePayload {
         }
     }
 
+    /// [`CoursePayload::to_event_data`] as JSON text. The payloads that have no optional
+    /// field (responses, course creations) are written straight from their fields, with
+    /// no `Value` in between: every response event is stored this way.
+    pub fn event_data_text(&self) -> String {
+        let direct = match self {
+            CoursePayload::RecordResponse(p) => serde_json::to_string(p),
+            CoursePayload::CreateCourse(p) => serde_json::to_string(p),
+            CoursePayload::UpdateCourseActiveDates(p) => serde_json::to_string(p),
+            _ => return self.to_event_data().to_string(),
+        };
+        direct.expect("payload types serialize to JSON infallibly")
+    }
+
     /// The payload as the JSON `event_data` of `fetch_course_events`: optional fields
     /// that are `null` are omitted, as the original stored the request item sliced to
     /// present keys.
@@ -625,5 +638,52 @@ mod tests {
             payload.to_event_data(),
             serde_json::json!({"reason": "admin_fill", "actor": "ops"})
         );
+        assert_eq!(
+            payload.event_data_text(),
+            payload.to_event_data().to_string()
+        );
+    }
+
+    #[test]
+    fn event_data_text_written_directly_is_the_text_of_event_data() {
+        let id = |n: u128| uuid::Uuid::from_u128(0x9ba7_f072_ebd5_4adf_ad18_7a18_1715_0000 + n);
+        let at = |day: u32| Timestamp(format!("2026-10-{day:02}T12:00:00.000001Z"));
+        let payloads = [
+            CoursePayload::RecordResponse(RecordResponse {
+                response_uuid: ResponseUuid(id(1)),
+                course_uuid: CourseUuid(id(2)),
+                sequence_number: SequenceNumber(7),
+                ecosystem_uuid: EcosystemUuid(id(3)),
+                trial_uuid: TrialUuid(id(4)),
+                student_uuid: StudentUuid(id(5)),
+                exercise_uuid: ExerciseUuid(id(6)),
+                is_correct: false,
+                is_real_response: true,
+                responded_at: at(1),
+            }),
+            CoursePayload::CreateCourse(CreateCourse {
+                course_uuid: CourseUuid(id(2)),
+                sequence_number: SequenceNumber(0),
+                ecosystem_uuid: EcosystemUuid(id(3)),
+                is_real_course: true,
+                starts_at: at(2),
+                ends_at: at(30),
+                created_at: at(1),
+            }),
+            CoursePayload::UpdateCourseActiveDates(UpdateCourseActiveDates {
+                request_uuid: RequestUuid(id(7)),
+                course_uuid: CourseUuid(id(2)),
+                sequence_number: SequenceNumber(2_147_483_647),
+                starts_at: at(3),
+                ends_at: at(31),
+                updated_at: at(2),
+            }),
+        ];
+        for payload in payloads {
+            assert_eq!(
+                payload.event_data_text(),
+                payload.to_event_data().to_string()
+            );
+        }
     }
 }

@@ -216,7 +216,7 @@ impl OfferedEvent<'_> {
             OfferedEvent::Course(event) => EventRow {
                 event_uuid: event.meta.event_uuid,
                 event_type: event.event_type().as_str().to_owned(),
-                event_data: Some(event.payload.to_event_data().to_string()),
+                event_data: Some(event.payload.event_data_text()),
                 no_op_reason: match &event.payload {
                     CoursePayload::NoOp(no_op) => Some(no_op.reason),
                     _ => None,
