@@ -22,6 +22,7 @@ use biglearn_domain::ids::{CourseUuid, EcosystemUuid, EventUuid, PreparationUuid
 use biglearn_events::{course_event_record, ecosystem_event_record, EncodedRecord};
 use biglearn_projector::consumer::ConsumerProgress;
 use biglearn_projector::event_log::{EventLog, IdentityRow, KnownKind};
+use biglearn_projector::writer_index::WriterIndex;
 use biglearn_stream::volume::{SpaceError, VolumeSpace};
 use biglearn_stream::{DeliveryError, OutgoingRecord, SharedStreamStore, Topics};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -38,17 +39,6 @@ const INDEX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(50);
 /// How long a read waits for the event-log projection to hold what this process's writer
 /// delivered before it answers from what is there (read-your-writes in one process).
 const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// How the writer's index sees one candidate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Indexed {
-    /// Neither its identity nor its slot is in the log.
-    New,
-    /// Its identity is in the log.
-    KnownIdentity,
-    /// Its slot is held by another event, or covered by a range no_op.
-    TakenSlot,
-}
 
 /// Number of lock stripes (a power of two): aggregates hash onto them, so memory stays
 /// bounded however many courses exist, and sorted acquisition keeps multi-course requests
@@ -431,28 +421,25 @@ impl Writer {
         }
         let _guards = self.lock_aggregates(&candidates).await;
         let index = self.log.writer_index().map_err(Self::internal)?;
-        let indexed: Vec<Indexed> = {
+        // New: neither the candidate's identity nor its slot is in the log. Any other
+        // answer (a re-sent identity, a taken or covered slot) is worked out from the rows.
+        let is_new: Vec<bool> = {
             let index = index.lock();
             candidates
                 .iter()
                 .map(|candidate| {
-                    if index.has_identity(candidate.stream, candidate.event_uuid) {
-                        Indexed::KnownIdentity
-                    } else if index.is_taken(
-                        candidate.stream,
-                        candidate.aggregate,
-                        candidate.sequence_number,
-                    ) {
-                        Indexed::TakenSlot
-                    } else {
-                        Indexed::New
-                    }
+                    !index.has_identity(candidate.stream, candidate.event_uuid)
+                        && !index.is_taken(
+                            candidate.stream,
+                            candidate.aggregate,
+                            candidate.sequence_number,
+                        )
                 })
                 .collect()
         };
         // Stored rows are consulted only for rare answers; they must include every
         // earlier write first.
-        let needs_rows = indexed.iter().any(|indexed| *indexed != Indexed::New)
+        let needs_rows = is_new.iter().any(|is_new| !is_new)
             || candidates.iter().any(|candidate| {
                 matches!(
                     candidate.payload,
@@ -466,13 +453,13 @@ impl Writer {
         let mut conflicts = Vec::new();
         let mut new_candidates = Vec::new();
         let mut claimed: BTreeMap<(StreamKind, Uuid, SequenceNumber), EventUuid> = BTreeMap::new();
-        for (candidate, indexed) in candidates.into_iter().zip(indexed) {
+        for (candidate, is_new) in candidates.into_iter().zip(is_new) {
             let slot = (
                 candidate.stream,
                 candidate.aggregate,
                 candidate.sequence_number,
             );
-            if indexed == Indexed::New {
+            if is_new {
                 if let Some(first) = claimed.get(&slot) {
                     conflicts.push(SlotConflict {
                         path: format!("{}/sequence_number", candidate.item_path),
@@ -650,41 +637,40 @@ impl Writer {
             .fold(None, |failure, error| Some(worse(failure, error.clone())));
         {
             let mut index = index.lock();
-            for (event, outcome) in course_events.iter().zip(&course_outcomes) {
-                if outcome.is_ok() {
-                    let covers_through = match &event.payload {
-                        CoursePayload::NoOp(no_op) => no_op.through_sequence_number,
-                        _ => None,
-                    };
-                    index.record(
-                        StreamKind::Course,
-                        event.course_uuid.0,
-                        event.meta.sequence_number,
-                        covers_through,
-                        event.meta.event_uuid,
-                    );
-                    if let Some(number) = event.meta.metadata_sequence_number {
-                        index.note_metadata_number(StreamKind::Course, number);
-                    }
-                }
+            fn delivered<E, T>((_, outcome): &(E, &Result<T, DeliveryError>)) -> bool {
+                outcome.is_ok()
             }
-            for (event, outcome) in ecosystem_events.iter().zip(&ecosystem_outcomes) {
-                if outcome.is_ok() {
-                    let covers_through = match &event.payload {
-                        EcosystemPayload::NoOp(no_op) => no_op.through_sequence_number,
-                        _ => None,
-                    };
-                    index.record(
-                        StreamKind::Ecosystem,
-                        event.ecosystem_uuid.0,
-                        event.meta.sequence_number,
-                        covers_through,
-                        event.meta.event_uuid,
-                    );
-                    if let Some(number) = event.meta.metadata_sequence_number {
-                        index.note_metadata_number(StreamKind::Ecosystem, number);
-                    }
-                }
+            for (event, _) in course_events.iter().zip(&course_outcomes).filter(delivered) {
+                let covers_through = match &event.payload {
+                    CoursePayload::NoOp(no_op) => no_op.through_sequence_number,
+                    _ => None,
+                };
+                let course = event.course_uuid.0;
+                index_delivered(
+                    &mut index,
+                    StreamKind::Course,
+                    course,
+                    &event.meta,
+                    covers_through,
+                );
+            }
+            for (event, _) in ecosystem_events
+                .iter()
+                .zip(&ecosystem_outcomes)
+                .filter(delivered)
+            {
+                let covers_through = match &event.payload {
+                    EcosystemPayload::NoOp(no_op) => no_op.through_sequence_number,
+                    _ => None,
+                };
+                let ecosystem = event.ecosystem_uuid.0;
+                index_delivered(
+                    &mut index,
+                    StreamKind::Ecosystem,
+                    ecosystem,
+                    &event.meta,
+                    covers_through,
+                );
             }
         }
         self.note_delivered(&course_topic, &course_outcomes);
@@ -948,6 +934,27 @@ pub fn stamp_events(
         }
     }
     events
+}
+
+/// Records one delivered event in the writer's index: its slot (with the run a range
+/// no_op covers), its identity and its metadata number.
+fn index_delivered(
+    index: &mut WriterIndex,
+    stream: StreamKind,
+    aggregate: Uuid,
+    meta: &EnvelopeMeta,
+    covers_through: Option<SequenceNumber>,
+) {
+    index.record(
+        stream,
+        aggregate,
+        meta.sequence_number,
+        covers_through,
+        meta.event_uuid,
+    );
+    if let Some(number) = meta.metadata_sequence_number {
+        index.note_metadata_number(stream, number);
+    }
 }
 
 /// An encoded record as the stream store appends it.

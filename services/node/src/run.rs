@@ -341,8 +341,8 @@ impl Node {
             + Send
             + 'static,
     ) {
-        let task = spawn_component(self.derived.handle(), name, component, &self.failed_tx);
-        self.components.push((reads, task));
+        let derived = self.derived.handle().clone();
+        self.start_on(&derived, reads, name, component);
     }
 
     /// Starts a component that serves the request path (the settings follower whose
@@ -356,12 +356,19 @@ impl Node {
             + Send
             + 'static,
     ) {
-        let task = spawn_component(
-            &tokio::runtime::Handle::current(),
-            name,
-            component,
-            &self.failed_tx,
-        );
+        self.start_on(&tokio::runtime::Handle::current(), reads, name, component);
+    }
+
+    fn start_on(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        reads: String,
+        name: &str,
+        component: impl std::future::Future<Output = Result<(), impl std::fmt::Display>>
+            + Send
+            + 'static,
+    ) {
+        let task = spawn_component(runtime, name, component, &self.failed_tx);
         self.components.push((reads, task));
     }
 
