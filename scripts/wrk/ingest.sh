@@ -5,7 +5,8 @@
 #   2. record_responses of BATCH responses per request (scripts/wrk/record_responses.lua),
 #   3. the count back of every acknowledged response through /fetch_course_events,
 #   4. raw appends to the embedded log (`biglearn bench append`, no HTTP),
-# and prints one JSON line per step. Every load is bounded by wrk's duration.
+# and prints one JSON line per step, with the CPU time the server's threads spent per
+# 1,000 acknowledged responses during the load. Every load is bounded by wrk's duration.
 #
 #   BIGLEARN=target/release/biglearn bash scripts/wrk/ingest.sh
 #   KAFKA=127.0.0.1:39092 BIGLEARN=… bash scripts/wrk/ingest.sh   # the same on a broker
@@ -49,12 +50,34 @@ wrk -t"$threads" -c"$connections" -d10s "$target/ping" >"$dir/ping.txt"
 ping_rps=$(awk '/Requests\/sec/ {print $2}' "$dir/ping.txt")
 echo "{\"bench\":\"wrk_ping\",\"threads\":$threads,\"connections\":$connections,\"requests_per_s\":$ping_rps}"
 
+# CPU time of the server's threads by name (HTTP workers, log writer, derived state),
+# in clock ticks, before and after the load: what each answer costs, steadier on a
+# shared machine than a rate.
+cpu_by_thread() {
+    for stat in /proc/"$node"/task/*/stat; do cat "$stat" 2>/dev/null; done | python3 -c '
+import json, sys
+ticks = {}
+for line in sys.stdin:
+    name = line[line.index("(") + 1:line.rindex(")")]
+    fields = line[line.rindex(")") + 2:].split()
+    ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+print(json.dumps(ticks))'
+}
+cpu_before=$(cpu_by_thread)
 wrk -t"$threads" -c"$connections" -d"$duration" --timeout "${TIMEOUT:-10s}" \
     -s "$here/record_responses.lua" "$target" \
     -- "$run" "$courses" "$batch" "$token" >"$dir/ingest.txt"
 ingest=$(grep '^{"bench":"wrk_record_responses"' "$dir/ingest.txt")
 echo "$ingest"
 acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["acked_responses"])' "$ingest")
+cpu_after=$(cpu_by_thread)
+python3 -c '
+import json, os, sys
+before, after, acked = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+per_1k = {name: round((after[name] - before.get(name, 0)) * tick_ms * 1000 / max(acked, 1), 2)
+          for name in sorted(after) if after[name] > before.get(name, 0)}
+print(json.dumps({"server_cpu_ms_per_1000_acked_responses": per_1k}))' "$cpu_before" "$cpu_after" "$acked"
 echo "{\"uptime\":\"$(uptime | sed 's/.*load average: //')\",\"step\":\"after ingest\"}"
 # The server's own view: mean time of a record_responses answer and of its append.
 curl -fsS "$target/metrics" | python3 -c '
