@@ -40,11 +40,162 @@ impl ResultKind {
         }
     }
 
+    /// The kind named `name` (`as_str`), if any.
+    pub fn parse(name: &str) -> Option<ResultKind> {
+        ResultKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
+    /// How many uuids name a result of this kind: (student, book container), (course
+    /// container, book container), (assignment) or (student).
+    fn n_ids(self) -> usize {
+        match self {
+            ResultKind::StudentClue | ResultKind::TeacherClue => 2,
+            ResultKind::AssignmentPes
+            | ResultKind::AssignmentSpes
+            | ResultKind::PracticeWorstAreas => 1,
+        }
+    }
+
     fn index(self) -> usize {
         ResultKind::ALL
             .iter()
             .position(|kind| *kind == self)
             .unwrap_or_default()
+    }
+}
+
+/// Which result (docs/design/scheduler.md §12): its kind, the uuids it is about, and its
+/// algorithm. Its text, `<kind>|<uuid>[|<uuid>]|<algorithm_name>`, is the Kafka key on
+/// `<prefix>.results` and the key results are stored and read under; this type is the one
+/// place that text is written ([`ResultKey::text`]) and read ([`ResultKey::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResultKey {
+    kind: ResultKind,
+    /// The subject (student, course container or assignment), then the book container of
+    /// a CLUE.
+    ids: (Uuid, Option<Uuid>),
+    /// Lower case: names are case-insensitive (docs/design/api.md §5.1).
+    algorithm_name: String,
+}
+
+impl ResultKey {
+    /// A student's CLUE on a book container.
+    pub fn student_clue(student: Uuid, book_container: Uuid, algorithm_name: &str) -> Self {
+        ResultKey::of(
+            ResultKind::StudentClue,
+            (student, Some(book_container)),
+            algorithm_name,
+        )
+    }
+
+    /// A course container's (teacher) CLUE on a book container.
+    pub fn teacher_clue(
+        course_container: Uuid,
+        book_container: Uuid,
+        algorithm_name: &str,
+    ) -> Self {
+        let ids = (course_container, Some(book_container));
+        ResultKey::of(ResultKind::TeacherClue, ids, algorithm_name)
+    }
+
+    /// An assignment's PEs or SPEs (`kind` is one of the two).
+    pub fn assignment(kind: ResultKind, assignment: Uuid, algorithm_name: &str) -> Self {
+        debug_assert_eq!(kind.n_ids(), 1, "{kind:?} is not about an assignment");
+        ResultKey::of(kind, (assignment, None), algorithm_name)
+    }
+
+    /// A student's practice-worst-areas exercises.
+    pub fn practice_worst_areas(student: Uuid, algorithm_name: &str) -> Self {
+        ResultKey::of(
+            ResultKind::PracticeWorstAreas,
+            (student, None),
+            algorithm_name,
+        )
+    }
+
+    fn of(kind: ResultKind, ids: (Uuid, Option<Uuid>), algorithm_name: &str) -> Self {
+        ResultKey {
+            kind,
+            ids,
+            algorithm_name: algorithm_name.to_lowercase(),
+        }
+    }
+
+    /// Reads a key's text back; `None` for text that is not a result key.
+    pub fn parse(text: &str) -> Option<ResultKey> {
+        let mut parts = text.split('|');
+        let kind = ResultKind::parse(parts.next()?)?;
+        let first: Uuid = parts.next()?.parse().ok()?;
+        let second = match kind.n_ids() {
+            2 => Some(parts.next()?.parse().ok()?),
+            _ => None,
+        };
+        let algorithm_name = parts.next()?;
+        let is_whole = parts.next().is_none() && algorithm_name == algorithm_name.to_lowercase();
+        is_whole.then(|| ResultKey {
+            kind,
+            ids: (first, second),
+            algorithm_name: algorithm_name.to_owned(),
+        })
+    }
+
+    /// The key's text.
+    pub fn text(&self) -> String {
+        let mut text = ResultKey::subject_prefix(self.kind, self.ids.0);
+        if let Some(second) = self.ids.1 {
+            text.push_str(&second.to_string());
+            text.push('|');
+        }
+        text.push_str(&self.algorithm_name);
+        text
+    }
+
+    /// The text every key of `kind` about `subject` starts with, whatever the rest:
+    /// `<kind>|<subject>|`.
+    pub fn subject_prefix(kind: ResultKind, subject: Uuid) -> String {
+        format!("{}|{}|", kind.as_str(), subject)
+    }
+
+    /// What the result is.
+    pub fn kind(&self) -> ResultKind {
+        self.kind
+    }
+
+    /// The student, course container or assignment the result is about.
+    pub fn subject(&self) -> Uuid {
+        self.ids.0
+    }
+
+    /// The book container of a CLUE; `None` for other kinds.
+    pub fn book_container(&self) -> Option<Uuid> {
+        self.ids.1
+    }
+
+    /// The algorithm's name, lower case.
+    pub fn algorithm_name(&self) -> &str {
+        &self.algorithm_name
+    }
+}
+
+/// A result's version `(input_seq, model_seq, computed_at)` (docs/design/scheduler.md §12),
+/// compared lexicographically: a result never replaces one of a higher version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResultVersion {
+    pub input_seq: i64,
+    pub model_seq: i64,
+    pub computed_at_micros: i64,
+}
+
+impl ResultVersion {
+    /// The version a record carries.
+    pub fn of(record: &ResultRecord) -> ResultVersion {
+        ResultVersion {
+            input_seq: record.input_seq,
+            model_seq: record.model_seq,
+            computed_at_micros: record.computed_at_micros,
+        }
     }
 }
 
@@ -108,22 +259,24 @@ impl ResultRecord {
         }
     }
 
-    /// The result key `<kind>|<uuid>[|<uuid>]|<algorithm_name>` (the Kafka key).
-    pub fn key(&self) -> String {
-        let mut key = String::from(self.kind.as_str());
+    /// Which result this is. Its fields hold the uuids its kind is about: a record whose
+    /// kind's uuids are missing (never produced here) gets nil ones.
+    pub fn result_key(&self) -> ResultKey {
+        let id = |id: Option<Uuid>| id.unwrap_or_default();
         let ids = match self.kind {
-            ResultKind::StudentClue => [self.student_uuid, self.book_container_uuid],
-            ResultKind::TeacherClue => [self.course_container_uuid, self.book_container_uuid],
-            ResultKind::AssignmentPes | ResultKind::AssignmentSpes => [self.assignment_uuid, None],
-            ResultKind::PracticeWorstAreas => [self.student_uuid, None],
+            ResultKind::StudentClue => (id(self.student_uuid), self.book_container_uuid),
+            ResultKind::TeacherClue => (id(self.course_container_uuid), self.book_container_uuid),
+            ResultKind::AssignmentPes | ResultKind::AssignmentSpes => {
+                (id(self.assignment_uuid), None)
+            }
+            ResultKind::PracticeWorstAreas => (id(self.student_uuid), None),
         };
-        for id in ids.into_iter().flatten() {
-            key.push('|');
-            key.push_str(&id.to_string());
-        }
-        key.push('|');
-        key.push_str(&self.algorithm_name);
-        key
+        ResultKey::of(self.kind, ids, &self.algorithm_name)
+    }
+
+    /// The text of [`ResultRecord::result_key`] (the Kafka key).
+    pub fn key(&self) -> String {
+        self.result_key().text()
     }
 }
 
@@ -237,6 +390,37 @@ mod tests {
         )
         .expect("apache-avro reads our encoding");
         assert!(decode_result_record(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn result_keys_read_back_what_they_write() {
+        let keys = [
+            ResultKey::student_clue(uuid(1), uuid(2), "Local_Query"),
+            ResultKey::teacher_clue(uuid(3), uuid(4), "biglearn_sparfa"),
+            ResultKey::assignment(ResultKind::AssignmentPes, uuid(5), "x"),
+            ResultKey::assignment(ResultKind::AssignmentSpes, uuid(5), "x"),
+            ResultKey::practice_worst_areas(uuid(6), "tesr"),
+        ];
+        for key in &keys {
+            assert_eq!(ResultKey::parse(&key.text()).as_ref(), Some(key));
+            let prefix = ResultKey::subject_prefix(key.kind(), key.subject());
+            assert!(key.text().starts_with(&prefix), "{}", key.text());
+        }
+        assert_eq!(
+            keys[0].text(),
+            "student_clue|00000000-0000-0000-0000-000000000001|00000000-0000-0000-0000-000000000002|local_query"
+        );
+        for text in [
+            "",
+            "student_clue",
+            "student_clue|00000000-0000-0000-0000-000000000001|local_query",
+            "assignment_pes|00000000-0000-0000-0000-000000000005|x|y",
+            "assignment_pes|00000000-0000-0000-0000-000000000005|X",
+            "no_such_kind|00000000-0000-0000-0000-000000000005|x",
+            "practice_worst_areas|not-a-uuid|x",
+        ] {
+            assert_eq!(ResultKey::parse(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -6,34 +6,22 @@ use std::sync::Arc;
 
 use biglearn_domain::events::StreamKind;
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid, SequenceNumber};
+use biglearn_events::{ResultKey, ResultKind};
 use biglearn_projector::event_log::{EventLog, KnownKind};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::error::HandlerError;
-use crate::requests::{AlgorithmName, AssignmentExercisesRequest, ReadRequest};
+use crate::requests::{AssignmentExercisesRequest, ReadRequest};
 use crate::GatewayState;
-
-/// The result key of docs/design/scheduler.md §12: `<kind>|<uuid>[|<uuid>]|<algorithm>`.
-pub fn result_key(kind: &str, ids: &[Uuid], algorithm: &AlgorithmName) -> String {
-    let mut key = String::from(kind);
-    for id in ids {
-        key.push('|');
-        key.push_str(&id.to_string());
-    }
-    key.push('|');
-    key.push_str(&algorithm.storage_key());
-    key
-}
 
 /// The served content of `key`: `None` when nothing is stored or the result was withdrawn
 /// (docs/design/scheduler.md S9: reads then answer `*_unready`).
-fn stored(log: &EventLog, key: &str) -> Result<Option<Value>, HandlerError> {
-    match log.result(key)? {
+fn stored(log: &EventLog, key: &ResultKey) -> Result<Option<Value>, HandlerError> {
+    match log.result(&key.text())? {
         Some((_, content)) => {
             let content: Value =
                 serde_json::from_str(&content).map_err(|error| HandlerError::Internal {
-                    detail: format!("stored result {key} is not JSON: {error}"),
+                    detail: format!("stored result {} is not JSON: {error}", key.text()),
                 })?;
             Ok((!biglearn_projector::results::is_withdrawn(&content)).then_some(content))
         }
@@ -62,12 +50,12 @@ fn exercise_list(content: &Value, max: Option<u32>) -> Value {
 fn assignment_exercises(
     state: &Arc<GatewayState>,
     endpoint: &str,
-    kind: &str,
+    kind: ResultKind,
     items: &[AssignmentExercisesRequest],
 ) -> Result<Vec<Value>, HandlerError> {
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
-        let key = result_key(kind, &[item.assignment_uuid.0], &item.algorithm_name);
+        let key = ResultKey::assignment(kind, item.assignment_uuid.0, item.algorithm_name.as_str());
         let answer = match stored(&state.log, &key)? {
             Some(content) => json!({
                 "request_uuid": item.request_uuid,
@@ -120,18 +108,17 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
     let log = &state.log;
     match request {
         ReadRequest::FetchAssignmentPes(request) => Ok(json!({
-            "pe_responses": assignment_exercises(state, "/fetch_assignment_pes", "assignment_pes", &request.pe_requests)?
+            "pe_responses": assignment_exercises(state, "/fetch_assignment_pes", ResultKind::AssignmentPes, &request.pe_requests)?
         })),
         ReadRequest::FetchAssignmentSpes(request) => Ok(json!({
-            "spe_responses": assignment_exercises(state, "/fetch_assignment_spes", "assignment_spes", &request.spe_requests)?
+            "spe_responses": assignment_exercises(state, "/fetch_assignment_spes", ResultKind::AssignmentSpes, &request.spe_requests)?
         })),
         ReadRequest::FetchPracticeWorstAreasExercises(request) => {
             let mut answers = Vec::new();
             for item in &request.worst_areas_requests {
-                let key = result_key(
-                    "practice_worst_areas",
-                    &[item.student_uuid.0],
-                    &item.algorithm_name,
+                let key = ResultKey::practice_worst_areas(
+                    item.student_uuid.0,
+                    item.algorithm_name.as_str(),
                 );
                 let answer = match stored(log, &key)? {
                     Some(content) => json!({
@@ -164,10 +151,10 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
         ReadRequest::FetchStudentClues(request) => {
             let mut answers = Vec::new();
             for item in &request.student_clue_requests {
-                let key = result_key(
-                    "student_clue",
-                    &[item.student_uuid.0, item.book_container_uuid.0],
-                    &item.algorithm_name,
+                let key = ResultKey::student_clue(
+                    item.student_uuid.0,
+                    item.book_container_uuid.0,
+                    item.algorithm_name.as_str(),
                 );
                 let student_known =
                     |log: &EventLog| log.is_known(KnownKind::Student, item.student_uuid.0);
@@ -190,10 +177,10 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
         ReadRequest::FetchTeacherClues(request) => {
             let mut answers = Vec::new();
             for item in &request.teacher_clue_requests {
-                let key = result_key(
-                    "teacher_clue",
-                    &[item.course_container_uuid.0, item.book_container_uuid.0],
-                    &item.algorithm_name,
+                let key = ResultKey::teacher_clue(
+                    item.course_container_uuid.0,
+                    item.book_container_uuid.0,
+                    item.algorithm_name.as_str(),
                 );
                 let container_known = |log: &EventLog| {
                     log.is_known(KnownKind::CourseContainer, item.course_container_uuid.0)
@@ -226,7 +213,7 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
 
 fn clue_answer(
     log: &EventLog,
-    key: &str,
+    key: &ResultKey,
     request_uuid: biglearn_domain::ids::RequestUuid,
     book_container: biglearn_domain::ids::BookContainerUuid,
     owner_known: impl Fn(&EventLog) -> Result<bool, biglearn_projector::ProjectionError>,

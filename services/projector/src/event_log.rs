@@ -1323,13 +1323,9 @@ impl EventLog {
 
 const TAG_RESULT: u8 = b'S';
 
-/// A result's version (docs/design/scheduler.md §12); versions compare lexicographically.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ResultVersion {
-    pub input_seq: i64,
-    pub model_seq: i64,
-    pub computed_at_micros: i64,
-}
+/// A result's version: the one type the scheduler, the results consumer and this store
+/// share (docs/design/scheduler.md §12).
+pub use biglearn_events::ResultVersion;
 
 fn result_key(key: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(key.len() + 1);

@@ -3,10 +3,9 @@
 //! shell published (docs/design/scheduler.md §12).
 
 use biglearn_domain::state::StateError;
-use biglearn_events::{ResultClueData, ResultKind, ResultRecord};
-use biglearn_projector::event_log::{self, EventLog};
-use biglearn_scheduler::published::subject_prefix;
-use biglearn_scheduler::{content_hash, PublishedView, ResultVersion};
+use biglearn_events::{ResultClueData, ResultKey, ResultKind, ResultRecord, ResultVersion};
+use biglearn_projector::event_log::EventLog;
+use biglearn_scheduler::{content_hash, PublishedView};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -15,12 +14,6 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct EventLogPublished {
     pub log: EventLog,
-}
-
-fn kind_named(name: &str) -> Option<ResultKind> {
-    ResultKind::ALL
-        .into_iter()
-        .find(|kind| kind.as_str() == name)
 }
 
 fn uuid_field(content: &Value, field: &str) -> Option<Uuid> {
@@ -32,17 +25,11 @@ fn uuid_field(content: &Value, field: &str) -> Option<Uuid> {
 /// spy_info, course_uuid, producer) are left empty.
 pub fn record_from_stored(
     key: &str,
-    version: event_log::ResultVersion,
+    version: ResultVersion,
     content_json: &str,
 ) -> Option<ResultRecord> {
-    let parts: Vec<&str> = key.split('|').collect();
-    let kind = kind_named(parts.first()?)?;
-    let ids: Vec<Uuid> = parts
-        .get(1..parts.len().checked_sub(1)?)?
-        .iter()
-        .map(|part| part.parse().ok())
-        .collect::<Option<_>>()?;
-    let algorithm_name = (*parts.last()?).to_owned();
+    let key = ResultKey::parse(key)?;
+    let kind = key.kind();
     let content: Value = serde_json::from_str(content_json).ok()?;
     let mut record = ResultRecord {
         kind,
@@ -50,7 +37,7 @@ pub fn record_from_stored(
         course_container_uuid: None,
         book_container_uuid: None,
         assignment_uuid: None,
-        algorithm_name,
+        algorithm_name: key.algorithm_name().to_owned(),
         calculation_uuid: uuid_field(&content, "calculation_uuid").unwrap_or_default(),
         ecosystem_matrix_uuid: uuid_field(&content, "ecosystem_matrix_uuid"),
         exercise_uuids: None,
@@ -62,20 +49,19 @@ pub fn record_from_stored(
         course_uuid: None,
         producer: String::new(),
     };
-    match (kind, ids.as_slice()) {
-        (ResultKind::StudentClue, [student, bc]) => {
-            record.student_uuid = Some(*student);
-            record.book_container_uuid = Some(*bc);
+    match kind {
+        ResultKind::StudentClue => {
+            record.student_uuid = Some(key.subject());
+            record.book_container_uuid = key.book_container();
         }
-        (ResultKind::TeacherClue, [container, bc]) => {
-            record.course_container_uuid = Some(*container);
-            record.book_container_uuid = Some(*bc);
+        ResultKind::TeacherClue => {
+            record.course_container_uuid = Some(key.subject());
+            record.book_container_uuid = key.book_container();
         }
-        (ResultKind::AssignmentPes | ResultKind::AssignmentSpes, [assignment]) => {
-            record.assignment_uuid = Some(*assignment);
+        ResultKind::AssignmentPes | ResultKind::AssignmentSpes => {
+            record.assignment_uuid = Some(key.subject());
         }
-        (ResultKind::PracticeWorstAreas, [student]) => record.student_uuid = Some(*student),
-        _ => return None,
+        ResultKind::PracticeWorstAreas => record.student_uuid = Some(key.subject()),
     }
     if biglearn_projector::results::is_withdrawn(&content) {
         // Neither exercises nor a CLUE: `ResultRecord::is_withdrawal`.
@@ -129,7 +115,7 @@ impl PublishedView for EventLogPublished {
     ) -> Result<Vec<ResultRecord>, StateError> {
         Ok(self
             .log
-            .results_with_prefix(&subject_prefix(kind, subject))
+            .results_with_prefix(&ResultKey::subject_prefix(kind, subject))
             .map_err(storage)?
             .into_iter()
             .filter_map(|(key, version, content)| record_from_stored(&key, version, &content))

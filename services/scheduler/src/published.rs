@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use biglearn_domain::state::StateError;
-use biglearn_events::{ResultKind, ResultRecord};
+use biglearn_events::{ResultKey, ResultKind, ResultRecord};
 use uuid::Uuid;
 
 use crate::version::{may_replace, ResultVersion};
 
 /// Read access to the current result per key (the highest version stored).
 pub trait PublishedView {
-    /// The result stored under `key` (`ResultRecord::key`).
+    /// The result stored under `key` (the text of a `ResultKey`).
     fn result(&self, key: &str) -> Result<Option<ResultRecord>, StateError>;
     /// Every stored result of `kind` whose first key part is `subject` (an assignment, a
     /// student or a course container), any algorithm, in ascending key order.
@@ -20,11 +20,6 @@ pub trait PublishedView {
         kind: ResultKind,
         subject: Uuid,
     ) -> Result<Vec<ResultRecord>, StateError>;
-}
-
-/// The key prefix of [`PublishedView::results_about`]: `<kind>|<subject>|`.
-pub fn subject_prefix(kind: ResultKind, subject: Uuid) -> String {
-    format!("{}|{}|", kind.as_str(), subject)
 }
 
 /// Published results in memory, keyed by result key; a lower version never replaces a higher.
@@ -57,7 +52,7 @@ impl PublishedView for MemoryPublished {
         kind: ResultKind,
         subject: Uuid,
     ) -> Result<Vec<ResultRecord>, StateError> {
-        let prefix = subject_prefix(kind, subject);
+        let prefix = ResultKey::subject_prefix(kind, subject);
         Ok(self
             .results
             .range(prefix.clone()..)

@@ -8,7 +8,7 @@ use biglearn_domain::ids::{
     ExerciseUuid, StudentUuid, TrialUuid,
 };
 use biglearn_domain::state::{Effect, ResponseState, StateError, StudentState};
-use biglearn_events::ResultKind;
+use biglearn_events::{ResultKey, ResultKind};
 use uuid::Uuid;
 
 use crate::allocation::is_open_for_anti_cheating;
@@ -527,14 +527,14 @@ impl Scheduler<'_> {
         }
         let reader = Reader::new(self.view, course);
         let sparfa = Algorithm::BiglearnSparfa;
-        let from_prior = |key: String| -> Result<bool, StateError> {
+        let from_prior = |key: ResultKey| -> Result<bool, StateError> {
             Ok(self
                 .published
-                .result(&key)?
+                .result(&key.text())?
                 .is_none_or(|r| r.ecosystem_matrix_uuid.is_none_or(|m| m.is_nil())))
         };
-        let missing = |key: String| -> Result<bool, StateError> {
-            Ok(self.published.result(&key)?.is_none())
+        let missing = |key: ResultKey| -> Result<bool, StateError> {
+            Ok(self.published.result(&key.text())?.is_none())
         };
         let run = |out: &mut Collector| -> Result<(), StateError> {
             let Some(state) = reader.course_state()? else {
@@ -549,18 +549,14 @@ impl Scheduler<'_> {
                             book_container,
                             student,
                             ..
-                        } => format!(
-                            "student_clue|{student}|{book_container}|{}",
-                            sparfa.as_str()
-                        ),
+                        } => ResultKey::student_clue(student.0, book_container.0, sparfa.as_str()),
                         Target::TeacherClue {
                             book_container,
                             container,
                             ..
-                        } => format!(
-                            "teacher_clue|{container}|{book_container}|{}",
-                            sparfa.as_str()
-                        ),
+                        } => {
+                            ResultKey::teacher_clue(container.0, book_container.0, sparfa.as_str())
+                        }
                         _ => continue,
                     };
                     if missing(key)? {
@@ -573,10 +569,7 @@ impl Scheduler<'_> {
                     continue;
                 }
                 if state.current_ecosystem == ecosystem
-                    && from_prior(format!(
-                        "practice_worst_areas|{student}|{}",
-                        sparfa.as_str()
-                    ))?
+                    && from_prior(ResultKey::practice_worst_areas(student.0, sparfa.as_str()))?
                 {
                     out.targets.insert(Target::WorstAreas(student));
                 }
@@ -586,13 +579,18 @@ impl Scheduler<'_> {
                     }
                     let a = assignment.uuid;
                     let pes = assignment.needs_pes()
-                        && from_prior(format!("assignment_pes|{a}|{}", sparfa.as_str()))?;
+                        && from_prior(ResultKey::assignment(
+                            ResultKind::AssignmentPes,
+                            a.0,
+                            sparfa.as_str(),
+                        ))?;
                     let mut spes = false;
                     if assignment.needs_spes() {
                         for history_type in HistoryType::ALL {
-                            spes |= from_prior(format!(
-                                "assignment_spes|{a}|{}",
-                                sparfa.spe_name(history_type)
+                            spes |= from_prior(ResultKey::assignment(
+                                ResultKind::AssignmentSpes,
+                                a.0,
+                                &sparfa.spe_name(history_type),
                             ))?;
                         }
                     }

@@ -4,24 +4,9 @@
 use biglearn_events::ResultRecord;
 use sha2::{Digest, Sha256};
 
-/// `(input_seq, model_seq, computed_at)`, compared lexicographically.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ResultVersion {
-    pub input_seq: i64,
-    pub model_seq: i64,
-    pub computed_at_micros: i64,
-}
-
-impl ResultVersion {
-    /// The version a record carries.
-    pub fn of(record: &ResultRecord) -> ResultVersion {
-        ResultVersion {
-            input_seq: record.input_seq,
-            model_seq: record.model_seq,
-            computed_at_micros: record.computed_at_micros,
-        }
-    }
-}
+/// `(input_seq, model_seq, computed_at)`, compared lexicographically; defined beside
+/// `ResultRecord`, so that every crate compares the same type.
+pub use biglearn_events::ResultVersion;
 
 /// A stored result is replaced iff the new version is ≥ the stored one.
 pub fn may_replace(new: ResultVersion, stored: ResultVersion) -> bool {
