@@ -92,14 +92,28 @@ macro_rules! uuid_newtype {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 if deserializer.is_human_readable() {
-                    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                    text.parse().map_err(serde::de::Error::custom)
+                    deserializer.deserialize_str(UuidText).map(Self)
                 } else {
                     deserializer.deserialize_bytes(UuidBytes).map(Self)
                 }
             }
         }
     )*};
+}
+
+/// Reads a hyphenated uuid from a text format, from the borrowed text (no `String`).
+struct UuidText;
+
+impl<'de> serde::de::Visitor<'de> for UuidText {
+    type Value = Uuid;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a hyphenated uuid")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Uuid, E> {
+        parse_hyphenated_uuid(text).ok_or_else(|| E::custom(InvalidUuid(text.to_owned())))
+    }
 }
 
 /// Reads the 16 raw bytes of a uuid from a binary format.
@@ -206,6 +220,27 @@ mod tests {
         assert!("00000000-0000-0000-0000-000000000000"
             .parse::<CourseUuid>()
             .is_ok());
+    }
+
+    #[test]
+    fn json_text_reads_back_borrowed_escaped_and_refused() {
+        let lower: CourseUuid =
+            serde_json::from_str("\"581DF776-A323-44BD-8CB1-346CD664B974\"").unwrap();
+        assert_eq!(lower.to_string(), "581df776-a323-44bd-8cb1-346cd664b974");
+        // An escape makes serde_json hand over a copied, not a borrowed, string.
+        let escaped: CourseUuid =
+            serde_json::from_str("\"\\u0035\\u00381df776-a323-44bd-8cb1-346cd664b974\"").unwrap();
+        assert_eq!(escaped, lower);
+        let from_value: CourseUuid =
+            serde_json::from_value(serde_json::json!("581df776-a323-44bd-8cb1-346cd664b974"))
+                .unwrap();
+        assert_eq!(from_value, lower);
+        let refused = serde_json::from_str::<CourseUuid>("\"581df776\"").unwrap_err();
+        assert!(
+            refused.to_string().contains("not a hyphenated uuid"),
+            "{refused}"
+        );
+        assert!(serde_json::from_str::<CourseUuid>("7").is_err());
     }
 
     #[test]
