@@ -185,6 +185,30 @@ fn apply(body: &mut Value, mutation: &Mutation) {
     }
 }
 
+/// A recorded body after fewer than `max_mutations` random mutations, sent to its own
+/// endpoint or, half the time, to any endpoint.
+fn mutated_request(max_mutations: usize) -> impl Strategy<Value = (Endpoint, Value)> {
+    (
+        any::<Index>(),
+        any::<Index>(),
+        any::<bool>(),
+        prop::collection::vec(mutation(), 0..max_mutations),
+    )
+        .prop_map(
+            |(example_idx, other_endpoint, use_other_endpoint, mutations)| {
+                let examples = recorded_examples();
+                let (mut endpoint, mut body) = examples[example_idx.index(examples.len())].clone();
+                if use_other_endpoint {
+                    endpoint = Endpoint::ALL[other_endpoint.index(Endpoint::ALL.len())];
+                }
+                for mutation in &mutations {
+                    apply(&mut body, mutation);
+                }
+                (endpoint, body)
+            },
+        )
+}
+
 /// `""` or `/`-separated tokens in which `~` is always followed by `0` or `1`.
 fn is_well_formed_pointer(pointer: &str) -> bool {
     if pointer.is_empty() {
@@ -209,19 +233,8 @@ proptest! {
 
     #[test]
     fn mutated_requests_never_panic_and_fail_with_pointer_errors(
-        example_idx in any::<Index>(),
-        other_endpoint in any::<Index>(),
-        use_other_endpoint in any::<bool>(),
-        mutations in prop::collection::vec(mutation(), 0..5),
+        (endpoint, body) in mutated_request(5),
     ) {
-        let examples = recorded_examples();
-        let (mut endpoint, mut body) = examples[example_idx.index(examples.len())].clone();
-        if use_other_endpoint {
-            endpoint = Endpoint::ALL[other_endpoint.index(Endpoint::ALL.len())];
-        }
-        for mutation in &mutations {
-            apply(&mut body, mutation);
-        }
         let first = parse_request(endpoint, &body);
         let second = parse_request(endpoint, &body);
         prop_assert_eq!(&first, &second, "validation is deterministic");
@@ -307,19 +320,8 @@ proptest! {
 
     #[test]
     fn one_pass_and_two_steps_agree_on_mutated_requests(
-        example_idx in any::<Index>(),
-        other_endpoint in any::<Index>(),
-        use_other_endpoint in any::<bool>(),
-        mutations in prop::collection::vec(mutation(), 0..3),
+        (endpoint, body) in mutated_request(3),
     ) {
-        let examples = recorded_examples();
-        let (mut endpoint, mut body) = examples[example_idx.index(examples.len())].clone();
-        if use_other_endpoint {
-            endpoint = Endpoint::ALL[other_endpoint.index(Endpoint::ALL.len())];
-        }
-        for mutation in &mutations {
-            apply(&mut body, mutation);
-        }
         assert_one_pass_agrees(endpoint, body.to_string().as_bytes());
     }
 }
