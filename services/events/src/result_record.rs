@@ -68,8 +68,9 @@ impl ResultKind {
 
 /// Which result (docs/design/scheduler.md §12): its kind, the uuids it is about, and its
 /// algorithm. Its text, `<kind>|<uuid>[|<uuid>]|<algorithm_name>`, is the Kafka key on
-/// `<prefix>.results` and the key results are stored and read under; this type is the one
-/// place that text is written ([`ResultKey::text`]) and read ([`ResultKey::parse`]).
+/// `<prefix>.results` and the key results are stored and read under; this module is the
+/// one place that text is written ([`ResultKey::text`], [`ResultRecord::key`]) and read
+/// ([`ResultKey::parse`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ResultKey {
     kind: ResultKind,
@@ -133,7 +134,10 @@ impl ResultKey {
             _ => None,
         };
         let algorithm_name = parts.next()?;
-        let is_whole = parts.next().is_none() && algorithm_name == algorithm_name.to_lowercase();
+        let is_lower_case = algorithm_name
+            .chars()
+            .all(|c| c.to_lowercase().eq(std::iter::once(c)));
+        let is_whole = parts.next().is_none() && is_lower_case;
         is_whole.then(|| ResultKey {
             kind,
             ids: (first, second),
@@ -143,13 +147,7 @@ impl ResultKey {
 
     /// The key's text.
     pub fn text(&self) -> String {
-        let mut text = ResultKey::subject_prefix(self.kind, self.ids.0);
-        if let Some(second) = self.ids.1 {
-            text.push_str(&second.to_string());
-            text.push('|');
-        }
-        text.push_str(&self.algorithm_name);
-        text
+        key_text(self.kind, self.ids, &self.algorithm_name)
     }
 
     /// The text every key of `kind` about `subject` starts with, whatever the rest:
@@ -262,22 +260,43 @@ impl ResultRecord {
     /// Which result this is. Its fields hold the uuids its kind is about: a record whose
     /// kind's uuids are missing (never produced here) gets nil ones.
     pub fn result_key(&self) -> ResultKey {
+        ResultKey {
+            kind: self.kind,
+            ids: self.key_ids(),
+            algorithm_name: self.algorithm_name.clone(),
+        }
+    }
+
+    /// The text of [`ResultRecord::result_key`] (the Kafka key), written without building
+    /// the key first: every published and stored result asks for it.
+    pub fn key(&self) -> String {
+        key_text(self.kind, self.key_ids(), &self.algorithm_name)
+    }
+
+    fn key_ids(&self) -> (Uuid, Option<Uuid>) {
         let id = |id: Option<Uuid>| id.unwrap_or_default();
-        let ids = match self.kind {
+        match self.kind {
             ResultKind::StudentClue => (id(self.student_uuid), self.book_container_uuid),
             ResultKind::TeacherClue => (id(self.course_container_uuid), self.book_container_uuid),
             ResultKind::AssignmentPes | ResultKind::AssignmentSpes => {
                 (id(self.assignment_uuid), None)
             }
             ResultKind::PracticeWorstAreas => (id(self.student_uuid), None),
-        };
-        ResultKey::of(self.kind, ids, &self.algorithm_name)
+        }
     }
+}
 
-    /// The text of [`ResultRecord::result_key`] (the Kafka key).
-    pub fn key(&self) -> String {
-        self.result_key().text()
+/// `<kind>|<uuid>[|<uuid>]|<algorithm_name>`: the one writer of a result key's text.
+fn key_text(kind: ResultKind, ids: (Uuid, Option<Uuid>), algorithm_name: &str) -> String {
+    let mut text = String::with_capacity(kind.as_str().len() + 2 * 37 + 1 + algorithm_name.len());
+    text.push_str(kind.as_str());
+    for id in [Some(ids.0), ids.1].into_iter().flatten() {
+        text.push('|');
+        text.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
     }
+    text.push('|');
+    text.push_str(algorithm_name);
+    text
 }
 
 /// Encodes a result in single-object encoding.

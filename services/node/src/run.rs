@@ -182,6 +182,16 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// A component's task, awaited at shutdown under the name of what it reads.
 type ComponentTask = tokio::task::JoinHandle<Result<(), biglearn_projector::ProjectionError>>;
 
+/// The runtime a component of the node runs on.
+#[derive(Clone, Copy, Debug)]
+enum RunsOn {
+    /// The derived-state runtime (`crate::derived`), below the request path in priority.
+    DerivedState,
+    /// The main runtime, beside HTTP: what the request path waits on (the settings
+    /// follower whose version the writer stamps, the inbox's writes).
+    BesideRequests,
+}
+
 /// Spawns a component of the node (a consumer, a SPARFA member, the inbox, the recompute
 /// loop): a fatal error stops the process (transient ones are retried inside it).
 fn spawn_component<E: std::fmt::Display>(
@@ -331,44 +341,21 @@ impl Node {
         self.config.roles.contains(&Role::Projector)
     }
 
-    /// Starts a consumer of derived state on the derived runtime (crate::derived), awaited
-    /// at shutdown under `reads`.
+    /// Starts `component` on the runtime `runs_on` names, awaited at shutdown under `reads`.
     fn start(
         &mut self,
+        runs_on: RunsOn,
         reads: String,
         name: &str,
         component: impl std::future::Future<Output = Result<(), impl std::fmt::Display>>
             + Send
             + 'static,
     ) {
-        let derived = self.derived.handle().clone();
-        self.start_on(&derived, reads, name, component);
-    }
-
-    /// Starts a component that serves the request path (the settings follower whose
-    /// version the writer stamps, the inbox's writes) beside HTTP, awaited at shutdown
-    /// under `reads`.
-    fn start_beside_requests(
-        &mut self,
-        reads: String,
-        name: &str,
-        component: impl std::future::Future<Output = Result<(), impl std::fmt::Display>>
-            + Send
-            + 'static,
-    ) {
-        self.start_on(&tokio::runtime::Handle::current(), reads, name, component);
-    }
-
-    fn start_on(
-        &mut self,
-        runtime: &tokio::runtime::Handle,
-        reads: String,
-        name: &str,
-        component: impl std::future::Future<Output = Result<(), impl std::fmt::Display>>
-            + Send
-            + 'static,
-    ) {
-        let task = spawn_component(runtime, name, component, &self.failed_tx);
+        let runtime = match runs_on {
+            RunsOn::DerivedState => self.derived.handle().clone(),
+            RunsOn::BesideRequests => tokio::runtime::Handle::current(),
+        };
+        let task = spawn_component(&runtime, name, component, &self.failed_tx);
         self.components.push((reads, task));
     }
 
@@ -449,7 +436,12 @@ impl Node {
             progress_tx,
             self.stop_rx.clone(),
         );
-        self.start(models_topic.to_owned(), "the model store", consumer);
+        self.start(
+            RunsOn::DerivedState,
+            models_topic.to_owned(),
+            "the model store",
+            consumer,
+        );
         Ok(progress_rx)
     }
 
@@ -495,7 +487,12 @@ impl Node {
             })
             .metrics(self.metrics.clone())
             .run(self.store.clone(), self.stop_rx.clone());
-            self.start(topic.clone(), &format!("the consumer of {topic}"), consumer);
+            self.start(
+                RunsOn::DerivedState,
+                topic.clone(),
+                &format!("the consumer of {topic}"),
+                consumer,
+            );
         }
     }
 
@@ -524,6 +521,7 @@ impl Node {
             Ok::<(), std::convert::Infallible>(())
         };
         self.start(
+            RunsOn::DerivedState,
             "the recompute loop".to_owned(),
             "the recompute loop",
             recompute,
@@ -571,7 +569,12 @@ impl Node {
                 self.stop_rx.clone(),
             )
         };
-        self.start(topics.sparfa_responses(), "the response router", router);
+        self.start(
+            RunsOn::DerivedState,
+            topics.sparfa_responses(),
+            "the response router",
+            router,
+        );
 
         let membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(
             store
@@ -617,6 +620,7 @@ impl Node {
             )
         };
         self.start(
+            RunsOn::DerivedState,
             biglearn_sparfa_consumer::group_id(&topics),
             "the SPARFA consumer",
             consumer,
@@ -675,7 +679,12 @@ impl Node {
             self.metrics.clone(),
             self.stop_rx.clone(),
         );
-        self.start_beside_requests(self.topics.settings(), "the settings follower", follower);
+        self.start(
+            RunsOn::BesideRequests,
+            self.topics.settings(),
+            "the settings follower",
+            follower,
+        );
         tokio::select! {
             _ = settings.caught_up() => Ok(settings),
             Some(reason) = self.failed_rx.recv() => anyhow::bail!("{reason}"),
@@ -722,7 +731,12 @@ impl Node {
                 self.topics.dlq(),
                 self.stop_rx.clone(),
             );
-            self.start_beside_requests(self.topics.inbox(), "the inbox consumer", inbox);
+            self.start(
+                RunsOn::BesideRequests,
+                self.topics.inbox(),
+                "the inbox consumer",
+                inbox,
+            );
         } else {
             tracing::info!("The inbox is off in this environment (feature flag kafka_inbox).");
         }
