@@ -61,8 +61,8 @@ pub use record::{
     HEADER_EVENT_UUID, HEADER_SEQUENCE_NUMBER,
 };
 pub use result_record::{
-    decode_result_record, encode_result_record, result_record, ResultClueData, ResultKey,
-    ResultKind, ResultRecord, ResultVersion,
+    decode_result_record, encode_result_record, result_content_hash, result_record, ResultClueData,
+    ResultKey, ResultKind, ResultRecord, ResultVersion,
 };
 pub use schemas::{EmbeddedSchema, SchemaFamily};
 pub use wire::{

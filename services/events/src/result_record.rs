@@ -380,6 +380,40 @@ pub fn decode_result_record(bytes: &[u8]) -> Result<ResultRecord, DecodeError> {
     Ok(record)
 }
 
+/// SHA-256 over what a reader sees of a result, excluding the version and the calculation
+/// uuid (both change with every computation even when the answer does not). The scheduler
+/// skips publishing a record whose hash equals the stored one's; the event log's results
+/// digest hashes it per key. Its bytes must not change: published hashes are stored.
+pub fn result_content_hash(record: &ResultRecord) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(record.key().as_bytes());
+    hasher.update(b"\n");
+    if let Some(matrix) = record.ecosystem_matrix_uuid {
+        hasher.update(matrix.as_bytes());
+    }
+    hasher.update(b"\n");
+    if let Some(exercises) = &record.exercise_uuids {
+        hasher.update((exercises.len() as u64).to_be_bytes());
+        for exercise in exercises {
+            hasher.update(exercise.as_bytes());
+        }
+    }
+    hasher.update(b"\n");
+    if let Some(clue) = &record.clue_data {
+        for value in [clue.minimum, clue.most_likely, clue.maximum] {
+            hasher.update(value.to_bits().to_be_bytes());
+        }
+        hasher.update([u8::from(clue.is_real)]);
+        if let Some(ecosystem) = clue.ecosystem_uuid {
+            hasher.update(ecosystem.as_bytes());
+        }
+    }
+    hasher.update(b"\n");
+    hasher.update(record.spy_info_json.as_bytes());
+    hasher.finalize().into()
+}
+
 /// A result as a `<prefix>.results` record, keyed by its result key.
 pub fn result_record(record: &ResultRecord) -> EncodedRecord {
     EncodedRecord {

@@ -411,7 +411,7 @@ pub(crate) fn list_results(
     let limit = request.limit as usize;
     let mut results = Vec::with_capacity(limit);
     let mut more = false;
-    for (key, version, content) in state.log.results_with_prefix("")? {
+    for (key, record) in state.log.results_with_prefix("")? {
         if request.after_key.is_some() && key.as_str() <= after {
             continue;
         }
@@ -419,15 +419,14 @@ pub(crate) fn list_results(
             more = true;
             break;
         }
-        let content: Value = serde_json::from_str(&content).unwrap_or(Value::String(content));
         results.push(json!({
             "key": key,
             "version": {
-                "input_seq": version.input_seq,
-                "model_seq": version.model_seq,
-                "computed_at_micros": version.computed_at_micros,
+                "input_seq": record.input_seq,
+                "model_seq": record.model_seq,
+                "computed_at_micros": record.computed_at_micros,
             },
-            "content": content,
+            "content": crate::reads::result_content(&record),
         }));
     }
     let next_after_key = if more {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use biglearn_domain::ids::RequestUuid;
 use biglearn_events::{ResultClueData, ResultKind, ResultRecord};
+use biglearn_projector::event_log::ResultRow;
 use biglearn_stream::clock::now_micros;
 use biglearn_stream::OutgoingRecord;
 use serde_json::{json, Value};
@@ -39,15 +40,9 @@ pub async fn answer_push(
         }
         // Applied here too, so that a read in this process sees the push at once; the
         // results consumer applies the same records again, which changes nothing.
-        let results: Vec<_> = items
+        let results: Vec<ResultRow> = items
             .iter()
-            .map(|(_, result)| {
-                (
-                    result.key(),
-                    biglearn_projector::results::version_of(result),
-                    biglearn_projector::results::stored_content(result).to_string(),
-                )
-            })
+            .map(|(_, result)| ResultRow::of(result))
             .collect();
         let stored = state.log.apply_results(&results, &[])?;
         for ((_, result), stored) in items.iter().zip(stored) {

@@ -1,50 +1,83 @@
 //! Result reads: results with their statuses and defaults (docs/design/api.md §4), from the
 //! results stored in the event-log projection.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use biglearn_domain::events::StreamKind;
 use biglearn_domain::ids::{CourseUuid, EcosystemUuid, SequenceNumber};
-use biglearn_events::{ResultKey, ResultKind};
+use biglearn_events::{ResultClueData, ResultKey, ResultKind, ResultRecord};
 use biglearn_projector::event_log::{EventLog, KnownKind};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::error::HandlerError;
 use crate::requests::{AssignmentExercisesRequest, ReadRequest};
 use crate::GatewayState;
 
-/// The served content of `key`: `None` when nothing is stored or the result was withdrawn
-/// (docs/design/scheduler.md S9: reads then answer `*_unready`).
-fn stored(log: &EventLog, key: &ResultKey) -> Result<Option<Value>, HandlerError> {
-    match log.result(&key.text())? {
-        Some((_, content)) => {
-            let content: Value =
-                serde_json::from_str(&content).map_err(|error| HandlerError::Internal {
-                    detail: format!("stored result {} is not JSON: {error}", key.text()),
-                })?;
-            Ok((!biglearn_projector::results::is_withdrawn(&content)).then_some(content))
-        }
-        None => Ok(None),
-    }
+/// The result served under `key`: `None` when nothing is stored or the result was
+/// withdrawn (docs/design/scheduler.md S9: reads then answer `*_unready`).
+fn stored(log: &EventLog, key: &ResultKey) -> Result<Option<ResultRecord>, HandlerError> {
+    Ok(log
+        .result(&key.text())?
+        .filter(|record| !record.is_withdrawal()))
 }
 
-fn exercise_list(content: &Value, max: Option<u32>) -> Value {
-    let mut seen = BTreeSet::new();
-    let mut uuids: Vec<Value> = content["exercise_uuids"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter(|uuid| seen.insert(uuid.as_str().unwrap_or_default().to_owned()))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+/// A result's `spy_info` as Tutor reads it: the stored JSON object, `{}` if there is none.
+fn spy_info(record: &ResultRecord) -> Value {
+    serde_json::from_str(&record.spy_info_json).unwrap_or_else(|_| json!({}))
+}
+
+/// A result's exercises as served: each exercise once, in ranked order, at most `max`.
+fn exercise_list(record: &ResultRecord, max: Option<u32>) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    let mut uuids: Vec<Uuid> = record
+        .exercise_uuids
+        .iter()
+        .flatten()
+        .filter(|uuid| seen.insert(**uuid))
+        .copied()
+        .collect();
     if let Some(max) = max {
         uuids.truncate(max as usize);
     }
-    Value::Array(uuids)
+    uuids
+}
+
+/// A CLUE's `clue_data` as Tutor reads it.
+fn clue_json(clue: &ResultClueData) -> Value {
+    let mut value = json!({
+        "minimum": clue.minimum,
+        "most_likely": clue.most_likely,
+        "maximum": clue.maximum,
+        "is_real": clue.is_real,
+    });
+    if let Some(ecosystem) = clue.ecosystem_uuid {
+        value["ecosystem_uuid"] = json!(ecosystem);
+    }
+    value
+}
+
+/// What a stored result says, as JSON (`/admin/results/list`): its answer fields; for a
+/// withdrawal, `{"withdrawn": true}`.
+pub(crate) fn result_content(record: &ResultRecord) -> Value {
+    if record.is_withdrawal() {
+        return json!({"withdrawn": true});
+    }
+    match record.kind {
+        ResultKind::StudentClue | ResultKind::TeacherClue => json!({
+            "calculation_uuid": record.calculation_uuid,
+            "clue_data": record.clue_data.as_ref().map(clue_json),
+        }),
+        ResultKind::AssignmentPes | ResultKind::AssignmentSpes | ResultKind::PracticeWorstAreas => {
+            json!({
+                "calculation_uuid": record.calculation_uuid,
+                "ecosystem_matrix_uuid": record.ecosystem_matrix_uuid,
+                "exercise_uuids": record.exercise_uuids.clone().unwrap_or_default(),
+                "spy_info": spy_info(record),
+            })
+        }
+    }
 }
 
 fn assignment_exercises(
@@ -57,14 +90,14 @@ fn assignment_exercises(
     for item in items {
         let key = ResultKey::assignment(kind, item.assignment_uuid.0, item.algorithm_name.as_str());
         let answer = match stored(&state.log, &key)? {
-            Some(content) => json!({
+            Some(record) => json!({
                 "request_uuid": item.request_uuid,
                 "assignment_uuid": item.assignment_uuid,
-                "calculation_uuid": content["calculation_uuid"],
-                "ecosystem_matrix_uuid": content["ecosystem_matrix_uuid"],
-                "exercise_uuids": exercise_list(&content, item.max_num_exercises),
+                "calculation_uuid": record.calculation_uuid,
+                "ecosystem_matrix_uuid": record.ecosystem_matrix_uuid,
+                "exercise_uuids": exercise_list(&record, item.max_num_exercises),
                 "assignment_status": "assignment_ready",
-                "spy_info": content.get("spy_info").cloned().unwrap_or_else(|| json!({})),
+                "spy_info": spy_info(&record),
             }),
             None => {
                 let status = if state
@@ -121,14 +154,14 @@ pub fn answer_read(state: &Arc<GatewayState>, request: ReadRequest) -> Result<Va
                     item.algorithm_name.as_str(),
                 );
                 let answer = match stored(log, &key)? {
-                    Some(content) => json!({
+                    Some(record) => json!({
                         "request_uuid": item.request_uuid,
                         "student_uuid": item.student_uuid,
-                        "calculation_uuid": content["calculation_uuid"],
-                        "ecosystem_matrix_uuid": content["ecosystem_matrix_uuid"],
-                        "exercise_uuids": exercise_list(&content, item.max_num_exercises),
+                        "calculation_uuid": record.calculation_uuid,
+                        "ecosystem_matrix_uuid": record.ecosystem_matrix_uuid,
+                        "exercise_uuids": exercise_list(&record, item.max_num_exercises),
                         "student_status": "student_ready",
-                        "spy_info": content.get("spy_info").cloned().unwrap_or_else(|| json!({})),
+                        "spy_info": spy_info(&record),
                     }),
                     None => json!({
                         "request_uuid": item.request_uuid,
@@ -219,11 +252,11 @@ fn clue_answer(
     owner_known: impl Fn(&EventLog) -> Result<bool, biglearn_projector::ProjectionError>,
     owner_unknown_status: &str,
 ) -> Result<Value, HandlerError> {
-    if let Some(content) = stored(log, key)? {
+    if let Some(record) = stored(log, key)? {
         return Ok(json!({
             "request_uuid": request_uuid,
-            "calculation_uuid": content["calculation_uuid"],
-            "clue_data": content["clue_data"],
+            "calculation_uuid": record.calculation_uuid,
+            "clue_data": record.clue_data.as_ref().map(clue_json),
             "clue_status": "clue_ready",
         }));
     }

@@ -1,5 +1,6 @@
 //! The event-log projection: every course and ecosystem event by slot, identities,
-//! metadata numbers, gaps and the "known" sets the read API answers from.
+//! metadata numbers, gaps and the "known" sets the read API answers from; and the stored
+//! results, typed (`event_log::results`).
 //!
 //! It is both the reader role's projection and the writer's index (docs/design/api.md §3.2).
 //! Only consumers of the topics write it: the writer waits until they have applied what
@@ -23,6 +24,9 @@ use uuid::Uuid;
 
 use crate::overlay::{CheckpointPolicy, Overlay, WriteBack};
 use crate::writer_index::WriterIndex;
+
+mod results;
+pub use results::ResultRow;
 
 /// Rows of a read, in key order.
 type Rows<'a> = Box<dyn DoubleEndedIterator<Item = Result<(Vec<u8>, Vec<u8>), sled::Error>> + 'a>;
@@ -509,8 +513,10 @@ fn corrupt(what: &str) -> ProjectionError {
 impl EventLog {
     /// Opens (or creates) the projection in tree `name` of `db`.
     pub fn open(db: &sled::Db, name: &str) -> Result<EventLog, ProjectionError> {
+        let tree = db.open_tree(name)?;
+        results::convert_json_results(&tree)?;
         Ok(EventLog {
-            tree: db.open_tree(name)?,
+            tree,
             apply_lock: Arc::new(Mutex::new(())),
             write_back: WriteBack::default(),
             writer_index: Arc::new(std::sync::OnceLock::new()),
@@ -1321,129 +1327,9 @@ impl EventLog {
     }
 }
 
-const TAG_RESULT: u8 = b'S';
-
 /// A result's version: the one type the scheduler, the results consumer and this store
 /// share (docs/design/scheduler.md §12).
 pub use biglearn_events::ResultVersion;
-
-fn result_key(key: &str) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(key.len() + 1);
-    bytes.push(TAG_RESULT);
-    bytes.extend_from_slice(key.as_bytes());
-    bytes
-}
-
-impl EventLog {
-    /// Stores results, each unless a higher version is stored (D11), together with
-    /// stream positions, in one batch. Returns, per result, whether it was stored;
-    /// `false` means it was stale and dropped.
-    pub fn apply_results(
-        &self,
-        results: &[(String, ResultVersion, String)],
-        positions: &[(&str, i32, i64)],
-    ) -> Result<Vec<bool>, ProjectionError> {
-        let _guard = self.apply_lock.lock();
-        let mut overlay = self.view();
-        let mut stored = Vec::with_capacity(results.len());
-        for (key, version, content_json) in results {
-            let slot = result_key(key);
-            if let Some(existing) = overlay.get(&slot)? {
-                let (stored_version, _) =
-                    decode_result(&existing).ok_or_else(|| corrupt("result"))?;
-                if *version < stored_version {
-                    stored.push(false);
-                    continue;
-                }
-            }
-            let mut value = Vec::with_capacity(24 + content_json.len());
-            value.extend_from_slice(&version.input_seq.to_be_bytes());
-            value.extend_from_slice(&version.model_seq.to_be_bytes());
-            value.extend_from_slice(&version.computed_at_micros.to_be_bytes());
-            value.extend_from_slice(content_json.as_bytes());
-            overlay.insert(slot, value);
-            stored.push(true);
-        }
-        for (topic, partition, next_offset) in positions {
-            overlay.insert(
-                position_key(topic, *partition),
-                next_offset.to_be_bytes().to_vec(),
-            );
-        }
-        overlay.commit()?;
-        Ok(stored)
-    }
-
-    /// Digest of the stored results by their content: key and answer, without the version
-    /// (input_seq, model_seq, computed_at) or the calculation uuid, which name *when* a
-    /// result was computed rather than what it says. `None` when no result is stored.
-    pub fn results_digest(&self) -> Result<Option<String>, ProjectionError> {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        let mut any = false;
-        for row in self.rows_with_prefix(&[TAG_RESULT])? {
-            let (key, value) = row?;
-            let (_, content) = decode_result(&value).ok_or_else(|| corrupt("result"))?;
-            let mut content: serde_json::Value =
-                serde_json::from_str(&content).map_err(|_| corrupt("result content"))?;
-            if let Some(object) = content.as_object_mut() {
-                object.remove("calculation_uuid");
-            }
-            let content = content.to_string();
-            hasher.update((key.len() as u64).to_be_bytes());
-            hasher.update(&key);
-            hasher.update((content.len() as u64).to_be_bytes());
-            hasher.update(content.as_bytes());
-            any = true;
-        }
-        Ok(any.then(|| hex::encode(hasher.finalize())))
-    }
-
-    /// The stored result under `key`: its version and content JSON.
-    pub fn result(&self, key: &str) -> Result<Option<(ResultVersion, String)>, ProjectionError> {
-        match self.view().get(&result_key(key))? {
-            Some(bytes) => Ok(Some(
-                decode_result(&bytes).ok_or_else(|| corrupt("result"))?,
-            )),
-            None => Ok(None),
-        }
-    }
-
-    /// Every stored result whose key starts with `prefix`, in key order: `(key, version,
-    /// content JSON)` (the scheduler reads a subject's results back, docs/design/scheduler.md
-    /// §3.4).
-    pub fn results_with_prefix(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, ResultVersion, String)>, ProjectionError> {
-        let mut rows = Vec::new();
-        for entry in self.rows_with_prefix(&result_key(prefix))? {
-            let (key, bytes) = entry?;
-            let key = std::str::from_utf8(&key[1..])
-                .map_err(|_| corrupt("result key"))?
-                .to_owned();
-            let (version, content) = decode_result(&bytes).ok_or_else(|| corrupt("result"))?;
-            rows.push((key, version, content));
-        }
-        Ok(rows)
-    }
-}
-
-fn decode_result(bytes: &[u8]) -> Option<(ResultVersion, String)> {
-    let field = |idx: usize| -> Option<i64> {
-        Some(i64::from_be_bytes(
-            bytes.get(idx * 8..idx * 8 + 8)?.try_into().ok()?,
-        ))
-    };
-    Some((
-        ResultVersion {
-            input_seq: field(0)?,
-            model_seq: field(1)?,
-            computed_at_micros: field(2)?,
-        },
-        std::str::from_utf8(bytes.get(24..)?).ok()?.to_owned(),
-    ))
-}
 
 #[cfg(test)]
 mod readiness_tests {

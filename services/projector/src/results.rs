@@ -1,66 +1,17 @@
 //! The results projection: `<prefix>.results` into the event-log tree, by result key,
-//! where a lower version never replaces a higher one (D11).
+//! typed (the record as consumed, see `event_log::results`), where a lower version never
+//! replaces a higher one (D11).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use biglearn_events::{decode_result_record, ResultKind, ResultRecord};
 use biglearn_runtime::{Applied, ApplyError, Batch, Projection, TopicConsumer};
 use biglearn_stream::{ConsumedRecord, SharedStreamStore};
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::consumer::ConsumerProgress;
-use crate::event_log::{EventLog, ResultVersion};
+use crate::event_log::{EventLog, ResultRow};
 use crate::ProjectionError;
-
-/// What the read API serves for a result: its answer fields as JSON; for a withdrawal,
-/// `{"withdrawn": true}` ([`is_withdrawn`]).
-pub fn stored_content(record: &ResultRecord) -> Value {
-    if record.is_withdrawal() {
-        return json!({"withdrawn": true});
-    }
-    let spy_info: Value = serde_json::from_str(&record.spy_info_json).unwrap_or_else(|_| json!({}));
-    match record.kind {
-        ResultKind::StudentClue | ResultKind::TeacherClue => {
-            let clue = record.clue_data.as_ref().map(|clue| {
-                let mut value = json!({
-                    "minimum": clue.minimum,
-                    "most_likely": clue.most_likely,
-                    "maximum": clue.maximum,
-                    "is_real": clue.is_real,
-                });
-                if let Some(ecosystem) = clue.ecosystem_uuid {
-                    value["ecosystem_uuid"] = json!(ecosystem);
-                }
-                value
-            });
-            json!({"calculation_uuid": record.calculation_uuid, "clue_data": clue})
-        }
-        ResultKind::AssignmentPes | ResultKind::AssignmentSpes | ResultKind::PracticeWorstAreas => {
-            json!({
-                "calculation_uuid": record.calculation_uuid,
-                "ecosystem_matrix_uuid": record.ecosystem_matrix_uuid,
-                "exercise_uuids": record.exercise_uuids.clone().unwrap_or_default(),
-                "spy_info": spy_info,
-            })
-        }
-    }
-}
-
-/// Whether stored content is a withdrawal: the read API answers as if nothing were stored.
-pub fn is_withdrawn(content: &Value) -> bool {
-    content.get("withdrawn") == Some(&Value::Bool(true))
-}
-
-/// The version of a result.
-pub fn version_of(record: &ResultRecord) -> ResultVersion {
-    ResultVersion {
-        input_seq: record.input_seq,
-        model_seq: record.model_seq,
-        computed_at_micros: record.computed_at_micros,
-    }
-}
 
 /// The results projection, fed by a [`TopicConsumer`] of `<prefix>.results`.
 /// Undecodable records are skipped with an error log: results are derived data that
@@ -76,18 +27,11 @@ impl ResultsProjection {
 }
 
 /// A result record decoded once: the stored row, or why it could not be.
-pub type DecodedResult = Result<(String, ResultVersion, String), String>;
+pub type DecodedResult = Result<ResultRow, String>;
 
-/// Decodes a `<prefix>.results` record into its stored row.
+/// Decodes a `<prefix>.results` record into its stored row (the value's bytes as they are).
 pub fn decode_result(record: &ConsumedRecord) -> DecodedResult {
-    decode_result_record(record.value.as_deref().unwrap_or_default())
-        .map(|result| {
-            (
-                result.key(),
-                version_of(&result),
-                stored_content(&result).to_string(),
-            )
-        })
+    ResultRow::decode(record.value.as_deref().unwrap_or_default())
         .map_err(|error| error.to_string())
 }
 

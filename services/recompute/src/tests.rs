@@ -370,17 +370,11 @@ impl World {
 
     /// Stores every published record in the event log, as the results consumer does.
     async fn store_published(&self) {
-        let rows: Vec<(String, biglearn_projector::event_log::ResultVersion, String)> = self
+        let rows: Vec<biglearn_projector::event_log::ResultRow> = self
             .published()
             .await
             .iter()
-            .map(|record| {
-                (
-                    record.key(),
-                    biglearn_projector::results::version_of(record),
-                    biglearn_projector::results::stored_content(record).to_string(),
-                )
-            })
+            .map(biglearn_projector::event_log::ResultRow::of)
             .collect();
         self.recompute
             .published

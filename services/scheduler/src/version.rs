@@ -2,7 +2,6 @@
 //! overwrites a newer one, and unchanged content is not republished.
 
 use biglearn_events::ResultRecord;
-use sha2::{Digest, Sha256};
 
 /// `(input_seq, model_seq, computed_at)`, compared lexicographically; defined beside
 /// `ResultRecord`, so that every crate compares the same type.
@@ -38,36 +37,9 @@ pub fn publish_decision(
     }
 }
 
-/// SHA-256 over what a reader sees of a result, excluding the version and the calculation
-/// uuid (both change with every computation even when the answer does not).
-pub fn content_hash(record: &ResultRecord) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(record.key().as_bytes());
-    hasher.update(b"\n");
-    if let Some(matrix) = record.ecosystem_matrix_uuid {
-        hasher.update(matrix.as_bytes());
-    }
-    hasher.update(b"\n");
-    if let Some(exercises) = &record.exercise_uuids {
-        hasher.update((exercises.len() as u64).to_be_bytes());
-        for exercise in exercises {
-            hasher.update(exercise.as_bytes());
-        }
-    }
-    hasher.update(b"\n");
-    if let Some(clue) = &record.clue_data {
-        for value in [clue.minimum, clue.most_likely, clue.maximum] {
-            hasher.update(value.to_bits().to_be_bytes());
-        }
-        hasher.update([u8::from(clue.is_real)]);
-        if let Some(ecosystem) = clue.ecosystem_uuid {
-            hasher.update(ecosystem.as_bytes());
-        }
-    }
-    hasher.update(b"\n");
-    hasher.update(record.spy_info_json.as_bytes());
-    hasher.finalize().into()
-}
+/// SHA-256 over what a reader sees of a result (defined beside `ResultRecord`, so that the
+/// results digest of the event log hashes the same bytes).
+pub use biglearn_events::result_content_hash as content_hash;
 
 #[cfg(test)]
 mod tests {
