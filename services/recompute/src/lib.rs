@@ -66,7 +66,7 @@ pub use hook::{DirtyTargets, Shared};
 pub use published::{EventLogPublished, PublishedVersions};
 pub use recompute::{
     run_recompute, PassReport, ProjectionSource, Recompute, RecomputeConfig, FAILED_COURSE_RETRY,
-    RECOMPUTE_TICK, WHOLE_COURSES_PER_PASS,
+    PASS_BUDGET, RECOMPUTE_TICK, WHOLE_COURSES_PER_PASS,
 };
 
 pub use settings_watch::{SettingsFloors, SettingsLook, SettingsSource};
@@ -152,6 +152,7 @@ pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
             results_topic: inputs.results_topic,
             failed_course_retry: FAILED_COURSE_RETRY,
             tick: RECOMPUTE_TICK,
+            pass_budget: PASS_BUDGET,
             metrics: inputs.metrics,
         },
     })

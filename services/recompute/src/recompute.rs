@@ -41,6 +41,11 @@ pub const FAILED_COURSE_RETRY: Duration = Duration::from_secs(1);
 pub const WHOLE_COURSES_PER_PASS: usize = 64;
 /// How often the loop looks for work without being woken (timers, courses to retry).
 pub const RECOMPUTE_TICK: Duration = Duration::from_millis(200);
+/// Once a pass has spent this long computing courses it computes no further course: it
+/// publishes what it has and the next pass starts at once, with the courses whose events
+/// are waiting first ([`in_turn`]). A response arriving while a first model or a settings
+/// change recomputes many courses waits for at most this much of that work.
+pub const PASS_BUDGET: Duration = Duration::from_millis(50);
 
 /// After a wake-up, how long to let the waking batch commit before the pass.
 const WAKE_SETTLE: Duration = Duration::from_millis(5);
@@ -58,6 +63,8 @@ pub struct RecomputeConfig {
     pub failed_course_retry: Duration,
     /// Pass interval when not woken ([`RECOMPUTE_TICK`]).
     pub tick: Duration,
+    /// Computing time after which a pass stops taking courses ([`PASS_BUDGET`]).
+    pub pass_budget: Duration,
     pub metrics: Metrics,
 }
 
@@ -93,6 +100,8 @@ pub struct PassReport {
     pub timers_fired: usize,
     /// Courses marked dirty because a settings change changed their resolved settings.
     pub settings_marked: usize,
+    /// Dirty courses left for the next pass because this one spent its budget.
+    pub courses_deferred: usize,
 }
 
 fn kind_label(target: &Target) -> &'static [&'static str] {
@@ -210,7 +219,14 @@ impl Recompute {
             let now = self.shared.clock.now();
             let wall = (self.shared.wall)();
             let mut prepared = Vec::new();
-            for (course, rows) in &dirty {
+            let started = Instant::now();
+            let mut n_tried = 0;
+            for (course, rows) in in_turn(&dirty) {
+                // At least one course per pass, whatever the budget.
+                if n_tried > 0 && started.elapsed() >= self.config.pass_budget {
+                    report.courses_deferred += 1;
+                    continue;
+                }
                 let due = self.failed_at.get(course).is_none_or(|failed| {
                     wall.saturating_sub(*failed)
                         >= self.config.failed_course_retry.as_micros() as i64
@@ -218,6 +234,7 @@ impl Recompute {
                 if !due {
                     continue;
                 }
+                n_tried += 1;
                 match self.prepare_course(&projection, &tree, *course, rows, now) {
                     Ok(Some(course)) => prepared.push(course),
                     Ok(None) => {}
@@ -604,6 +621,35 @@ struct PreparedCourse {
     recalculate_at: Vec<(Target, i64)>,
 }
 
+/// The order a pass computes dirty courses in: first the courses a batch of events marked
+/// (a student is waiting for the answer), then those only the loop marked (a first model,
+/// a settings change, timers); within each, the oldest mark first, so that no course waits
+/// behind courses marked after it. Marks written by the loop carry stamp 0, the batch
+/// hook's never do.
+fn in_turn(dirty: &BTreeMap<CourseUuid, Vec<DirtyRow>>) -> Vec<(&CourseUuid, &Vec<DirtyRow>)> {
+    let turn = |rows: &Vec<DirtyRow>| {
+        let marks = rows.iter().filter_map(|row| row.mark);
+        match marks
+            .clone()
+            .filter(|mark| mark.stamp != 0)
+            .map(|mark| mark.dirty_at_micros)
+            .min()
+        {
+            Some(oldest) => (0, oldest),
+            None => (
+                1,
+                marks
+                    .map(|mark| mark.dirty_at_micros)
+                    .min()
+                    .unwrap_or(i64::MIN),
+            ),
+        }
+    };
+    let mut courses: Vec<_> = dirty.iter().collect();
+    courses.sort_by_cached_key(|(course, rows)| (turn(rows), **course));
+    courses
+}
+
 /// Removes dirty rows whose value is still the one read (one sled transaction): a row a
 /// batch re-dirtied meanwhile carries a new stamp and stays. Returns how many were removed.
 pub fn remove_unchanged(
@@ -646,6 +692,12 @@ pub async fn run_recompute(mut recompute: Recompute, mut shutdown: watch::Receiv
     tracing::info!("The recompute loop started.");
     while !*shutdown.borrow() {
         match recompute.pass().await {
+            Ok(report) if report.courses_deferred > 0 => {
+                tracing::debug!(?report, "Recompute pass; courses left for the next one.");
+                // Work is queued: the next pass at once, after the consumers' turn.
+                tokio::task::yield_now().await;
+                continue;
+            }
             Ok(report)
                 if report.courses > 0 || report.timers_fired > 0 || report.settings_marked > 0 =>
             {
@@ -662,4 +714,55 @@ pub async fn run_recompute(mut recompute: Recompute, mut shutdown: watch::Receiv
         }
     }
     tracing::info!("The recompute loop stopped.");
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use super::*;
+    use biglearn_domain::ids::AssignmentUuid;
+    use uuid::Uuid;
+
+    fn row(dirty_at_micros: i64, stamp: u64) -> DirtyRow {
+        DirtyRow {
+            target: Target::Assignment(AssignmentUuid(Uuid::from_u128(1))),
+            key: Vec::new(),
+            value: Vec::new(),
+            mark: Some(DirtyMark {
+                dirty_at_micros,
+                stamp,
+            }),
+        }
+    }
+
+    fn course(n: u128) -> CourseUuid {
+        CourseUuid(Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn courses_with_waiting_events_go_first_then_the_oldest_mark() {
+        let dirty: BTreeMap<CourseUuid, Vec<DirtyRow>> = [
+            // A first model's whole-course work, marked long ago by the loop.
+            (course(1), vec![row(10, 0), row(11, 0)]),
+            (course(2), vec![row(5, 0)]),
+            // A response, marked by the batch hook after the loop's marks.
+            (course(3), vec![row(300, 7)]),
+            // A course with both: its event mark decides.
+            (course(4), vec![row(1, 0), row(200, 9)]),
+            // Unreadable marks sort first within the loop's work (they are rare and cheap).
+            (
+                course(5),
+                vec![DirtyRow {
+                    mark: None,
+                    ..row(0, 0)
+                }],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let order: Vec<CourseUuid> = in_turn(&dirty).into_iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            order,
+            vec![course(4), course(3), course(5), course(2), course(1)]
+        );
+    }
 }

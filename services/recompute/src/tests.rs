@@ -265,6 +265,7 @@ impl World {
                 results_topic: topics.results(),
                 failed_course_retry: FAILED_COURSE_RETRY,
                 tick: RECOMPUTE_TICK,
+                pass_budget: PASS_BUDGET,
                 metrics: metrics.clone(),
             },
             shared.clone(),
@@ -856,4 +857,41 @@ async fn whole_course_marks_are_expanded_at_a_bounded_rate_beside_other_work() {
     assert_eq!(whole_courses(&tree), 36);
     world.recompute.pass().await.expect("a pass");
     assert_eq!(whole_courses(&tree), 0);
+}
+
+#[tokio::test]
+async fn a_pass_past_its_budget_leaves_courses_for_the_next_and_a_waiting_student_goes_first() {
+    let mut world = World::new().await;
+    // Every course past the first is over budget.
+    world.recompute.config.pass_budget = Duration::ZERO;
+    world.feed_ecosystem();
+    // Courses the loop marked before the response arrived (a first model, a settings
+    // change): work that must not hold the student's CLUE back.
+    let tree = world.projection.tree().clone();
+    let earlier = crate::rows::DirtyMark {
+        dirty_at_micros: 1,
+        stamp: 0,
+    };
+    for n in 0..3 {
+        // Below COURSE in key order: only the turn puts COURSE first.
+        let course = CourseUuid(Uuid::from_u128(1 + n));
+        let target = Target::WorstAreas(StudentUuid(Uuid::from_u128(0xD0_0000 + n)));
+        tree.insert(
+            in_tree(&crate::rows::dirty_key(course, &target)),
+            earlier.encode(),
+        )
+        .unwrap();
+    }
+    world.feed_course(&course_events(T0 + 20 * DAY));
+
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!((report.courses, report.courses_deferred), (1, 3));
+    assert!(
+        latest(&world.published().await, &student_clue_key()).is_some(),
+        "the course with events is computed first"
+    );
+    for left in (0..3).rev() {
+        let report = world.recompute.pass().await.expect("a pass");
+        assert_eq!(report.courses_deferred, left);
+    }
 }
