@@ -469,6 +469,20 @@ fn covering_run(
     }
 }
 
+/// The bookkeeping row of an aggregate, if it has one.
+fn aggregate_row(
+    overlay: &Overlay<'_>,
+    stream: StreamKind,
+    aggregate: Uuid,
+) -> Result<Option<AggregateRow>, ProjectionError> {
+    match overlay.get(&aggregate_key(stream, aggregate))? {
+        Some(bytes) => Ok(Some(
+            AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
 fn encode_identity_row(row: &IdentityRow) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(26 + row.event_type.len());
     bytes.extend_from_slice(row.aggregate.as_bytes());
@@ -665,9 +679,16 @@ impl EventLog {
         let stream = event.stream();
         let (aggregate, meta_seq, event_uuid) = event.slot();
         let slot = slot_key(stream, aggregate, meta_seq);
-        // Re-deliveries are the common case for the consumer (the writer applied the
-        // event already): decide on the slot before rendering any JSON.
-        if let Some(existing) = overlay.get(&slot)? {
+        let aggregate_row = aggregate_row(overlay, stream, aggregate)?;
+        // The common case, the next event of an aggregate, lies above every slot it holds
+        // (`max_seq` counts events and ranges alike): it can be neither a re-delivery nor
+        // inside a range, so neither is looked up.
+        let above_all = aggregate_row
+            .as_ref()
+            .is_none_or(|row| meta_seq.0 > row.max_seq);
+        // A re-delivery is decided on the slot before rendering any JSON.
+        let existing = if above_all { None } else { overlay.get(&slot)? };
+        if let Some(existing) = existing {
             let existing = decode_event_row(&existing).ok_or_else(|| corrupt("event"))?;
             if existing.event_uuid == event_uuid {
                 // An opaque entry is replaced once a build that can decode it sees it again.
@@ -686,7 +707,15 @@ impl EventLog {
                         let n_covered =
                             Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?;
                         Self::account(
-                            overlay, stream, aggregate, meta_seq, &row, n_covered, 0, now_micros,
+                            overlay,
+                            stream,
+                            aggregate,
+                            aggregate_row.unwrap_or_else(AggregateRow::new),
+                            meta_seq,
+                            &row,
+                            n_covered,
+                            0,
+                            now_micros,
                         )?;
                     }
                     self.index_effects(overlay, event)?;
@@ -698,7 +727,12 @@ impl EventLog {
             });
         }
         // A slot covered by a range no_op is held by it (a later event there is a conflict).
-        if let Some((_, _, holder)) = covering_run(overlay, stream, aggregate, meta_seq)? {
+        let holder = if above_all {
+            None
+        } else {
+            covering_run(overlay, stream, aggregate, meta_seq)?
+        };
+        if let Some((_, _, holder)) = holder {
             return Ok(if holder == event_uuid {
                 Offered::Duplicate
             } else {
@@ -730,7 +764,15 @@ impl EventLog {
         };
 
         let mut state = Self::account(
-            overlay, stream, aggregate, meta_seq, &row, n_covered, 1, now_micros,
+            overlay,
+            stream,
+            aggregate,
+            aggregate_row.unwrap_or_else(AggregateRow::new),
+            meta_seq,
+            &row,
+            n_covered,
+            1,
+            now_micros,
         )?;
         let metadata = match event {
             OfferedEvent::Course(event) => event.meta.metadata_sequence_number,
@@ -760,13 +802,15 @@ impl EventLog {
     }
 
     /// Counts `n_slot + n_covered` new present slots of `row` (stored at `meta_seq`) in the
-    /// aggregate's bookkeeping, advances its contiguous prefix and gap time, and stores the
-    /// row (also returned, for the caller to amend).
+    /// aggregate's bookkeeping `state` (as read before the row was stored), advances its
+    /// contiguous prefix and gap time, and stores the row (also returned, for the caller to
+    /// amend).
     #[allow(clippy::too_many_arguments)]
     fn account(
         overlay: &mut Overlay<'_>,
         stream: StreamKind,
         aggregate: Uuid,
+        mut state: AggregateRow,
         meta_seq: SequenceNumber,
         row: &EventRow,
         n_covered: i64,
@@ -774,17 +818,17 @@ impl EventLog {
         now_micros: i64,
     ) -> Result<AggregateRow, ProjectionError> {
         let aggregate_key = aggregate_key(stream, aggregate);
-        let mut state = match overlay.get(&aggregate_key)? {
-            Some(bytes) => AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
-            None => AggregateRow::new(),
-        };
         state.n_present += n_slot + n_covered;
         state.max_seq = state
             .max_seq
             .max(row.covers_through.unwrap_or(meta_seq).0.max(meta_seq.0));
-        // Bounded by the rows present: a covered run is crossed in one step.
+        // Bounded by the rows present: a covered run is crossed in one step; nothing is
+        // held above `max_seq`, so the prefix stops there without a lookup.
         loop {
             let next = SequenceNumber(state.next_seq);
+            if next.0 > state.max_seq {
+                break;
+            }
             if overlay.contains(&slot_key(stream, aggregate, next))? {
                 state.next_seq += 1;
             } else if let Some(value) = overlay.get(&covered_key(stream, aggregate, next))? {
@@ -1041,7 +1085,12 @@ impl EventLog {
         aggregate: Uuid,
         seq: SequenceNumber,
     ) -> Result<Option<EventUuid>, ProjectionError> {
-        match self.view().get(&slot_key(stream, aggregate, seq))? {
+        let view = self.view();
+        // Nothing is held above the aggregate's highest slot: one lookup for the common case.
+        if aggregate_row(&view, stream, aggregate)?.is_none_or(|row| seq.0 > row.max_seq) {
+            return Ok(None);
+        }
+        match view.get(&slot_key(stream, aggregate, seq))? {
             Some(bytes) => Ok(Some(EventUuid(read_uuid(&bytes, 0, "event")?))),
             None => Ok(self
                 .covering(stream, aggregate, seq)?
