@@ -469,17 +469,15 @@ fn covering_run(
     }
 }
 
-/// The bookkeeping row of an aggregate, if it has one.
+/// The bookkeeping row of an aggregate (an empty one, `max_seq` −1, before its first event).
 fn aggregate_row(
     overlay: &Overlay<'_>,
     stream: StreamKind,
     aggregate: Uuid,
-) -> Result<Option<AggregateRow>, ProjectionError> {
+) -> Result<AggregateRow, ProjectionError> {
     match overlay.get(&aggregate_key(stream, aggregate))? {
-        Some(bytes) => Ok(Some(
-            AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate"))?,
-        )),
-        None => Ok(None),
+        Some(bytes) => AggregateRow::decode(&bytes).ok_or_else(|| corrupt("aggregate")),
+        None => Ok(AggregateRow::new()),
     }
 }
 
@@ -683,9 +681,7 @@ impl EventLog {
         // The common case, the next event of an aggregate, lies above every slot it holds
         // (`max_seq` counts events and ranges alike): it can be neither a re-delivery nor
         // inside a range, so neither is looked up.
-        let above_all = aggregate_row
-            .as_ref()
-            .is_none_or(|row| meta_seq.0 > row.max_seq);
+        let above_all = meta_seq.0 > aggregate_row.max_seq;
         // A re-delivery is decided on the slot before rendering any JSON.
         let existing = if above_all { None } else { overlay.get(&slot)? };
         if let Some(existing) = existing {
@@ -710,7 +706,7 @@ impl EventLog {
                             overlay,
                             stream,
                             aggregate,
-                            aggregate_row.unwrap_or_else(AggregateRow::new),
+                            aggregate_row,
                             meta_seq,
                             &row,
                             n_covered,
@@ -767,7 +763,7 @@ impl EventLog {
             overlay,
             stream,
             aggregate,
-            aggregate_row.unwrap_or_else(AggregateRow::new),
+            aggregate_row,
             meta_seq,
             &row,
             n_covered,
@@ -1087,7 +1083,7 @@ impl EventLog {
     ) -> Result<Option<EventUuid>, ProjectionError> {
         let view = self.view();
         // Nothing is held above the aggregate's highest slot: one lookup for the common case.
-        if aggregate_row(&view, stream, aggregate)?.is_none_or(|row| seq.0 > row.max_seq) {
+        if seq.0 > aggregate_row(&view, stream, aggregate)?.max_seq {
             return Ok(None);
         }
         match view.get(&slot_key(stream, aggregate, seq))? {
