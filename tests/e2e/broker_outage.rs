@@ -97,7 +97,7 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
         dir.path(),
         backend.clone(),
         Default::default(),
-        vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+        vec![Role::Writer, Role::Reader, Role::Scheduler, Role::Sparfa],
     )
     .await;
     let (base, client) = (node.base(), node.client().clone());

@@ -140,7 +140,7 @@ async fn start_fails(data_dir: &Path) -> String {
         listen: "127.0.0.1:0".parse().expect("an address"),
         backend: Backend::Embedded,
         topic_prefix: "test".into(),
-        roles: vec![Role::Writer, Role::Reader, Role::Projector],
+        roles: vec![Role::Writer, Role::Reader, Role::Scheduler],
         api_token: API_TOKEN.into(),
         admin_token: ADMIN_TOKEN.into(),
         observer_token: None,

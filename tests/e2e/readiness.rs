@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 /// The roles `biglearn up` runs: the SPARFA role fits the models.
 fn all_roles() -> Vec<Role> {
-    vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa]
+    vec![Role::Writer, Role::Reader, Role::Scheduler, Role::Sparfa]
 }
 
 async fn ok(node: &Node, path: &str, body: &Value) -> Value {

@@ -61,7 +61,7 @@ fn staging_config(
             own_sparfa: false,
         })),
         topic_prefix: prefix.to_owned(),
-        roles: vec![Role::Reader, Role::Projector],
+        roles: vec![Role::Reader, Role::Scheduler],
         api_token: API_TOKEN.into(),
         admin_token: ADMIN_TOKEN.into(),
         observer_token: Some(OBSERVER_TOKEN.into()),
@@ -607,7 +607,7 @@ async fn staging_serves_production_biglearn_sparfa_results_from_production_model
             prefix: production_prefix.clone(),
         },
         Default::default(),
-        vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+        vec![Role::Writer, Role::Reader, Role::Scheduler, Role::Sparfa],
     )
     .await;
     let observer = KafkaSource::connect(SourceConfig::new(&bootstrap, "e2e-observer"))
@@ -845,7 +845,7 @@ async fn pseudonymised_staging_serves_production_sparfa_clues_under_pseudonyms()
             prefix: production_prefix.clone(),
         },
         Default::default(),
-        vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+        vec![Role::Writer, Role::Reader, Role::Scheduler, Role::Sparfa],
     )
     .await;
     let observer = KafkaSource::connect(SourceConfig::new(&bootstrap, "e2e-observer"))

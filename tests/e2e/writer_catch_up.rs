@@ -66,7 +66,7 @@ async fn a_node_on_a_long_log_never_accepts_a_taken_slot_while_its_index_catches
         &data_dir,
         TestBackend::Embedded,
         Default::default(),
-        vec![Role::Writer, Role::Reader, Role::Projector],
+        vec![Role::Writer, Role::Reader, Role::Scheduler],
     )
     .await;
     let mut answers: BTreeMap<u16, usize> = BTreeMap::new();

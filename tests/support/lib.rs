@@ -56,7 +56,7 @@ impl Node {
             data_dir,
             backend,
             flags,
-            vec![Role::Writer, Role::Reader, Role::Projector],
+            vec![Role::Writer, Role::Reader, Role::Scheduler],
         )
         .await
     }
@@ -82,13 +82,20 @@ impl Node {
         flags: biglearn::run::FeatureFlags,
         roles: Vec<Role>,
     ) -> Node {
-        let (topic_prefix, backend) = match backend {
-            TestBackend::Embedded => ("test".to_owned(), Backend::Embedded),
+        let (topic_prefix, backend, kafka) = match backend {
+            TestBackend::Embedded => ("test".to_owned(), Backend::Embedded, Default::default()),
             TestBackend::Kafka { bootstrap, prefix } => (
                 prefix,
                 Backend::Kafka {
                     bootstrap_servers: bootstrap,
                     single_broker: true,
+                },
+                // A short group session: the scheduler computes once `<prefix>.scheduler` has
+                // assigned it partitions, which tansu does after ~3 s with it instead of ~23 s
+                // (docs/design/operations.md §8.2).
+                biglearn::kafka_options::KafkaOptions {
+                    properties: vec![("session.timeout.ms".into(), "6000".into())],
+                    ..Default::default()
                 },
             ),
         };
@@ -104,7 +111,7 @@ impl Node {
             writer_id: "test-writer".into(),
             flags,
             http: Default::default(),
-            kafka: Default::default(),
+            kafka,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();

@@ -195,7 +195,7 @@ pub async fn run_staging_lag(args: StagingLagArgs) -> anyhow::Result<()> {
         &production_dir,
         kafka.clone(),
         &production_prefix,
-        vec![Role::Writer, Role::Reader, Role::Projector],
+        vec![Role::Writer, Role::Reader, Role::Scheduler],
     ))
     .await?;
     wait_ready(&client, production.addr).await?;
@@ -209,7 +209,7 @@ pub async fn run_staging_lag(args: StagingLagArgs) -> anyhow::Result<()> {
             own_sparfa: false,
         })),
         &staging_prefix,
-        vec![Role::Reader, Role::Projector],
+        vec![Role::Reader, Role::Scheduler],
     ))
     .await?;
     wait_ready(&client, staging.addr).await?;

@@ -194,7 +194,7 @@ impl HttpArgs {
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Roles to run, comma-separated: writer, reader, projector, sparfa.
+    /// Roles to run, comma-separated: writer, reader, scheduler, sparfa (`projector` is accepted for scheduler).
     #[arg(long, value_delimiter = ',', required = true)]
     role: Vec<Role>,
     #[command(flatten)]
@@ -263,7 +263,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 http: args.http.limits(),
                 ..run_config(
                     &args.store,
-                    vec![Role::Writer, Role::Reader, Role::Projector, Role::Sparfa],
+                    vec![Role::Writer, Role::Reader, Role::Scheduler, Role::Sparfa],
                     "up",
                 )?
             };

@@ -15,10 +15,14 @@ pub enum Role {
     Writer,
     /// The read endpoints, from a full replica of the projections.
     Reader,
-    /// The scheduler: computes and publishes results from the state projection. Exactly
-    /// one process of a deployment runs it (`up` does). Alone, it keeps no event-log index
-    /// and `/readyz` means "the state has caught up with the log".
-    Projector,
+    /// The scheduler: computes and publishes results from the state projection. Any
+    /// number of processes run it: they share the courses through the consumer group
+    /// `<prefix>.scheduler` over the course-event partitions, and each computes only the
+    /// courses of the partitions it owns (`up` runs it alone, owning all). Alone, it keeps
+    /// no event-log index and `/readyz` means "the state has caught up with the log".
+    /// `projector` is the same role under its former name.
+    #[value(alias = "projector")]
+    Scheduler,
     /// A response router and a SPARFA consumer (any number: they share the course-event
     /// partitions and the ecosystems through consumer groups): fits models and publishes
     /// them to `<prefix>.models`.

@@ -332,13 +332,13 @@ impl Node {
         self.config
             .roles
             .iter()
-            .any(|role| !matches!(role, Role::Projector | Role::Sparfa))
+            .any(|role| !matches!(role, Role::Scheduler | Role::Sparfa))
     }
 
-    /// Only the process with the projector role computes results: replicas that computed
-    /// too would publish duplicates.
+    /// Only processes with the scheduler role compute results (several share the courses
+    /// through `<prefix>.scheduler`, [`Node::scheduler_ownership`]).
     fn computes_results(&self) -> bool {
-        self.config.roles.contains(&Role::Projector)
+        self.config.roles.contains(&Role::Scheduler)
     }
 
     /// Starts `component` on the runtime `runs_on` names, awaited at shutdown under `reads`.
@@ -499,14 +499,15 @@ impl Node {
     /// The recompute loop. Nothing is computed before the models are caught up too: a
     /// catch-up computed with stale models would publish results of models superseded
     /// long ago.
-    fn start_recompute(
+    async fn start_recompute(
         &mut self,
         shell: biglearn_recompute::Shell,
         projections: &Arc<biglearn_projector::service::ProjectionService>,
         models_progress: Option<watch::Receiver<ConsumerProgress>>,
-    ) {
+    ) -> anyhow::Result<()> {
+        let ownership = self.scheduler_ownership().await?;
         let source = projections.clone();
-        let recompute = shell.into_loop(
+        let mut recompute = shell.into_loop(
             Arc::new(move || source.current()),
             projections
                 .progress()
@@ -515,6 +516,9 @@ impl Node {
                 .chain(models_progress)
                 .collect(),
         );
+        if let Some(ownership) = ownership {
+            recompute.set_ownership(ownership);
+        }
         let stop = self.stop_rx.clone();
         let recompute = async move {
             biglearn_recompute::run_recompute(recompute, stop).await;
@@ -526,6 +530,44 @@ impl Node {
             "the recompute loop",
             recompute,
         );
+        Ok(())
+    }
+
+    /// On Kafka, scheduler processes share the courses through the consumer group
+    /// `<prefix>.scheduler` over the course-event partitions (docs/design/scheduler.md §1):
+    /// each computes the courses of the partitions it owns. On the embedded log (one
+    /// process) and in staging (one scheduler of its own) the one scheduler owns every course.
+    async fn scheduler_ownership(
+        &self,
+    ) -> anyhow::Result<Option<biglearn_recompute::OwnershipSource>> {
+        if !matches!(self.config.backend, Backend::Kafka { .. }) {
+            return Ok(None);
+        }
+        let topic = self.topics.course_events();
+        let group = scheduler_group_id(&self.topics);
+        let partitions = self
+            .store
+            .partition_count(&topic)
+            .await
+            .with_context(|| format!("cannot read the partitions of {topic}"))?;
+        let membership: Arc<dyn biglearn_stream::GroupMembership> = Arc::from(
+            self.store
+                .join_group(&group, std::slice::from_ref(&topic))
+                .await
+                .with_context(|| format!("cannot join the schedulers' group {group}"))?,
+        );
+        let metrics = self.metrics.clone();
+        Ok(Some(Arc::new(move || {
+            let assignment = membership.current();
+            let owned: std::collections::BTreeSet<i32> =
+                assignment.partitions_of(&topic).into_iter().collect();
+            metrics.scheduler_partitions_owned(owned.len());
+            biglearn_recompute::OwnedCourses::Partitions {
+                generation: assignment.generation,
+                owned,
+                partitions,
+            }
+        })))
     }
 
     /// The SPARFA role: the response router and the SPARFA consumer, each in its consumer
@@ -866,7 +908,8 @@ pub async fn run_with(
         projections.start().await;
     }
     if let Some(shell) = scheduler {
-        node.start_recompute(shell, &projections, models_progress.clone());
+        node.start_recompute(shell, &projections, models_progress.clone())
+            .await?;
     }
     if node.config.roles.contains(&Role::Sparfa) {
         node.start_sparfa(&settings_cell).await?;
@@ -975,6 +1018,11 @@ pub async fn run_with(
     Ok(())
 }
 
+/// The consumer group scheduler processes share the courses through.
+pub fn scheduler_group_id(topics: &Topics) -> String {
+    format!("{}.scheduler", topics.prefix())
+}
+
 /// `BIGLEARN_MIN_FREE_BYTES`: the data volume's free space below which writes are refused
 /// and a start is refused (default: 5 % of the volume, at most 256 MiB).
 pub const MIN_FREE_BYTES_ENV: &str = "BIGLEARN_MIN_FREE_BYTES";
@@ -1024,7 +1072,7 @@ fn sled_open_error(state_dir: &std::path::Path, error: sled::Error) -> anyhow::E
 
 /// The `component` label of the process's one sled database.
 fn sled_component(roles: &[Role]) -> &'static str {
-    if roles.contains(&Role::Projector) {
+    if roles.contains(&Role::Scheduler) {
         "projector"
     } else if roles
         .iter()

@@ -160,9 +160,9 @@ mod tests {
 
     #[test]
     fn staging_follows_production_models_unless_it_fits_its_own() {
-        let follows = staging_config(false, vec![Role::Reader, Role::Projector]);
+        let follows = staging_config(false, vec![Role::Reader, Role::Scheduler]);
         assert_eq!(models_topic_of(&follows), "prod.models");
-        let own = staging_config(true, vec![Role::Reader, Role::Projector, Role::Sparfa]);
+        let own = staging_config(true, vec![Role::Reader, Role::Scheduler, Role::Sparfa]);
         assert_eq!(models_topic_of(&own), "staging.models");
         let mut production = follows.clone();
         production.backend = Backend::Embedded;

@@ -20,6 +20,9 @@
 //!   While `scheduler.publish_biglearn_sparfa` is off, its served `biglearn_sparfa` results
 //!   are withdrawn. At most [`WHOLE_COURSES_PER_PASS`] whole courses are expanded per pass,
 //!   so a change touching every course is worked off without starving other work.
+//! - Each course is computed by one process: any number of scheduler processes share the
+//!   courses by the course-event partitions they own in `<prefix>.scheduler`
+//!   ([`ownership`]); the others keep its dirty targets for whoever owns it next.
 //! - No minimum interval per course (S10): a course is computed by the first pass after its
 //!   batch is applied; work coalesces only while a pass runs.
 //! - The logical clock never moves backwards. Simplification of §2.3: it advances to
@@ -34,6 +37,7 @@
 //! - [`clock`]: the logical clock and the injectable wall clock.
 //! - [`rows`]: hook-row keys: dirty targets, waiting courses, timers.
 //! - [`hook`]: [`DirtyTargets`], the state projection's batch hook.
+//! - [`ownership`]: which courses this process computes when several share them.
 //! - [`published`]: published results read back, and published versions and hashes.
 //! - [`scheduler_settings`]: a course's scheduler settings from the settings history.
 //! - [`settings_watch`]: settings floors, so that settings act at once.
@@ -41,6 +45,7 @@
 
 pub mod clock;
 pub mod hook;
+pub mod ownership;
 pub mod published;
 pub mod recompute;
 pub mod rows;
@@ -63,6 +68,7 @@ use tokio::sync::{watch, Notify};
 
 pub use clock::{system_wall_clock, LogicalClock, WallClock, CLOCK_SAFETY_LAG};
 pub use hook::{DirtyTargets, Shared};
+pub use ownership::{OwnedCourses, OwnershipSource};
 pub use published::{EventLogPublished, PublishedVersions};
 pub use recompute::{
     run_recompute, PassReport, ProjectionSource, Recompute, RecomputeConfig, FAILED_COURSE_RETRY,

@@ -24,11 +24,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
 use crate::hook::Shared;
+use crate::ownership::{OwnedCourses, OwnershipSource};
 use crate::published::{EventLogPublished, PublishedVersions};
 use crate::rows::{
     dirty_key, in_tree, parse_dirty_key, parse_timer_key, parse_waiting_key,
-    parse_whole_course_key, timers_until, waiting_key, DirtyMark, TimerAction, DIRTY, TIMER,
-    WAITING, WHOLE_COURSE,
+    parse_whole_course_key, timers_until, waiting_key, whole_course_key, DirtyMark, TimerAction,
+    DIRTY, OWNED_PARTITIONS, TIMER, WAITING, WHOLE_COURSE,
 };
 use crate::RecomputeError;
 
@@ -84,6 +85,9 @@ pub struct Recompute {
     /// Targets whose computation needs an ecosystem not created yet: skipped, but kept
     /// dirty, until it exists (docs/design/scheduler.md §4).
     deferred: HashMap<(CourseUuid, Target), EcosystemUuid>,
+    /// Which courses this process computes, asked once per pass (every course unless
+    /// [`Recompute::set_ownership`] says otherwise).
+    ownership: OwnershipSource,
 }
 
 /// What one pass did (for tests and logs).
@@ -102,6 +106,10 @@ pub struct PassReport {
     pub settings_marked: usize,
     /// Dirty courses left for the next pass because this one spent its budget.
     pub courses_deferred: usize,
+    /// Dirty courses left alone because another scheduler process owns them.
+    pub courses_not_owned: usize,
+    /// Courses marked whole-course dirty because their partitions were gained.
+    pub courses_gained: usize,
 }
 
 fn kind_label(target: &Target) -> &'static [&'static str] {
@@ -157,7 +165,14 @@ impl Recompute {
             progress,
             failed_at: HashMap::new(),
             deferred: HashMap::new(),
+            ownership: Arc::new(|| OwnedCourses::All),
         }
+    }
+
+    /// Computes only the courses `ownership` says this process owns (scale-out over the
+    /// consumer group `<prefix>.scheduler`, [`crate::ownership`]).
+    pub fn set_ownership(&mut self, ownership: OwnershipSource) {
+        self.ownership = ownership;
     }
 
     fn caught_up(&self) -> bool {
@@ -181,6 +196,7 @@ impl Recompute {
     pub async fn pass(&mut self) -> Result<PassReport, RecomputeError> {
         let projection = (self.projection)();
         let tree = projection.tree().clone();
+        let owned = (self.ownership)();
         let mut report = PassReport {
             caught_up: self.caught_up(),
             ..PassReport::default()
@@ -210,11 +226,13 @@ impl Recompute {
                 },
             )?;
             report.settings_marked = look.courses;
-            self.expand_whole_courses(&projection, &tree, now)?;
+            report.courses_gained = self.mark_gained_courses(&projection, &tree, &owned, wall)?;
+            self.expand_whole_courses(&projection, &tree, &owned, now)?;
             self.release_waits(&projection, &tree)?;
             report.timers_fired = self.fire_timers(&projection, &tree, now)?;
         }
-        let dirty = self.dirty_rows(&tree)?;
+        let mut dirty = self.dirty_rows(&tree)?;
+        dirty.retain(|course, _| owned.owns(*course));
         if report.caught_up {
             let now = self.shared.clock.now();
             let wall = (self.shared.wall)();
@@ -265,8 +283,12 @@ impl Recompute {
                 }
             }
         }
-        // The backlog after the pass, every kind reported (0 included).
-        let left = self.dirty_rows(&tree)?;
+        // The backlog after the pass, every kind reported (0 included); another process's
+        // courses are its backlog.
+        let mut left = self.dirty_rows(&tree)?;
+        let n_dirty = left.len();
+        left.retain(|course, _| owned.owns(*course));
+        report.courses_not_owned = n_dirty - left.len();
         let mut counts: BTreeMap<&str, i64> = biglearn_telemetry::known_labels::RESULT_KINDS
             .iter()
             .map(|kind| (*kind, 0))
@@ -317,23 +339,95 @@ impl Recompute {
         }
     }
 
+    /// A process that gained course partitions (a rebalance of `<prefix>.scheduler`, or its
+    /// first assignment) marks their courses whole-course dirty: the previous owner's
+    /// recalculation timers and the results it computed last are not known here, and a
+    /// whole-course computation re-derives both (unchanged results are not republished).
+    /// The owned partitions are stored in the tree, so that a restart owning the same ones
+    /// gains nothing. Returns how many courses were marked.
+    fn mark_gained_courses(
+        &self,
+        projection: &StateProjection,
+        tree: &sled::Tree,
+        owned: &OwnedCourses,
+        wall: i64,
+    ) -> Result<usize, RecomputeError> {
+        let OwnedCourses::Partitions {
+            generation,
+            owned: partitions,
+            partitions: n_partitions,
+        } = owned
+        else {
+            return Ok(0);
+        };
+        if *generation == 0 {
+            return Ok(0);
+        }
+        let key = in_tree(&[OWNED_PARTITIONS]);
+        let before = tree
+            .get(&key)
+            .map_err(sled_error("reading the owned partitions"))?
+            .and_then(|bytes| OwnedCourses::decode_partitions(&bytes));
+        if before.as_ref() == Some(partitions) {
+            return Ok(0);
+        }
+        let gained = owned.gained_since(before.as_ref());
+        let mut batch = sled::Batch::default();
+        let mut marked = 0;
+        if !gained.is_empty() {
+            let courses = projection
+                .courses()
+                .map_err(|source| RecomputeError::Projection {
+                    doing: "listing the courses of gained partitions",
+                    source,
+                })?;
+            let mark = DirtyMark {
+                dirty_at_micros: wall,
+                stamp: 0,
+            };
+            for course in courses.into_iter().map(CourseUuid) {
+                if gained.contains(&OwnedCourses::partition_of(course, *n_partitions)) {
+                    batch.insert(in_tree(&whole_course_key(course)), mark.encode());
+                    marked += 1;
+                }
+            }
+        }
+        batch.insert(key, OwnedCourses::encode_partitions(partitions));
+        tree.apply_batch(batch)
+            .map_err(sled_error("marking the courses of gained partitions"))?;
+        if marked > 0 {
+            tracing::info!(
+                courses = marked,
+                partitions = ?gained,
+                "Course partitions gained: their courses are recomputed whole."
+            );
+        }
+        Ok(marked)
+    }
+
     /// Courses marked dirty as a whole while catching up get every target dirty: what an
     /// ecosystem "switch" to the current ecosystem dirties (every CLUE target, and the
-    /// rankings, PEs, SPEs and worst areas of every active student).
+    /// rankings, PEs, SPEs and worst areas of every active student). Another process's
+    /// courses stay marked for it.
     fn expand_whole_courses(
         &self,
         projection: &StateProjection,
         tree: &sled::Tree,
+        owned: &OwnedCourses,
         now: i64,
     ) -> Result<(), RecomputeError> {
-        for row in tree
+        let rows = tree
             .scan_prefix(in_tree(&[WHOLE_COURSE]))
-            .take(WHOLE_COURSES_PER_PASS)
-        {
-            let (key, value) = row.map_err(sled_error("scanning whole-course rows"))?;
-            let Some(course) = parse_whole_course_key(&key[1..]) else {
-                continue;
-            };
+            .filter_map(|row| match row {
+                Ok((key, value)) => {
+                    let course = parse_whole_course_key(&key[1..])?;
+                    owned.owns(course).then_some(Ok((key, value, course)))
+                }
+                Err(error) => Some(Err(error)),
+            })
+            .take(WHOLE_COURSES_PER_PASS);
+        for row in rows {
+            let (key, value, course) = row.map_err(sled_error("scanning whole-course rows"))?;
             let triggered = projection.with_view(|view| -> Result<_, RecomputeError> {
                 let Some(state) = view.course(course)? else {
                     return Ok(None);

@@ -15,6 +15,9 @@ pub const TIMER: u8 = b't';
 /// `a ‖ course`: every target of the course is dirty (written while catching up, when
 /// deriving each effect's targets would only slow the replay down).
 pub const WHOLE_COURSE: u8 = b'a';
+/// `o`: the course-event partitions this process owned at its last pass (scale-out:
+/// [`crate::ownership`]); absent for a single scheduler.
+pub const OWNED_PARTITIONS: u8 = b'o';
 
 /// The whole-course row of `course`.
 pub fn whole_course_key(course: CourseUuid) -> Vec<u8> {

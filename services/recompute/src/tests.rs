@@ -895,3 +895,58 @@ async fn a_pass_past_its_budget_leaves_courses_for_the_next_and_a_waiting_studen
         assert_eq!(report.courses_deferred, left);
     }
 }
+
+#[tokio::test]
+async fn a_course_of_another_process_stays_dirty_until_its_partition_is_gained() {
+    use crate::ownership::OwnedCourses;
+    use std::collections::BTreeSet;
+    let ownership = Arc::new(std::sync::Mutex::new(OwnedCourses::Partitions {
+        generation: 0,
+        owned: BTreeSet::new(),
+        partitions: 4,
+    }));
+    let mut world = World::new().await;
+    let source = ownership.clone();
+    world
+        .recompute
+        .set_ownership(Arc::new(move || source.lock().unwrap().clone()));
+    world.feed_ecosystem();
+    world.feed_course(&course_events(T0 + 20 * DAY));
+    let dirty_before = world.dirty().len();
+    assert!(dirty_before > 0);
+
+    // Before the group has assigned anything, nothing is owned.
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!((report.courses, report.courses_not_owned), (0, 1));
+    // Another process owns the course's partition: its targets stay dirty here.
+    let partition = OwnedCourses::partition_of(COURSE, 4);
+    let others: BTreeSet<i32> = (0..4).filter(|p| *p != partition).collect();
+    *ownership.lock().unwrap() = OwnedCourses::Partitions {
+        generation: 1,
+        owned: others.clone(),
+        partitions: 4,
+    };
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!((report.courses, report.courses_not_owned), (0, 1));
+    assert_eq!(
+        report.courses_gained, 0,
+        "no course in the owned partitions"
+    );
+    assert_eq!(world.dirty().len(), dirty_before);
+    assert!(world.published().await.is_empty());
+
+    // The other process is gone: the partition is gained, the course computed whole.
+    *ownership.lock().unwrap() = OwnedCourses::Partitions {
+        generation: 2,
+        owned: (0..4).collect(),
+        partitions: 4,
+    };
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.courses_gained, 1);
+    assert_eq!((report.courses, report.courses_not_owned), (1, 0));
+    assert!(latest(&world.published().await, &student_clue_key()).is_some());
+    assert!(world.dirty().is_empty());
+    // The same partitions again (a restart owning them): nothing is gained.
+    let report = world.recompute.pass().await.expect("a pass");
+    assert_eq!(report.courses_gained, 0);
+}

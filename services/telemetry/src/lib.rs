@@ -148,6 +148,7 @@ pub struct Metrics {
     sparfa_holdout_accuracy: Histogram,
     sparfa_holdout_log_loss: Histogram,
     sparfa_fit_queue: IntGauge,
+    scheduler_partitions_owned: IntGauge,
     sparfa_ecosystems_unready: IntGauge,
     sparfa_responses_waiting: IntGauge,
     sparfa_model_age_seconds: Gauge,
@@ -531,6 +532,16 @@ impl Metrics {
                     .expect("registered once");
                 metric
             },
+            scheduler_partitions_owned: {
+                let metric = IntGauge::new(
+                    "biglearn_scheduler_partitions_owned",
+                    "Course-event partitions whose courses this scheduler process computes (a member of <prefix>.scheduler); 0 for a single scheduler, which computes every course.",
+                )
+                .expect("static");
+                r.register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
             sparfa_ecosystems_unready: {
                 let metric = IntGauge::new(
                     "biglearn_sparfa_ecosystems_unready",
@@ -887,6 +898,12 @@ impl Metrics {
         self.log_size_bytes
             .with_label_values(&[] as &[&str])
             .set(bytes as i64);
+    }
+
+    /// How many course-event partitions this scheduler process owns in `<prefix>.scheduler`.
+    pub fn scheduler_partitions_owned(&self, partitions: usize) {
+        self.scheduler_partitions_owned
+            .set(i64::try_from(partitions).unwrap_or(i64::MAX));
     }
 
     /// Free space, size and write reserve of the data directory's volume.
