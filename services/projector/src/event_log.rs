@@ -34,6 +34,8 @@ use crate::ProjectionError;
 
 const TAG_POSITION: u8 = b'P';
 const TAG_EVENT: u8 = b'E';
+/// Identity rows of older builds (identity → slot), dropped at open: the identities live in
+/// the writer's index in memory, loaded from the event rows.
 const TAG_IDENTITY: u8 = b'I';
 const TAG_AGGREGATE: u8 = b'A';
 const TAG_METADATA: u8 = b'M';
@@ -310,14 +312,6 @@ fn covered_key(stream: StreamKind, aggregate: Uuid, first: SequenceNumber) -> Ve
     key
 }
 
-fn identity_key(stream: StreamKind, event_uuid: EventUuid) -> Vec<u8> {
-    let mut key = Vec::with_capacity(18);
-    key.push(TAG_IDENTITY);
-    key.push(stream_byte(stream));
-    key.extend_from_slice(event_uuid.0.as_bytes());
-    key
-}
-
 fn aggregate_key(stream: StreamKind, aggregate: Uuid) -> Vec<u8> {
     let mut key = Vec::with_capacity(18);
     key.push(TAG_AGGREGATE);
@@ -481,22 +475,33 @@ fn aggregate_row(
     }
 }
 
-fn encode_identity_row(row: &IdentityRow) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(26 + row.event_type.len());
-    bytes.extend_from_slice(row.aggregate.as_bytes());
-    bytes.extend_from_slice(&row.sequence_number.0.to_be_bytes());
-    bytes.push(no_op_reason_byte(row.no_op_reason));
-    bytes.extend_from_slice(row.event_type.as_bytes());
-    bytes
-}
-
-fn decode_identity_row(bytes: &[u8]) -> Option<IdentityRow> {
-    Some(IdentityRow {
-        aggregate: Uuid::from_slice(bytes.get(0..16)?).ok()?,
-        sequence_number: SequenceNumber(i64::from_be_bytes(bytes.get(16..24)?.try_into().ok()?)),
-        no_op_reason: decode_no_op_reason(*bytes.get(24)?),
-        event_type: std::str::from_utf8(bytes.get(25..)?).ok()?.to_owned(),
-    })
+/// Removes an older build's identity rows, in batches (one row per event: a big log's worth
+/// is more than one batch should hold). Returns how many there were.
+fn drop_identity_rows(tree: &sled::Tree) -> Result<usize, ProjectionError> {
+    let mut dropped = 0;
+    loop {
+        let keys: Vec<sled::IVec> = tree
+            .scan_prefix([TAG_IDENTITY])
+            .keys()
+            .take(100_000)
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            break;
+        }
+        let mut batch = sled::Batch::default();
+        dropped += keys.len();
+        for key in keys {
+            batch.remove(key);
+        }
+        tree.apply_batch(batch)?;
+    }
+    if dropped > 0 {
+        tracing::info!(
+            rows = dropped,
+            "Dropped the identity rows of an older build: identities are indexed in memory from the event rows."
+        );
+    }
+    Ok(dropped)
 }
 
 /// The big-endian i64 at `at` of a stored row.
@@ -527,6 +532,7 @@ impl EventLog {
     pub fn open(db: &sled::Db, name: &str) -> Result<EventLog, ProjectionError> {
         let tree = db.open_tree(name)?;
         results::convert_json_results(&tree)?;
+        drop_identity_rows(&tree)?;
         Ok(EventLog {
             tree,
             apply_lock: Arc::new(Mutex::new(())),
@@ -535,30 +541,36 @@ impl EventLog {
         })
     }
 
-    /// The writer's index (see [`crate::writer_index`]), loaded from the identity and
-    /// covered-run rows at the first call (a scan of one row per event), then kept up to
-    /// date by every record this projection applies.
+    /// The writer's index (see [`crate::writer_index`]), loaded at the first call (or the
+    /// first batch applied) from the event and covered-run rows (a scan of one row per
+    /// event), then kept up to date by every record this projection applies. It is also the
+    /// projection's index by identity.
     pub fn writer_index(&self) -> Result<Arc<Mutex<WriterIndex>>, ProjectionError> {
         if let Some(index) = self.writer_index.get() {
             return Ok(index.clone());
         }
         // Under the apply lock no batch lands between the scan and the index taking over.
         let _guard = self.apply_lock.lock();
+        self.index_under_apply_lock()
+    }
+
+    /// [`EventLog::writer_index`] for a caller holding the apply lock.
+    fn index_under_apply_lock(&self) -> Result<Arc<Mutex<WriterIndex>>, ProjectionError> {
         if let Some(index) = self.writer_index.get() {
             return Ok(index.clone());
         }
         let mut index = WriterIndex::new();
-        for row in self.rows_with_prefix(&[TAG_IDENTITY])? {
+        for row in self.rows_with_prefix(&[TAG_EVENT])? {
             let (key, value) = row?;
             let stream = match key.get(1) {
                 Some(b'c') => StreamKind::Course,
                 Some(b'e') => StreamKind::Ecosystem,
-                _ => return Err(corrupt("identity key")),
+                _ => return Err(corrupt("event key")),
             };
-            let event_uuid = EventUuid(read_uuid(&key, 2, "identity key")?);
-            let aggregate = read_uuid(&value, 0, "identity")?;
-            let seq = SequenceNumber(read_i64(&value, 16, "identity")?);
-            index.record(stream, aggregate, seq, None, event_uuid);
+            let aggregate = read_uuid(&key, 2, "event key")?;
+            let seq = SequenceNumber(read_i64(&key, 18, "event key")?);
+            let event_uuid = EventUuid(read_uuid(&value, 0, "event")?);
+            index.record_applied(stream, aggregate, seq, None, event_uuid);
         }
         for row in self.rows_with_prefix(&[TAG_COVERED])? {
             let (key, value) = row?;
@@ -581,22 +593,6 @@ impl EventLog {
         let index = Arc::new(Mutex::new(index));
         let _ = self.writer_index.set(index.clone());
         Ok(index)
-    }
-
-    /// Records a stored event in the writer's index, if it is loaded.
-    fn index_for_writer(
-        &self,
-        stream: StreamKind,
-        aggregate: Uuid,
-        seq: SequenceNumber,
-        covers_through: Option<SequenceNumber>,
-        event_uuid: EventUuid,
-    ) {
-        if let Some(index) = self.writer_index.get() {
-            index
-                .lock()
-                .record(stream, aggregate, seq, covers_through, event_uuid);
-        }
     }
 
     /// The underlying tree (for state hashing and size metrics).
@@ -653,10 +649,11 @@ impl EventLog {
         now_micros: i64,
     ) -> Result<Vec<Offered>, ProjectionError> {
         let _guard = self.apply_lock.lock();
+        let index = self.index_under_apply_lock()?;
         let mut overlay = self.view();
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            outcomes.push(self.offer(&mut overlay, event, now_micros)?);
+            outcomes.push(self.offer(&mut overlay, &index, event, now_micros)?);
         }
         for (topic, partition, next_offset) in positions {
             overlay.insert(
@@ -671,6 +668,7 @@ impl EventLog {
     fn offer(
         &self,
         overlay: &mut Overlay<'_>,
+        index: &Mutex<WriterIndex>,
         event: &OfferedEvent<'_>,
         now_micros: i64,
     ) -> Result<Offered, ProjectionError> {
@@ -693,7 +691,7 @@ impl EventLog {
                     overlay.insert(slot, encode_event_row(&row));
                     // A range no_op decoded only now covers its range now.
                     if let Some(through) = row.covers_through {
-                        self.index_for_writer(
+                        index.lock().record_applied(
                             stream,
                             aggregate,
                             meta_seq,
@@ -735,23 +733,20 @@ impl EventLog {
                 Offered::SlotConflict { taken_by: holder }
             });
         }
-        let row = event.row();
-        let identity = identity_key(stream, event_uuid);
-        if overlay.contains(&identity)? {
-            // The identity is already stored at another slot: first write wins.
+        // The identity already stored at another slot: first write wins. (At this very slot
+        // it is a batch applied again after its commit failed: stored again.)
+        if index
+            .lock()
+            .applied_slot(stream, event_uuid)
+            .is_some_and(|at| at != (aggregate, meta_seq))
+        {
             return Ok(Offered::Duplicate);
         }
-        overlay.insert(
-            identity,
-            encode_identity_row(&IdentityRow {
-                aggregate,
-                sequence_number: meta_seq,
-                event_type: row.event_type.clone(),
-                no_op_reason: row.no_op_reason,
-            }),
-        );
+        let row = event.row();
         overlay.insert(slot, encode_event_row(&row));
-        self.index_for_writer(stream, aggregate, meta_seq, row.covers_through, event_uuid);
+        index
+            .lock()
+            .record_applied(stream, aggregate, meta_seq, row.covers_through, event_uuid);
         let n_covered = match row.covers_through {
             Some(through) => {
                 Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?
@@ -778,9 +773,7 @@ impl EventLog {
         if let Some(number) = metadata {
             if state.metadata_sequence_number < 0 {
                 state.metadata_sequence_number = number;
-                if let Some(index) = self.writer_index.get() {
-                    index.lock().note_metadata_number(stream, number);
-                }
+                index.lock().note_metadata_number(stream, number);
                 let mut value = aggregate.as_bytes().to_vec();
                 if let OfferedEvent::Course(CourseEvent {
                     payload: CoursePayload::CreateCourse(create),
@@ -1049,12 +1042,18 @@ impl EventLog {
         stream: StreamKind,
         event_uuid: EventUuid,
     ) -> Result<Option<IdentityRow>, ProjectionError> {
-        match self.view().get(&identity_key(stream, event_uuid))? {
-            Some(bytes) => Ok(Some(
-                decode_identity_row(&bytes).ok_or_else(|| corrupt("identity"))?,
-            )),
-            None => Ok(None),
-        }
+        let slot = self.writer_index()?.lock().applied_slot(stream, event_uuid);
+        let Some((aggregate, sequence_number)) = slot else {
+            return Ok(None);
+        };
+        Ok(self
+            .event(stream, aggregate, sequence_number)?
+            .map(|row| IdentityRow {
+                aggregate,
+                sequence_number,
+                event_type: row.event_type,
+                no_op_reason: row.no_op_reason,
+            }))
     }
 
     /// The event stored at a slot.
@@ -1526,6 +1525,111 @@ mod range_tests {
     }
 
     #[test]
+    fn an_identity_is_stored_once_and_found_without_a_row_of_its_own() {
+        let (db, log) = open();
+        let first = response(0);
+        // The same identity at another slot (a racing writer): the first in log order wins.
+        let mut again = response(1);
+        again.meta.event_uuid = first.meta.event_uuid;
+        assert_eq!(
+            offer(&log, &[first.clone(), again.clone()]),
+            [Offered::Stored, Offered::Duplicate]
+        );
+        assert_eq!(log.tree().scan_prefix([TAG_IDENTITY]).count(), 0);
+        let found = IdentityRow {
+            aggregate: course(),
+            sequence_number: SequenceNumber(0),
+            event_type: "record_response".into(),
+            no_op_reason: None,
+        };
+        assert_eq!(
+            log.identity(StreamKind::Course, first.meta.event_uuid)
+                .unwrap(),
+            Some(found.clone())
+        );
+        // After a restart, from the event rows alone.
+        let reopened = EventLog::open(&db, "event_log").unwrap();
+        assert_eq!(
+            reopened
+                .identity(StreamKind::Course, first.meta.event_uuid)
+                .unwrap(),
+            Some(found)
+        );
+        assert_eq!(offer(&reopened, &[again]), [Offered::Duplicate]);
+        assert_eq!(
+            reopened
+                .identity(StreamKind::Course, response(5).meta.event_uuid)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_identity_the_writer_delivered_is_stored_when_its_record_arrives() {
+        let (_db, log) = open();
+        let event = response(0);
+        // The writer records what it delivered before the consumer applies it.
+        log.writer_index().unwrap().lock().record(
+            StreamKind::Course,
+            course(),
+            SequenceNumber(0),
+            None,
+            event.meta.event_uuid,
+        );
+        assert_eq!(
+            log.identity(StreamKind::Course, event.meta.event_uuid)
+                .unwrap(),
+            None,
+            "delivered is not stored"
+        );
+        assert_eq!(offer(&log, &[event.clone()]), [Offered::Stored]);
+        assert!(log
+            .event(StreamKind::Course, course(), SequenceNumber(0))
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn a_batch_applied_again_after_its_commit_failed_is_stored() {
+        let (_db, log) = open();
+        let event = response(0);
+        // The batch's events reached the index, its rows never reached sled.
+        log.writer_index().unwrap().lock().record_applied(
+            StreamKind::Course,
+            course(),
+            SequenceNumber(0),
+            None,
+            event.meta.event_uuid,
+        );
+        assert_eq!(offer(&log, &[event]), [Offered::Stored]);
+        assert!(log
+            .event(StreamKind::Course, course(), SequenceNumber(0))
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn identity_rows_of_an_older_build_are_dropped_at_open() {
+        let (db, log) = open();
+        offer(&log, &[response(0), response(1)]);
+        let before = log.tree().len();
+        for n in 0..3u128 {
+            let mut key = vec![TAG_IDENTITY, b'c'];
+            key.extend_from_slice(Uuid::from_u128(100_000 + n).as_bytes());
+            log.tree().insert(key, vec![0u8; 30]).unwrap();
+        }
+        let reopened = EventLog::open(&db, "event_log").unwrap();
+        assert_eq!(reopened.tree().len(), before);
+        assert_eq!(
+            reopened
+                .identity(StreamKind::Course, response(1).meta.event_uuid)
+                .unwrap()
+                .map(|row| row.sequence_number),
+            Some(SequenceNumber(1))
+        );
+    }
+
+    #[test]
     fn a_range_of_two_million_slots_is_one_row_and_closes_the_gap() {
         let (_db, log) = open();
         offer(&log, &[response(0), response(1), response(2_000_002)]);
@@ -1550,8 +1654,8 @@ mod range_tests {
         );
 
         assert_eq!(offer(&log, &[range(2, 2_000_001)]), [Offered::Stored]);
-        // The slot row, the identity row and one covered-run row.
-        assert_eq!(log.tree().len(), before + 3);
+        // The slot row and one covered-run row (identities are indexed in memory).
+        assert_eq!(log.tree().len(), before + 2);
         assert!(log.gaps(StreamKind::Course, 10).unwrap().is_empty());
         let row = log
             .aggregate(StreamKind::Course, course())

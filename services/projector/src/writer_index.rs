@@ -1,12 +1,16 @@
 //! The writer's index in memory (docs/design/api.md §3.2): which identities and which
 //! slots the log holds, so that the writer checks a candidate without reading sled.
 //!
-//! It holds only what the request path decides on: the set of identities, per aggregate
-//! the taken slots as a contiguous prefix plus disjoint runs above it (a range `no_op` is
-//! one run, however many slots it covers), and the next metadata number of each stream.
-//! What a rare answer needs besides (the row of a re-sent identity, who holds a taken
-//! slot, preparations) the writer reads from the event-log projection after it has caught
-//! up with everything the writer delivered.
+//! It holds only what the request path decides on: the identities with the slot each stands
+//! at, per aggregate the taken slots as a contiguous prefix plus disjoint runs above it (a
+//! range `no_op` is one run, however many slots it covers), and the next metadata number of
+//! each stream. What a rare answer needs besides (the row of a re-sent identity, who holds a
+//! taken slot, preparations) the writer reads from the event-log projection after it has
+//! caught up with everything the writer delivered.
+//!
+//! It is also the event-log projection's only index by identity (no sled row per identity):
+//! the projection asks it where an identity was *applied* ([`WriterIndex::applied_slot`]),
+//! which delivered-but-not-yet-applied identities never answer.
 //!
 //! Invariants:
 //! - Everything it holds is in the log: it is filled from the event-log projection's rows
@@ -15,14 +19,14 @@
 //!   by two of these ways is harmless.
 //! - Taking slots is a set union: the order records arrive in does not change the result.
 //!
-//! Memory: 20–40 bytes per identity (a hash set of 17-byte keys) and about 60 bytes per
+//! Memory: about 50–60 bytes per identity (17-byte keys, 32-byte slots) and about 60 bytes per
 //! aggregate, plus about 40 bytes per run of taken slots above a gap.
 
 use std::collections::BTreeMap;
 
 // Identities and aggregates are uuids sent by clients: a per-process seeded hash, several
 // times cheaper than SipHash on 17-byte keys.
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 
 use biglearn_domain::events::StreamKind;
 use biglearn_domain::ids::{EventUuid, SequenceNumber};
@@ -78,10 +82,19 @@ impl TakenSlots {
     }
 }
 
+/// Where an identity stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IdentitySlot {
+    aggregate: Uuid,
+    sequence_number: i64,
+    /// Applied by the event-log projection (not only delivered by the writer).
+    applied: bool,
+}
+
 /// The writer's index: identities and taken slots of both event streams.
 #[derive(Clone, Debug, Default)]
 pub struct WriterIndex {
-    identities: HashSet<(StreamKind, EventUuid)>,
+    identities: HashMap<(StreamKind, EventUuid), IdentitySlot>,
     aggregates: HashMap<(StreamKind, Uuid), TakenSlots>,
     /// The metadata sequence number the next create of each stream takes: one past the
     /// highest an aggregate's first create holds (docs/design/api.md §3.4).
@@ -95,8 +108,9 @@ impl WriterIndex {
         WriterIndex::default()
     }
 
-    /// Records an event of the log: its identity, standing at `sequence_number` and, for
-    /// a range `no_op`, covering the slots through `covers_through`.
+    /// Records an event the writer delivered to the log: its identity, standing at
+    /// `sequence_number` and, for a range `no_op`, covering the slots through
+    /// `covers_through`. An identity already known keeps its slot.
     pub fn record(
         &mut self,
         stream: StreamKind,
@@ -105,8 +119,55 @@ impl WriterIndex {
         covers_through: Option<SequenceNumber>,
         event_uuid: EventUuid,
     ) {
-        self.identities.insert((stream, event_uuid));
+        self.identities
+            .entry((stream, event_uuid))
+            .or_insert(IdentitySlot {
+                aggregate,
+                sequence_number: sequence_number.0,
+                applied: false,
+            });
         self.take(stream, aggregate, sequence_number, covers_through);
+    }
+
+    /// Records an event the event-log projection stored at its slot: as [`Self::record`],
+    /// and from now on [`Self::applied_slot`] answers for its identity (a slot the writer
+    /// recorded at delivery is replaced: the projection's is the log's first).
+    pub fn record_applied(
+        &mut self,
+        stream: StreamKind,
+        aggregate: Uuid,
+        sequence_number: SequenceNumber,
+        covers_through: Option<SequenceNumber>,
+        event_uuid: EventUuid,
+    ) {
+        let slot = self
+            .identities
+            .entry((stream, event_uuid))
+            .or_insert(IdentitySlot {
+                aggregate,
+                sequence_number: sequence_number.0,
+                applied: true,
+            });
+        if !slot.applied {
+            *slot = IdentitySlot {
+                aggregate,
+                sequence_number: sequence_number.0,
+                applied: true,
+            };
+        }
+        self.take(stream, aggregate, sequence_number, covers_through);
+    }
+
+    /// The slot where the event-log projection stored this identity, if it did.
+    pub fn applied_slot(
+        &self,
+        stream: StreamKind,
+        event_uuid: EventUuid,
+    ) -> Option<(Uuid, SequenceNumber)> {
+        self.identities
+            .get(&(stream, event_uuid))
+            .filter(|slot| slot.applied)
+            .map(|slot| (slot.aggregate, SequenceNumber(slot.sequence_number)))
     }
 
     /// Records slots `first..=last` (or just `first`) as taken, without an identity (a
@@ -127,7 +188,7 @@ impl WriterIndex {
 
     /// Whether the log holds an event with this identity.
     pub fn has_identity(&self, stream: StreamKind, event_uuid: EventUuid) -> bool {
-        self.identities.contains(&(stream, event_uuid))
+        self.identities.contains_key(&(stream, event_uuid))
     }
 
     /// Whether the slot is held, by an event standing there or by a range `no_op`.
@@ -195,6 +256,54 @@ mod tests {
         assert!(!index.is_taken(StreamKind::Ecosystem, uuid(1), SequenceNumber(0)));
         assert!(!index.is_taken(StreamKind::Course, uuid(2), SequenceNumber(0)));
         assert!(!index.is_taken(StreamKind::Course, uuid(1), SequenceNumber(1)));
+    }
+
+    #[test]
+    fn only_an_applied_identity_has_a_slot_and_the_first_applied_stays() {
+        let mut index = WriterIndex::new();
+        let identity = EventUuid(uuid(9));
+        // Delivered by the writer: known, but not applied.
+        index.record(
+            StreamKind::Course,
+            uuid(1),
+            SequenceNumber(7),
+            None,
+            identity,
+        );
+        assert!(index.has_identity(StreamKind::Course, identity));
+        assert_eq!(index.applied_slot(StreamKind::Course, identity), None);
+        // Applied where the log holds it first (a racing writer put it at 5).
+        index.record_applied(
+            StreamKind::Course,
+            uuid(1),
+            SequenceNumber(5),
+            None,
+            identity,
+        );
+        assert_eq!(
+            index.applied_slot(StreamKind::Course, identity),
+            Some((uuid(1), SequenceNumber(5)))
+        );
+        // Neither a later delivery nor a later application moves it.
+        index.record(
+            StreamKind::Course,
+            uuid(1),
+            SequenceNumber(8),
+            None,
+            identity,
+        );
+        index.record_applied(
+            StreamKind::Course,
+            uuid(1),
+            SequenceNumber(7),
+            None,
+            identity,
+        );
+        assert_eq!(
+            index.applied_slot(StreamKind::Course, identity),
+            Some((uuid(1), SequenceNumber(5)))
+        );
+        assert_eq!(index.applied_slot(StreamKind::Ecosystem, identity), None);
     }
 
     #[test]
