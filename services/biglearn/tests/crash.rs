@@ -4,7 +4,6 @@
 //! catch up; its state hash must equal that of a clean, uninterrupted replay of the same
 //! log. On both backends.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use biglearn_simulator::WorkloadConfig;
 use biglearn_stream::embedded::EmbeddedStore;
 use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
 use biglearn_stream::SharedStreamStore;
-use biglearn_testkit::{unique_topic_prefix, TestBroker};
+use biglearn_testkit::{listening_address, unique_topic_prefix, TestBroker};
 
 const KILLS: usize = 20;
 /// 70 courses × 40 students × 6 weeks: about 200,000 course events.
@@ -57,24 +56,7 @@ fn biglearn_up(data_dir: &Path, backend: &Backend) -> (Child, String) {
         ]);
     }
     let mut child = command.spawn().expect("biglearn starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let base = loop {
-        assert!(
-            Instant::now() < deadline,
-            "biglearn did not report its address"
-        );
-        let line = lines
-            .next()
-            .expect("biglearn prints its address")
-            .expect("readable stdout");
-        if let Some(url) = line.strip_prefix("biglearn listening on ") {
-            break url.trim().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let base = listening_address(&mut child);
     (child, base)
 }
 

@@ -1,10 +1,11 @@
 //! The `biglearn` process as an operator sees it: help, `up` with nothing configured,
 //! health endpoints, generated tokens, and graceful exit on SIGTERM and SIGINT.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use biglearn_testkit::listening_address;
 
 fn biglearn() -> Command {
     Command::new(env!("CARGO_BIN_EXE_biglearn"))
@@ -28,22 +29,7 @@ fn start_child(mut command: Command) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("biglearn starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let base = loop {
-        assert!(
-            Instant::now() < deadline,
-            "biglearn did not report its address"
-        );
-        let line = lines
-            .next()
-            .expect("biglearn prints its address before anything else ends")
-            .expect("readable stdout");
-        if let Some(url) = line.strip_prefix("biglearn listening on ") {
-            break url.trim().to_owned();
-        }
-    };
+    let base = listening_address(&mut child);
     (child, base)
 }
 

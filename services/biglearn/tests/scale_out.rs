@@ -10,7 +10,6 @@
 //! `session.timeout.ms`), and a new response in every course reaches its served CLUE.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 use biglearn_events::decode_result_record;
 use biglearn_stream::kafka::{KafkaConfig, KafkaStore};
 use biglearn_stream::StreamStore;
-use biglearn_testkit::{unique_topic_prefix, TestBroker};
+use biglearn_testkit::{listening_address, unique_topic_prefix, TestBroker};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -65,19 +64,7 @@ fn serve(roles: &str, data_dir: &Path, bootstrap: &str, prefix: &str) -> Process
         .stderr(Stdio::null())
         .spawn()
         .expect("biglearn starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("biglearn prints its address")
-            .expect("readable stdout");
-        if let Some(url) = line.strip_prefix("biglearn listening on ") {
-            break url.trim().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let base = listening_address(&mut child);
     Process { child, base }
 }
 
