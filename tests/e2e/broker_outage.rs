@@ -248,14 +248,15 @@ async fn a_node_rides_out_a_minute_without_its_broker() {
         "the deadline is counted"
     );
 
-    // A clean run: a reader that replays the same topics from the start reaches the same
-    // state digest as the node that lived through the outage.
+    // A clean run: a reader and scheduler that replays the same topics from the start
+    // reaches the same state digest as the node that lived through the outage (a process
+    // that only reads keeps no state projection to digest).
     let clean_dir = tempfile::tempdir().unwrap();
     let clean = Node::start_with_roles(
         clean_dir.path(),
         backend,
         Default::default(),
-        vec![Role::Reader],
+        vec![Role::Reader, Role::Scheduler],
     )
     .await;
     let started = Instant::now();

@@ -235,11 +235,32 @@ async fn a_reader_process_follows_the_models_too() {
     );
     // Each process follows the topic on its own: the writer too, in its own time.
     wait_precomputed(&writer, &course, "current_ecosystem_status").await;
-    // The reader answers no writes.
+    // The reader answers no writes, and keeps no state projection (it serves statuses from
+    // the event log and results from `<prefix>.results`).
     let (code, _) = reader
         .post("/create_ecosystem", &create_ecosystem(&new_uuid()))
         .await;
     assert_eq!(code, 503);
+    let (code, answer) = reader
+        .admin("/admin/state_digest", &json!({"list_sequences": false}))
+        .await;
+    assert_eq!(code, 503, "{answer}");
+    assert!(
+        answer.to_string().contains("keeps no state projection"),
+        "{answer}"
+    );
+    // The state projection applied the course's events in the writer, none in the reader.
+    let applied_by_state = |scrape: String| -> f64 {
+        scrape
+            .lines()
+            .filter(|line| {
+                line.starts_with("biglearn_events_applied_total{component=\"projector\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(applied_by_state(writer.metrics_text().await) >= 1.0);
+    assert_eq!(applied_by_state(reader.metrics_text().await), 0.0);
     reader.stop().await.unwrap();
     writer.stop().await.unwrap();
     tokio::task::spawn_blocking(move || drop(broker))

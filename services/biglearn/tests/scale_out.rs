@@ -1,7 +1,7 @@
 //! The scheduler scales out (issue 17, docs/design/scheduler.md §1), with real processes on a
-//! real Kafka-protocol broker (tansu): a `serve --role writer,reader` node takes Tutor's
-//! writes and serves results; two `serve --role scheduler` processes share 40 courses
-//! through the consumer group `<prefix>.scheduler`.
+//! real Kafka-protocol broker (tansu): a `serve --role writer` node takes Tutor's writes, a
+//! `serve --role reader` (no state projection) serves the results, and two `serve --role
+//! scheduler` processes share 40 courses through the consumer group `<prefix>.scheduler`.
 //!
 //! Checked: both own partitions and each course's results are computed by one of them (no
 //! result is published twice at the same version); the CLUEs served equal, by content, those
@@ -400,13 +400,10 @@ async fn two_schedulers_share_the_courses_and_one_takes_over_when_the_other_is_k
     wait_ready(&client, &single).await;
 
     let prefix = unique_topic_prefix("scale-out");
-    let writer = serve(
-        "writer,reader",
-        &dir.path().join("writer"),
-        &bootstrap,
-        &prefix,
-    );
+    let writer = serve("writer", &dir.path().join("writer"), &bootstrap, &prefix);
+    let reader = serve("reader", &dir.path().join("reader"), &bootstrap, &prefix);
     wait_ready(&client, &writer).await;
+    wait_ready(&client, &reader).await;
     let first = serve("scheduler", &dir.path().join("first"), &bootstrap, &prefix);
     let second = serve("scheduler", &dir.path().join("second"), &bootstrap, &prefix);
     wait_ready(&client, &first).await;
@@ -437,7 +434,7 @@ async fn two_schedulers_share_the_courses_and_one_takes_over_when_the_other_is_k
     }
     let limit = Duration::from_secs(60);
     let expected = plan.clues_when(&client, &single, limit, |_, _| true).await;
-    let shared = plan.clues_when(&client, &writer, limit, |_, _| true).await;
+    let shared = plan.clues_when(&client, &reader, limit, |_, _| true).await;
     assert_eq!(shared, expected, "two schedulers serve what one serves");
     let distinct: BTreeSet<String> = expected.values().map(Value::to_string).collect();
     assert!(
@@ -478,7 +475,7 @@ async fn two_schedulers_share_the_courses_and_one_takes_over_when_the_other_is_k
         .clues_when(&client, &single, limit, changed(&expected))
         .await;
     let shared = plan
-        .clues_when(&client, &writer, SESSION_TIMEOUT + limit, changed(&shared))
+        .clues_when(&client, &reader, SESSION_TIMEOUT + limit, changed(&shared))
         .await;
     eprintln!(
         "every course's CLUE served {:?} after one scheduler was killed",
@@ -494,7 +491,7 @@ async fn two_schedulers_share_the_courses_and_one_takes_over_when_the_other_is_k
         "the survivor owns every partition"
     );
 
-    drop((single, writer, first, second));
+    drop((single, writer, reader, first, second));
     tokio::task::spawn_blocking(move || drop(broker))
         .await
         .unwrap();

@@ -13,7 +13,9 @@ use crate::kafka_options::KafkaOptions;
 pub enum Role {
     /// All write and admin endpoints (exactly one per deployment).
     Writer,
-    /// The read endpoints, from a full replica of the projections.
+    /// The read endpoints: statuses and events from the event-log index, results from
+    /// `<prefix>.results`. A process that only reads keeps no state projection (its
+    /// `/admin/state_digest`, rebuild and state-hash answer 503).
     Reader,
     /// The scheduler: computes and publishes results from the state projection. Any
     /// number of processes run it: they share the courses through the consumer group

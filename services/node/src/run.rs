@@ -335,6 +335,12 @@ impl Node {
             .any(|role| !matches!(role, Role::Scheduler | Role::Sparfa))
     }
 
+    /// A process that only answers reads keeps no state projection: it serves results from
+    /// `<prefix>.results` and statuses from the event log (docs/design/scheduler.md §1).
+    fn keeps_state_projection(&self) -> bool {
+        self.config.roles != [Role::Reader]
+    }
+
     /// Only processes with the scheduler role compute results (several share the courses
     /// through `<prefix>.scheduler`, [`Node::scheduler_ownership`]).
     fn computes_results(&self) -> bool {
@@ -446,10 +452,11 @@ impl Node {
     }
 
     /// One consumer per event topic feeds the event-log projection (first: the writer
-    /// waits for it) and the state projection: each record is decoded once.
+    /// waits for it) and, in a process that keeps it, the state projection: each record is
+    /// decoded once.
     fn start_event_consumers(
         &mut self,
-        projections: &Arc<biglearn_projector::service::ProjectionService>,
+        projections: Option<&Arc<biglearn_projector::service::ProjectionService>>,
     ) {
         for (stream, topic) in [
             (StreamKind::Course, self.topics.course_events()),
@@ -472,21 +479,24 @@ impl Node {
                     metrics: self.metrics.clone(),
                 },
             );
-            let (state, state_progress) = projections.live(stream);
-            let consumer = biglearn_runtime::TopicConsumer::new(
+            let mut consumer = biglearn_runtime::TopicConsumer::new(
                 topic.clone(),
                 "event_log",
                 biglearn_projector::decoded::decoder(stream),
             )
-            .feed("event_log", Arc::new(event_log), progress_tx)
-            .feed("projector", state, state_progress)
-            .options(biglearn_runtime::RunOptions {
-                max_batch: 2000,
-                drain_on_shutdown: Some(SHUTDOWN_DRAIN),
-                ..biglearn_runtime::RunOptions::default()
-            })
-            .metrics(self.metrics.clone())
-            .run(self.store.clone(), self.stop_rx.clone());
+            .feed("event_log", Arc::new(event_log), progress_tx);
+            if let Some(projections) = projections {
+                let (state, state_progress) = projections.live(stream);
+                consumer = consumer.feed("projector", state, state_progress);
+            }
+            let consumer = consumer
+                .options(biglearn_runtime::RunOptions {
+                    max_batch: 2000,
+                    drain_on_shutdown: Some(SHUTDOWN_DRAIN),
+                    ..biglearn_runtime::RunOptions::default()
+                })
+                .metrics(self.metrics.clone())
+                .run(self.store.clone(), self.stop_rx.clone());
             self.start(
                 RunsOn::DerivedState,
                 topic.clone(),
@@ -849,7 +859,11 @@ pub async fn run_with(
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let mut node = Node::open(config).await?;
-    let (keeps_event_log, computes_results) = (node.keeps_event_log(), node.computes_results());
+    let (keeps_event_log, computes_results, keeps_state) = (
+        node.keeps_event_log(),
+        node.computes_results(),
+        node.keeps_state_projection(),
+    );
     let settings_cell = SettingsCell::default();
     let projection_cell = ProjectionCell::default();
     // The latest SPARFA models, read from `<prefix>.models`: served to the scheduler, and
@@ -903,7 +917,7 @@ pub async fn run_with(
         None
     };
     if keeps_event_log {
-        node.start_event_consumers(&projections);
+        node.start_event_consumers(keeps_state.then_some(&projections));
     } else {
         projections.start().await;
     }
@@ -936,14 +950,19 @@ pub async fn run_with(
             node.progresses
                 .iter()
                 .cloned()
-                .chain(projections.progress())
+                .chain(
+                    keeps_state
+                        .then(|| projections.progress())
+                        .into_iter()
+                        .flatten(),
+                )
                 .chain(models_progress.map(|progress| (models_topic.clone(), progress)))
                 .collect(),
             writer,
         ),
         store: node.store.clone(),
         topics: node.topics.clone(),
-        projections: Some(projections.clone()),
+        projections: keeps_state.then(|| projections.clone()),
         flags: node.config.flags.clone(),
         settings,
     });

@@ -1582,7 +1582,7 @@ mod range_tests {
             None,
             "delivered is not stored"
         );
-        assert_eq!(offer(&log, &[event.clone()]), [Offered::Stored]);
+        assert_eq!(offer(&log, &[event]), [Offered::Stored]);
         assert!(log
             .event(StreamKind::Course, course(), SequenceNumber(0))
             .unwrap()
