@@ -517,7 +517,7 @@ impl Node {
     ) -> anyhow::Result<()> {
         let ownership = self.scheduler_ownership().await?;
         let source = projections.clone();
-        let mut recompute = shell.into_loop(
+        let recompute = shell.into_loop(
             Arc::new(move || source.current()),
             projections
                 .progress()

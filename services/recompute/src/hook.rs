@@ -12,6 +12,7 @@ use biglearn_scheduler::{ModelView, PublishedView, Scheduler, Target, Timer, Tim
 use tokio::sync::Notify;
 
 use crate::clock::{LogicalClock, WallClock};
+use crate::ownership::{OwnedCourses, OwnershipSource};
 use crate::rows::{dirty_key, timer_key, waiting_key, whole_course_key, DirtyMark, TimerAction};
 use crate::settings_watch::{SettingsFloors, SettingsSource};
 use biglearn_scheduler::SchedulerSettings;
@@ -32,9 +33,19 @@ pub struct Shared {
     /// Whether the live state consumers are caught up (set by the loop every pass). While
     /// they are not, the hook marks whole courses dirty instead of deriving targets.
     pub caught_up: Arc<AtomicBool>,
+    /// Which courses this process computes, once the node has joined `<prefix>.scheduler`
+    /// (unset: every course; [`crate::ownership`]).
+    pub ownership: Arc<std::sync::OnceLock<OwnershipSource>>,
 }
 
 impl Shared {
+    /// The courses this process computes now.
+    pub fn owned(&self) -> OwnedCourses {
+        self.ownership
+            .get()
+            .map_or(OwnedCourses::All, |source| source())
+    }
+
     /// `course`'s scheduler settings at its effective settings version.
     pub fn settings_of(&self, course: CourseUuid) -> SchedulerSettings {
         (self.settings.resolve)(course, self.floors.floor(course))
@@ -121,6 +132,10 @@ impl DirtyTargets {
     fn collect(&self, view: &dyn StateView, effects: &[Effect]) -> Result<Marks, StateError> {
         let now = self.shared.clock.now();
         let catching_up = !self.shared.caught_up.load(Ordering::Acquire);
+        // Another scheduler's courses get no targets here: whoever gains them computes them
+        // whole. Until a group has assigned anything every course is marked (the first
+        // assignment may gain nothing, e.g. after a restart that owns the same partitions).
+        let owned = self.shared.owned();
         let mut marks = Marks::default();
         // Effects are evaluated against the batch's final state, so a repeated response
         // of one student to one exercise yields the same targets: derive them once.
@@ -143,9 +158,12 @@ impl DirtyTargets {
                     continue;
                 }
             }
-            if catching_up {
+            // Timers (below) are written for every course: they come from the events alone,
+            // and a new owner needs them.
+            let mine = !owned.is_assigned() || owned.owns(course);
+            if mine && catching_up {
                 marks.courses.insert(course);
-            } else {
+            } else if mine {
                 let scheduler = Scheduler {
                     view,
                     published: self.shared.published.as_ref(),

@@ -22,7 +22,8 @@
 //!   so a change touching every course is worked off without starving other work.
 //! - Each course is computed by one process: any number of scheduler processes share the
 //!   courses by the course-event partitions they own in `<prefix>.scheduler`
-//!   ([`ownership`]); the others keep its dirty targets for whoever owns it next.
+//!   ([`ownership`]); the others derive no targets for it, and whoever gains it computes
+//!   it whole.
 //! - No minimum interval per course (S10): a course is computed by the first pass after its
 //!   batch is applied; work coalesces only while a pass runs.
 //! - The logical clock never moves backwards. Simplification of §2.3: it advances to
@@ -143,6 +144,7 @@ pub fn build(inputs: ShellInputs) -> Result<Shell, RecomputeError> {
         floors: SettingsFloors::default(),
         wake: Arc::new(Notify::new()),
         caught_up: Arc::new(AtomicBool::new(false)),
+        ownership: Arc::default(),
     };
     let versions = PublishedVersions::open(&inputs.db).map_err(|source| RecomputeError::Sled {
         doing: "opening the published versions",

@@ -7,10 +7,12 @@
 //!   its aggregate key): ownership moves with the course's events, never splits a course.
 //! - Until a group has assigned anything (generation 0) a process owns no course: two
 //!   processes never both compute a course because one of them has not heard yet.
-//! - Dirty targets of a course this process does not own stay dirty here: whoever owns the
-//!   course next finds them. A process that gains partitions also marks their courses
-//!   whole-course dirty (its loop does, [`OwnedCourses::gained_since`]), because what only
-//!   the previous owner wrote — its recalculation timers — is not here.
+//! - The batch hook derives no targets for a course another process owns (only its
+//!   assignment timers, which come from the events alone); marks made before (while nothing
+//!   was assigned, or while this process owned the course) stay. A process that gains
+//!   partitions marks their courses whole-course dirty (its loop does,
+//!   [`OwnedCourses::gained_since`]): that covers whatever the previous owner had not
+//!   computed, and its recalculation timers, which are not here.
 //!
 //! Ownership is advisory (`biglearn_stream::GroupMembership`): around a rebalance two
 //! processes may briefly both compute a course. That is harmless — results carry versions,

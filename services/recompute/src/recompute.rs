@@ -85,9 +85,6 @@ pub struct Recompute {
     /// Targets whose computation needs an ecosystem not created yet: skipped, but kept
     /// dirty, until it exists (docs/design/scheduler.md §4).
     deferred: HashMap<(CourseUuid, Target), EcosystemUuid>,
-    /// Which courses this process computes, asked once per pass (every course unless
-    /// [`Recompute::set_ownership`] says otherwise).
-    ownership: OwnershipSource,
 }
 
 /// What one pass did (for tests and logs).
@@ -165,14 +162,14 @@ impl Recompute {
             progress,
             failed_at: HashMap::new(),
             deferred: HashMap::new(),
-            ownership: Arc::new(|| OwnedCourses::All),
         }
     }
 
-    /// Computes only the courses `ownership` says this process owns (scale-out over the
-    /// consumer group `<prefix>.scheduler`, [`crate::ownership`]).
-    pub fn set_ownership(&mut self, ownership: OwnershipSource) {
-        self.ownership = ownership;
+    /// Computes (and its batch hook marks) only the courses `ownership` says this process
+    /// owns (scale-out over the consumer group `<prefix>.scheduler`, [`crate::ownership`]).
+    /// Set once; later calls change nothing.
+    pub fn set_ownership(&self, ownership: OwnershipSource) {
+        let _ = self.shared.ownership.set(ownership);
     }
 
     fn caught_up(&self) -> bool {
@@ -196,7 +193,7 @@ impl Recompute {
     pub async fn pass(&mut self) -> Result<PassReport, RecomputeError> {
         let projection = (self.projection)();
         let tree = projection.tree().clone();
-        let owned = (self.ownership)();
+        let owned = self.shared.owned();
         let mut report = PassReport {
             caught_up: self.caught_up(),
             ..PassReport::default()

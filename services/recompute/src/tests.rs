@@ -254,6 +254,7 @@ impl World {
             floors: SettingsFloors::default(),
             wake: Arc::new(Notify::new()),
             caught_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ownership: Arc::default(),
         };
         let (caught_up, progress) = watch::channel(ConsumerProgress {
             caught_up: true,
@@ -897,7 +898,7 @@ async fn a_pass_past_its_budget_leaves_courses_for_the_next_and_a_waiting_studen
 }
 
 #[tokio::test]
-async fn a_course_of_another_process_stays_dirty_until_its_partition_is_gained() {
+async fn another_process_course_gets_no_targets_here_until_its_partition_is_gained() {
     use crate::ownership::OwnedCourses;
     use std::collections::BTreeSet;
     let ownership = Arc::new(std::sync::Mutex::new(OwnedCourses::Partitions {
@@ -911,14 +912,18 @@ async fn a_course_of_another_process_stays_dirty_until_its_partition_is_gained()
         .recompute
         .set_ownership(Arc::new(move || source.lock().unwrap().clone()));
     world.feed_ecosystem();
-    world.feed_course(&course_events(T0 + 20 * DAY));
+    let events = course_events(T0 + 20 * DAY);
+    let (setup, responses) = events.split_at(3);
+
+    // Before the group has assigned anything every course is marked, none computed.
+    world.feed_course(setup);
     let dirty_before = world.dirty().len();
     assert!(dirty_before > 0);
-
-    // Before the group has assigned anything, nothing is owned.
     let report = world.recompute.pass().await.expect("a pass");
     assert_eq!((report.courses, report.courses_not_owned), (0, 1));
-    // Another process owns the course's partition: its targets stay dirty here.
+
+    // Another process owns the course's partition: its marks stay, its new events mark
+    // nothing here, nothing is computed.
     let partition = OwnedCourses::partition_of(COURSE, 4);
     let others: BTreeSet<i32> = (0..4).filter(|p| *p != partition).collect();
     *ownership.lock().unwrap() = OwnedCourses::Partitions {
@@ -926,16 +931,22 @@ async fn a_course_of_another_process_stays_dirty_until_its_partition_is_gained()
         owned: others.clone(),
         partitions: 4,
     };
+    world.feed_course(responses);
+    assert_eq!(
+        world.dirty().len(),
+        dirty_before,
+        "no targets for its responses"
+    );
     let report = world.recompute.pass().await.expect("a pass");
     assert_eq!((report.courses, report.courses_not_owned), (0, 1));
     assert_eq!(
         report.courses_gained, 0,
         "no course in the owned partitions"
     );
-    assert_eq!(world.dirty().len(), dirty_before);
     assert!(world.published().await.is_empty());
 
-    // The other process is gone: the partition is gained, the course computed whole.
+    // The other process is gone: the partition is gained, the course computed whole, at
+    // its last event.
     *ownership.lock().unwrap() = OwnedCourses::Partitions {
         generation: 2,
         owned: (0..4).collect(),
@@ -944,7 +955,9 @@ async fn a_course_of_another_process_stays_dirty_until_its_partition_is_gained()
     let report = world.recompute.pass().await.expect("a pass");
     assert_eq!(report.courses_gained, 1);
     assert_eq!((report.courses, report.courses_not_owned), (1, 0));
-    assert!(latest(&world.published().await, &student_clue_key()).is_some());
+    let published = world.published().await;
+    let clue = latest(&published, &student_clue_key()).expect("a CLUE");
+    assert_eq!(clue.input_seq, 5, "computed after its last response: {clue:?}");
     assert!(world.dirty().is_empty());
     // The same partitions again (a restart owning them): nothing is gained.
     let report = world.recompute.pass().await.expect("a pass");
