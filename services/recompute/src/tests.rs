@@ -957,7 +957,10 @@ async fn another_process_course_gets_no_targets_here_until_its_partition_is_gain
     assert_eq!((report.courses, report.courses_not_owned), (1, 0));
     let published = world.published().await;
     let clue = latest(&published, &student_clue_key()).expect("a CLUE");
-    assert_eq!(clue.input_seq, 5, "computed after its last response: {clue:?}");
+    assert_eq!(
+        clue.input_seq, 5,
+        "computed after its last response: {clue:?}"
+    );
     assert!(world.dirty().is_empty());
     // The same partitions again (a restart owning them): nothing is gained.
     let report = world.recompute.pass().await.expect("a pass");
