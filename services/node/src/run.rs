@@ -566,12 +566,10 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot join the schedulers' group {group}"))?,
         );
-        let metrics = self.metrics.clone();
         Ok(Some(Arc::new(move || {
             let assignment = membership.current();
             let owned: std::collections::BTreeSet<i32> =
                 assignment.partitions_of(&topic).into_iter().collect();
-            metrics.scheduler_partitions_owned(owned.len());
             biglearn_recompute::OwnedCourses::Partitions {
                 generation: assignment.generation,
                 owned,

@@ -733,20 +733,21 @@ impl EventLog {
                 Offered::SlotConflict { taken_by: holder }
             });
         }
-        // The identity already stored at another slot: first write wins. (At this very slot
-        // it is a batch applied again after its commit failed: stored again.)
-        if index
-            .lock()
-            .applied_slot(stream, event_uuid)
-            .is_some_and(|at| at != (aggregate, meta_seq))
-        {
-            return Ok(Offered::Duplicate);
-        }
         let row = event.row();
+        {
+            // One lock per new event: the writer's request path takes it too.
+            let mut index = index.lock();
+            // The identity already stored at another slot: first write wins. (At this very
+            // slot it is a batch applied again after its commit failed: stored again.)
+            if index
+                .applied_slot(stream, event_uuid)
+                .is_some_and(|at| at != (aggregate, meta_seq))
+            {
+                return Ok(Offered::Duplicate);
+            }
+            index.record_applied(stream, aggregate, meta_seq, row.covers_through, event_uuid);
+        }
         overlay.insert(slot, encode_event_row(&row));
-        index
-            .lock()
-            .record_applied(stream, aggregate, meta_seq, row.covers_through, event_uuid);
         let n_covered = match row.covers_through {
             Some(through) => {
                 Self::cover(overlay, stream, aggregate, meta_seq, through, event_uuid)?

@@ -140,20 +140,17 @@ impl WriterIndex {
         covers_through: Option<SequenceNumber>,
         event_uuid: EventUuid,
     ) {
+        let applied = IdentitySlot {
+            aggregate,
+            sequence_number: sequence_number.0,
+            applied: true,
+        };
         let slot = self
             .identities
             .entry((stream, event_uuid))
-            .or_insert(IdentitySlot {
-                aggregate,
-                sequence_number: sequence_number.0,
-                applied: true,
-            });
+            .or_insert(applied);
         if !slot.applied {
-            *slot = IdentitySlot {
-                aggregate,
-                sequence_number: sequence_number.0,
-                applied: true,
-            };
+            *slot = applied;
         }
         self.take(stream, aggregate, sequence_number, covers_through);
     }

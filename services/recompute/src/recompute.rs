@@ -194,6 +194,9 @@ impl Recompute {
         let projection = (self.projection)();
         let tree = projection.tree().clone();
         let owned = self.shared.owned();
+        if let OwnedCourses::Partitions { owned, .. } = &owned {
+            self.config.metrics.scheduler_partitions_owned(owned.len());
+        }
         let mut report = PassReport {
             caught_up: self.caught_up(),
             ..PassReport::default()
